@@ -1,0 +1,95 @@
+"""Settings from the environment and `cityward.toml`; the secret key is generated, never shipped."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from cityward.errors import InvalidInput
+
+SECRET_KEY_BYTES = 32
+
+
+class Settings(BaseSettings):
+    """Environment variables win over `cityward.toml`, which wins over the defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CITYWARD_", toml_file="cityward.toml", extra="forbid"
+    )
+
+    database_url: str = "sqlite:///cityward.db"
+    secret_key: SecretStr | None = None
+    # Where a generated secret key is kept when CITYWARD_SECRET_KEY is unset.
+    secret_key_file: Path = Path("cityward.secret")
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    broker_url: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Upper bound for an inventory upload over the API; the CLI streams files of any size.
+    max_upload_bytes: int = Field(default=1 << 30, gt=0)
+    token: SecretStr | None = None  # CITYWARD_TOKEN: act as this API token from the CLI
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def secret_key_bytes(self) -> bytes:
+        """The key that encrypts device secrets; created with mode 0600 on first use if unset."""
+        if self.secret_key is not None:
+            raw = self.secret_key.get_secret_value()
+            try:
+                key = bytes.fromhex(raw)
+            except ValueError:
+                key = b""
+            if len(key) != SECRET_KEY_BYTES:
+                raise InvalidInput(
+                    "CITYWARD_SECRET_KEY must be 64 hexadecimal characters (32 bytes)",
+                    hint='generate one with: python -c "import secrets; print(secrets.token_hex(32))"',
+                )
+            return key
+        return _load_or_create_key(self.secret_key_file)
+
+
+def _load_or_create_key(path: Path) -> bytes:
+    try:
+        # O_EXCL: two processes starting at once cannot both write a key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise InvalidInput(
+                f"secret key file {path} is readable by others (mode {mode:o})",
+                hint=f"chmod 600 {path}",
+            ) from None
+        key = bytes.fromhex(path.read_text().strip())
+        if len(key) != SECRET_KEY_BYTES:
+            raise InvalidInput(f"secret key file {path} is corrupt: expected 64 hex characters")
+        return key
+    key = secrets.token_bytes(SECRET_KEY_BYTES)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+    return key
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise InvalidInput(f"bad configuration: {exc}") from exc

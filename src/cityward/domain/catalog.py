@@ -1,0 +1,76 @@
+"""The product catalog file (docs/inventory.md, "Product catalog"): one product per row."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from cityward.domain.devices import DeviceKind
+from cityward.domain.inventory import _Bad, _text, parse_date, parse_kind
+from cityward.domain.products import VersionScheme
+from cityward.errors import Problem
+
+CATALOG_COLUMNS = ("brand", "model", "kind", "origin_brand", "origin_model", "end_of_support",
+                   "min_firmware", "version_scheme")
+CATALOG_REQUIRED = ("brand", "model")
+
+_SEMVER = re.compile(r"v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
+_DOTTED = re.compile(r"v?\d+(\.\d+)*")
+
+
+def guess_scheme(version: str) -> VersionScheme:
+    """A first guess for a product met only through a device's firmware string."""
+    if _SEMVER.fullmatch(version) and version.count(".") == 2:
+        return VersionScheme.SEMVER
+    if _DOTTED.fullmatch(version):
+        return VersionScheme.DOTTED
+    return VersionScheme.VENDOR
+
+
+@dataclass(frozen=True)
+class CatalogRecord:
+    brand: str
+    model: str
+    kind: str | None = None
+    origin_brand: str | None = None  # set: this product is a relabel of origin_brand origin_model
+    origin_model: str | None = None
+    end_of_support: date | None = None
+    min_firmware: str | None = None
+    version_scheme: str | None = None
+
+
+def parse_catalog_row(raw: Mapping[str, Any], row: int) -> CatalogRecord | list[Problem]:
+    values: dict[str, Any] = {}
+    problems: list[Problem] = []
+    parsers: dict[str, Any] = {
+        "brand": _text, "model": _text, "kind": parse_kind, "origin_brand": _text,
+        "origin_model": _text, "end_of_support": parse_date,
+        "min_firmware": lambda v: _text(v, limit=64), "version_scheme": _scheme,
+    }
+    for column, parse in parsers.items():
+        try:
+            values[column] = parse(raw.get(column))
+        except _Bad as exc:
+            problems.append(Problem(str(exc), row=row, field=column))
+            continue
+        if column in CATALOG_REQUIRED and values[column] is None:
+            problems.append(Problem("required value is missing", row=row, field=column))
+    if not problems and (values["origin_brand"] is None) != (values["origin_model"] is None):
+        problems.append(Problem("origin_brand and origin_model go together", row=row,
+                                field="origin_model" if values["origin_model"] is None else "origin_brand"))
+    return problems or CatalogRecord(**values)
+
+
+def _scheme(value: Any) -> str | None:
+    text = _text(value)
+    if text is None:
+        return None
+    if text.lower() not in VersionScheme._value2member_map_:
+        raise _Bad(f"unknown version scheme {text!r}; expected one of {', '.join(VersionScheme)}")
+    return text.lower()
+
+
+__all__ = ["CATALOG_COLUMNS", "CatalogRecord", "DeviceKind", "guess_scheme", "parse_catalog_row"]

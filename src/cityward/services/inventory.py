@@ -1,0 +1,503 @@
+"""Inventory use cases: import, export, list, show and summarize devices, always within scope."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any, BinaryIO
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased
+
+from cityward.adapters.inventory_files import (
+    FileFormat,
+    InventoryReader,
+    open_inventory,
+    write_csv,
+    write_json,
+)
+from cityward.adapters.storage import staging as stg
+from cityward.adapters.storage.models import (
+    DeviceRow,
+    OrganizationRow,
+    ProductRow,
+    ZoneResponsibilityRow,
+    ZoneRow,
+)
+from cityward.adapters.storage.scoping import responsible_clause, scope_clause, zone_tree
+from cityward.adapters.storage.uow import UnitOfWork, UnitOfWorkFactory
+from cityward.domain.access import (
+    CLAIM_COLUMNS,
+    device_scope,
+    require_city_admin,
+    require_device_details,
+    require_device_write,
+)
+from cityward.domain.inventory import COLUMNS, DeviceRecord, parse_row
+from cityward.domain.organizations import Caller, OrgKind
+from cityward.domain.products import OriginStatus, VersionScheme
+from cityward.domain.responsibility import DEVICE_COLUMN, Duty, effective_responsibility
+from cityward.errors import InvalidInput, NotFound, Problem
+from cityward.domain.catalog import guess_scheme
+from cityward.services.organizations import city_org
+
+MAX_LISTED = 200  # problems shown per import; the rest are counted
+BATCH = 10_000
+ProgressFn = Callable[[int, int], None]  # (rows read, bytes read)
+
+# Organization kind given to an organization created by --create-missing, per column.
+CREATED_KIND = {"owner": OrgKind.CITY, "installer": OrgKind.INSTALLER,
+                "maintainer": OrgKind.INTEGRATOR, "supplier": OrgKind.DISTRIBUTOR}
+
+
+@dataclass
+class ImportReport:
+    source: str
+    rows_read: int = 0
+    created: int = 0
+    updated: int = 0
+    rejected_rows: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    more_problems: int = 0
+    committed: bool = False
+    created_zones: list[str] = field(default_factory=list)
+    created_orgs: list[str] = field(default_factory=list)
+    created_products: list[str] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    sha256: str = ""
+
+    @property
+    def imported(self) -> int:
+        return self.created + self.updated
+
+    def add(self, problems: list[Problem], total: int | None = None) -> None:
+        room = MAX_LISTED - len(self.problems)
+        self.problems.extend(problems[: max(room, 0)])
+        self.more_problems += (total if total is not None else len(problems)) - min(
+            len(problems), max(room, 0)
+        )
+
+
+class _Hashing:
+    """Hashes the bytes as they are read, so the audit event names exactly what was imported."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.digest = raw, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.digest.update(data)
+        return data
+
+    def readline(self, n: int = -1) -> bytes:
+        data = self.raw.readline(n)
+        self.digest.update(data)
+        return data
+
+
+def import_devices(
+    uow_factory: UnitOfWorkFactory,
+    caller: Caller,
+    stream: BinaryIO,
+    source: str,
+    fmt: FileFormat,
+    *,
+    partial: bool = False,
+    create_missing: bool = False,
+    ignore_unknown: bool = False,
+    progress: ProgressFn | None = None,
+) -> ImportReport:
+    """Upsert devices by id from a CSV or JSON inventory; all-or-nothing unless `partial`.
+
+    Raises InvalidInput (database unchanged) when the file is unusable, or when any row is bad
+    and `partial` is off; with `partial`, good rows are imported and bad ones reported.
+    """
+    require_device_write(caller)
+    if create_missing:
+        require_city_admin(caller, "create zones and organizations while importing")
+    hashing = _Hashing(stream)
+    reader = open_inventory(hashing, source, fmt, ignore_unknown=ignore_unknown)  # type: ignore[arg-type]
+    report = ImportReport(source)
+    with uow_factory(write=True) as uow:
+        staging = stg.DeviceStaging(uow)
+        _load(staging, reader, report, progress)
+        report.ignored_columns = list(reader.unknown) if ignore_unknown else []
+        report.sha256 = hashing.digest.hexdigest()
+        _check_sets(uow, staging, caller, report, partial, create_missing)
+        if report.problems and not partial:
+            raise _rejected(report)
+        _create_missing_catalog(uow, caller, staging, report)
+        if create_missing:
+            _create_missing_refs(uow, caller, staging, report)
+        total = staging.count()
+        report.updated = staging.existing_count()
+        report.created = total - report.updated
+        staging.merge(reader.columns, city_org(uow.session).id, uow.clock())
+        uow.record(caller, "devices.imported", "inventory", source, after={
+            "sha256": report.sha256, "format": str(fmt), "rows_read": report.rows_read,
+            "created": report.created, "updated": report.updated,
+            "rejected_rows": report.rejected_rows, "columns": reader.columns,
+            "partial": partial,
+        })
+        uow.commit()
+    report.committed = True
+    return report
+
+
+def _rejected(report: ImportReport) -> InvalidInput:
+    return InvalidInput(
+        f"{report.source}: {report.rejected_rows} of {report.rows_read} rows are bad; "
+        "nothing was imported",
+        [Problem(p.message, p.row, p.field, report.source) for p in report.problems],
+        more=report.more_problems,
+        hint="fix the rows listed, or pass --partial to import only the good rows",
+    )
+
+
+def _load(
+    staging: stg.DeviceStaging,
+    reader: InventoryReader,
+    report: ImportReport,
+    progress: ProgressFn | None,
+) -> None:
+    batch: list[tuple[Any, ...]] = []
+    for row, raw in reader.rows:
+        report.rows_read += 1
+        if "__problem__" in raw:
+            report.rejected_rows += 1
+            report.add([Problem(raw["__problem__"], row=row)])
+            continue
+        parsed = parse_row(raw, row)
+        if isinstance(parsed, DeviceRecord):
+            batch.append(stg.stage_tuple(row, parsed))
+            if len(batch) >= BATCH:
+                staging.add(batch)
+                batch.clear()
+                if progress:
+                    progress(report.rows_read, reader.bytes_read)
+        else:
+            report.rejected_rows += 1
+            report.add(parsed)
+    staging.add(batch)
+    if progress:
+        progress(report.rows_read, reader.bytes_read)
+    if report.rows_read == 0:
+        raise InvalidInput(f"{report.source}: the file has a header but no device rows")
+    staging.finish_loading()
+
+
+def _check_sets(
+    uow: UnitOfWork,
+    staging: stg.DeviceStaging,
+    caller: Caller,
+    report: ImportReport,
+    partial: bool,
+    create_missing: bool,
+) -> None:
+    checks = stg.duplicate_checks() + stg.fleet_conflict_checks()
+    if not create_missing:
+        checks.append(stg.reference_check("zone", "zones", "zone"))
+        checks += [stg.reference_check(c, "organizations", "organization")
+                   for c in stg.ORG_REFERENCES]
+    if not caller.is_city:
+        checks.append(stg.claim_check(CLAIM_COLUMNS[caller.org_kind], caller.org_name,
+                                      caller.org_kind.value))
+        clause = scope_clause(uow.session, device_scope(caller))
+        compiled = clause.compile(uow.engine, compile_kwargs={"literal_binds": True})
+        checks.append(stg.outside_scope_check(str(compiled)))
+    found: list[Problem] = []
+    failing = [] if partial else list(checks)
+    for check in checks:
+        problems, total = staging.problems(check, MAX_LISTED)
+        if total:
+            found.extend(problems)
+            report.more_problems += total - len(problems)
+            if partial:
+                report.rejected_rows += staging.drop(check)
+    if failing:
+        report.rejected_rows += staging.count_rows(failing)  # a row failing two rules counts once
+    found.sort(key=lambda p: (p.row or 0, p.field or ""))
+    report.add(found)
+
+
+def _create_missing_catalog(
+    uow: UnitOfWork, caller: Caller, staging: stg.DeviceStaging, report: ImportReport
+) -> None:
+    """A brand+model the catalog lacks joins it with unknown origin (the baseline flags that)."""
+    now = uow.clock()
+    for brand, model, brand_key, model_key, kind, firmware in staging.new_products():
+        product = ProductRow(
+            brand=brand, model=model, brand_key=brand_key, model_key=model_key, kind=kind,
+            origin_status=OriginStatus.UNKNOWN.value, origin_brand=brand, origin_model=model,
+            origin_brand_key=brand_key, origin_depth=0,
+            version_scheme=guess_scheme(firmware).value, created_at=now, updated_at=now,
+        )
+        uow.session.add(product)
+        uow.session.flush()
+        uow.record(caller, "products.created", "product", product.id,
+                   after={"brand": brand, "model": model, "origin_status": "unknown",
+                          "reason": f"named by inventory {report.source}"})
+        report.created_products.append(f"{brand} {model}")
+
+
+def _create_missing_refs(
+    uow: UnitOfWork, caller: Caller, staging: stg.DeviceStaging, report: ImportReport
+) -> None:
+    from cityward.domain.zones import Criticality
+
+    now = uow.clock()
+    for name, _row in staging.missing("zone", "zones"):
+        uow.session.add(ZoneRow(name=name, criticality=Criticality.MEDIUM.value, created_at=now))
+        uow.session.flush()
+        uow.record(caller, "zones.created", "zone", name, after={"name": name, "criticality": "medium"})
+        report.created_zones.append(name)
+    for column, kind in CREATED_KIND.items():
+        for name, _row in staging.missing(column, "organizations"):
+            uow.session.add(OrganizationRow(name=name, kind=kind.value, created_at=now))
+            uow.session.flush()
+            uow.record(caller, "orgs.created", "organization", name,
+                       after={"name": name, "kind": kind.value})
+            report.created_orgs.append(name)
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """The `devices list` filters; every one is optional and they combine with AND."""
+
+    kind: str | None = None
+    zone: str | None = None  # includes the zones inside it
+    brand: str | None = None
+    manufacturer: str | None = None  # true manufacturer, through relabels
+    firmware: str | None = None
+    org: str | None = None  # responsible for any duty
+    tag: str | None = None
+    seen_before: datetime | None = None
+    seen_after: datetime | None = None
+    never_seen: bool = False
+    id_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    id: str
+    kind: str
+    brand: str
+    model: str
+    manufacturer: str  # true manufacturer
+    origin_model: str
+    origin_status: str
+    firmware_version: str
+    zone: str
+    serial: str | None
+    mac: str | None
+    address: str | None
+    protocol: str | None
+    responsible: dict[str, str | None]  # duty → organization name
+    owner: str | None
+    end_of_support: str | None
+    last_seen: datetime | None
+    credential_state: str
+    record: dict[str, Any]  # the full inventory row (export form)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[DeviceView]
+    total: int
+    next_after: str | None
+
+
+_Owner = aliased(OrganizationRow)
+_ORG_ALIASES = {col: aliased(OrganizationRow) for col in stg.ORG_REFERENCES if col != "owner"}
+
+
+def _device_query(session: Session, caller: Caller, flt: DeviceFilter) -> Any:
+    scope = require_device_details(caller)
+    q = (
+        select(DeviceRow, ProductRow, ZoneRow.name, _Owner.name,
+               *[a.name for a in _ORG_ALIASES.values()])
+        .join(ProductRow, ProductRow.id == DeviceRow.product_id)
+        .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
+        .outerjoin(_Owner, _Owner.id == DeviceRow.owner_id)
+    )
+    for col, alias in _ORG_ALIASES.items():
+        q = q.outerjoin(alias, alias.id == getattr(DeviceRow, stg.ORG_REFERENCES[col]))
+    q = q.where(scope_clause(session, scope))
+    return _apply_filter(session, q, flt)
+
+
+def _apply_filter(session: Session, q: Any, flt: DeviceFilter) -> Any:
+    from cityward.domain.products import product_key
+
+    if flt.kind:
+        q = q.where(DeviceRow.kind == flt.kind.lower())
+    if flt.zone:
+        zone_id = session.scalar(select(ZoneRow.id).where(ZoneRow.name == flt.zone))
+        if zone_id is None:
+            raise NotFound(f"zone {flt.zone!r} does not exist")
+        parents = zone_tree(session)
+        from cityward.domain.responsibility import zone_chain
+
+        inside = [z for z in parents if zone_id in zone_chain(z, parents)]
+        q = q.where(DeviceRow.zone_id.in_(inside))
+    if flt.brand:
+        q = q.where(ProductRow.brand_key == product_key(flt.brand, "")[0])
+    if flt.manufacturer:
+        q = q.where(ProductRow.origin_brand_key == product_key(flt.manufacturer, "")[0])
+    if flt.firmware:
+        q = q.where(DeviceRow.firmware_version == flt.firmware)
+    if flt.org:
+        org_id = session.scalar(select(OrganizationRow.id).where(OrganizationRow.name == flt.org))
+        if org_id is None:
+            raise NotFound(f"organization {flt.org!r} does not exist")
+        q = q.where(responsible_clause(session, org_id, frozenset(Duty)))
+    if flt.tag:
+        q = q.where(DeviceRow.tags.contains(f";{flt.tag};", autoescape=True))
+    if flt.seen_before:
+        q = q.where(DeviceRow.last_seen < flt.seen_before)
+    if flt.seen_after:
+        q = q.where(DeviceRow.last_seen >= flt.seen_after)
+    if flt.never_seen:
+        q = q.where(DeviceRow.last_seen.is_(None))
+    if flt.id_prefix:
+        q = q.where(DeviceRow.id.startswith(flt.id_prefix, autoescape=True))
+    return q
+
+
+class _Responsibility:
+    """Resolves effective duty holders for a page of devices with two small queries."""
+
+    def __init__(self, session: Session) -> None:
+        self.parents = zone_tree(session)
+        self.assignments = {
+            (z, Duty(d)): o for z, d, o in session.execute(
+                select(ZoneResponsibilityRow.zone_id, ZoneResponsibilityRow.duty,
+                       ZoneResponsibilityRow.org_id))
+        }
+        self.names = dict(session.execute(select(OrganizationRow.id, OrganizationRow.name)).all())
+
+    def of(self, device: DeviceRow) -> dict[str, str | None]:
+        overrides = {d: getattr(device, DEVICE_COLUMN[d]) for d in Duty}
+        held = effective_responsibility(overrides, device.zone_id, self.parents, self.assignments)
+        return {d.value: self.names.get(o) if o is not None else None for d, o in held.items()}
+
+
+def _view(row: Any, resp: _Responsibility) -> DeviceView:
+    device, product, zone, owner, installer, maintainer, supplier = row
+    record = _record(row)
+    return DeviceView(
+        id=device.id, kind=device.kind, brand=product.brand, model=product.model,
+        manufacturer=product.origin_brand, origin_model=product.origin_model,
+        origin_status=product.origin_status, firmware_version=device.firmware_version,
+        zone=zone, serial=device.serial, mac=device.mac, address=device.address,
+        protocol=device.protocol, responsible=resp.of(device), owner=owner,
+        end_of_support=product.end_of_support.isoformat() if product.end_of_support else None,
+        last_seen=device.last_seen, credential_state=device.credential_state, record=record,
+    )
+
+
+def _record(row: Any) -> dict[str, Any]:
+    device, product, zone, owner, installer, maintainer, supplier = row
+    return {
+        "id": device.id, "kind": device.kind, "brand": product.brand, "model": product.model,
+        "firmware_version": device.firmware_version, "zone": zone, "serial": device.serial,
+        "mac": device.mac, "hardware_version": device.hardware_version,
+        "address": device.address, "protocol": device.protocol, "latitude": device.latitude,
+        "longitude": device.longitude, "owner": owner, "installer": installer,
+        "maintainer": maintainer, "supplier": supplier,
+        "installed_at": device.installed_at.isoformat() if device.installed_at else None,
+        "tags": [t for t in (device.tags or "").split(";") if t],
+    }
+
+
+def list_devices(
+    uow_factory: UnitOfWorkFactory,
+    caller: Caller,
+    flt: DeviceFilter = DeviceFilter(),
+    *,
+    limit: int = 100,
+    after: str | None = None,
+) -> Page:
+    """One page of devices in id order (keyset pagination: pass `next_after` back as `after`)."""
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit must be between 1 and 1000")
+    with uow_factory() as uow:
+        q = _device_query(uow.session, caller, flt)
+        total = uow.session.scalar(select(func.count()).select_from(q.order_by(None).subquery()))
+        if after:
+            q = q.where(DeviceRow.id > after)
+        rows = uow.session.execute(q.order_by(DeviceRow.id).limit(limit + 1)).all()
+        resp = _Responsibility(uow.session)
+        items = [_view(r, resp) for r in rows[:limit]]
+    return Page(items, int(total or 0), items[-1].id if len(rows) > limit else None)
+
+
+def get_device(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str) -> DeviceView:
+    with uow_factory() as uow:
+        q = _device_query(uow.session, caller, DeviceFilter()).where(DeviceRow.id == device_id)
+        row = uow.session.execute(q).first()
+        if row is None:  # also when it exists outside the caller's scope: no existence leaks
+            raise NotFound(f"device {device_id!r} not found")
+        return _view(row, _Responsibility(uow.session))
+
+
+def export_devices(
+    uow_factory: UnitOfWorkFactory,
+    caller: Caller,
+    out: IO[str],
+    fmt: FileFormat,
+    flt: DeviceFilter = DeviceFilter(),
+) -> int:
+    """Stream the devices in scope to `out` in the inventory format; returns the count."""
+    with uow_factory() as uow:
+        q = _device_query(uow.session, caller, flt).order_by(DeviceRow.id)
+        result = uow.session.execute(q.execution_options(yield_per=5000))
+
+        def rows() -> Iterator[dict[str, Any]]:
+            for row in result:
+                yield _record(row)
+
+        writer = write_csv if fmt is FileFormat.CSV else write_json
+        return writer(rows(), out)
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    manufacturer: str
+    brand: str
+    model: str
+    firmware_version: str
+    devices: int
+
+
+def summarize_devices(
+    uow_factory: UnitOfWorkFactory, caller: Caller, flt: DeviceFilter = DeviceFilter()
+) -> list[SummaryRow]:
+    """Device counts by true manufacturer, model and firmware: what a manufacturer may see."""
+    scope = device_scope(caller)
+    with uow_factory() as uow:
+        q = (
+            select(ProductRow.origin_brand, ProductRow.brand, ProductRow.model,
+                   DeviceRow.firmware_version, func.count())
+            .join(ProductRow, ProductRow.id == DeviceRow.product_id)
+            .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
+            .where(scope_clause(uow.session, scope))
+            .group_by(ProductRow.origin_brand, ProductRow.brand, ProductRow.model,
+                      DeviceRow.firmware_version)
+            .order_by(ProductRow.origin_brand, ProductRow.brand, ProductRow.model,
+                      DeviceRow.firmware_version)
+        )
+        q = _apply_filter(uow.session, q, flt)
+        return [SummaryRow(*r) for r in uow.session.execute(q)]
+
+
+__all__ = [
+    "COLUMNS", "DeviceFilter", "DeviceView", "ImportReport", "Page", "SummaryRow",
+    "VersionScheme", "export_devices", "get_device", "import_devices", "list_devices",
+    "summarize_devices",
+]

@@ -1,0 +1,145 @@
+"""Zones and zone-level responsibility (inherited by the zones and devices inside)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from cityward.adapters.storage.models import (
+    DeviceRow,
+    OrganizationRow,
+    ZoneResponsibilityRow,
+    ZoneRow,
+)
+from cityward.adapters.storage.uow import UnitOfWorkFactory
+from cityward.domain.access import require_city_admin
+from cityward.domain.organizations import Caller
+from cityward.domain.responsibility import Duty, zone_chain
+from cityward.domain.zones import Criticality, MaintenanceWindow
+from cityward.errors import Conflict, InvalidInput, NotFound
+from cityward.services.organizations import check_name
+
+
+@dataclass(frozen=True)
+class ZoneView:
+    id: int
+    name: str
+    criticality: str
+    parent: str | None
+    maintenance_window: dict[str, Any] | None
+    responsibilities: dict[str, str]  # duty → organization (own assignments only)
+    devices: int
+
+
+def _criticality(value: str) -> Criticality:
+    try:
+        return Criticality(value.lower())
+    except ValueError:
+        raise InvalidInput(
+            f"unknown criticality {value!r}; expected one of {', '.join(Criticality)}"
+        ) from None
+
+
+def create_zone(
+    uow_factory: UnitOfWorkFactory,
+    caller: Caller,
+    name: str,
+    criticality: str = "medium",
+    parent: str | None = None,
+    window: MaintenanceWindow | None = None,
+) -> ZoneView:
+    require_city_admin(caller, "create zones")
+    name = check_name(name, "zone name")
+    crit = _criticality(criticality)
+    if window is not None and (problems := window.problems()):
+        raise InvalidInput("bad maintenance window", problems)
+    with uow_factory(write=True) as uow:
+        s = uow.session
+        if s.scalar(select(ZoneRow.id).where(ZoneRow.name == name)):
+            raise Conflict(f"zone {name!r} already exists")
+        parent_id = None
+        if parent:
+            parent_id = s.scalar(select(ZoneRow.id).where(ZoneRow.name == parent))
+            if parent_id is None:
+                raise NotFound(f"parent zone {parent!r} not found")
+        mw = window.__dict__ if window else None
+        row = ZoneRow(name=name, criticality=crit.value, parent_id=parent_id,
+                      maintenance_window=mw, created_at=uow.clock())
+        s.add(row)
+        s.flush()
+        uow.record(caller, "zones.created", "zone", name,
+                   after={"name": name, "criticality": crit.value, "parent": parent,
+                          "maintenance_window": mw})
+        uow.commit()
+    return get_zone(uow_factory, caller, name)
+
+
+def assign_duty(
+    uow_factory: UnitOfWorkFactory, caller: Caller, zone: str, duty: str, org: str | None
+) -> ZoneView:
+    """Make `org` responsible for `duty` in `zone` and the zones inside it (None: unassign)."""
+    require_city_admin(caller, "assign responsibilities")
+    try:
+        the_duty = Duty(duty.lower())
+    except ValueError:
+        raise InvalidInput(f"unknown duty {duty!r}; expected one of {', '.join(Duty)}") from None
+    with uow_factory(write=True) as uow:
+        s = uow.session
+        zone_id = s.scalar(select(ZoneRow.id).where(ZoneRow.name == zone))
+        if zone_id is None:
+            raise NotFound(f"zone {zone!r} not found")
+        org_id = None
+        if org is not None:
+            org_id = s.scalar(select(OrganizationRow.id).where(OrganizationRow.name == org))
+            if org_id is None:
+                raise NotFound(f"organization {org!r} not found")
+        current = s.scalars(select(ZoneResponsibilityRow).where(
+            ZoneResponsibilityRow.zone_id == zone_id, ZoneResponsibilityRow.duty == the_duty.value
+        )).first()
+        before = current.org_id if current else None
+        if current is not None and org_id is None:
+            s.delete(current)
+        elif current is not None and org_id is not None:
+            current.org_id = org_id
+        elif org_id is not None:
+            s.add(ZoneResponsibilityRow(zone_id=zone_id, duty=the_duty.value, org_id=org_id))
+        uow.record(caller, "zones.duty_assigned", "zone", zone,
+                   before={"duty": the_duty.value, "org_id": before},
+                   after={"duty": the_duty.value, "org_id": org_id, "org": org})
+        uow.commit()
+    return get_zone(uow_factory, caller, zone)
+
+
+def list_zones(uow_factory: UnitOfWorkFactory, caller: Caller) -> list[ZoneView]:
+    with uow_factory() as uow:
+        s = uow.session
+        zones = s.scalars(select(ZoneRow).order_by(ZoneRow.name)).all()
+        names = {z.id: z.name for z in zones}
+        orgs = dict(s.execute(select(OrganizationRow.id, OrganizationRow.name)).all())
+        duties: dict[int, dict[str, str]] = {}
+        for zid, duty, org in s.execute(select(
+            ZoneResponsibilityRow.zone_id, ZoneResponsibilityRow.duty, ZoneResponsibilityRow.org_id
+        )):
+            duties.setdefault(zid, {})[duty] = orgs[org]
+        counts: dict[int, int] = {}
+        if caller.is_city:  # partners see the zone tree, not the city's device counts
+            counts = dict(s.execute(
+                select(DeviceRow.zone_id, func.count()).group_by(DeviceRow.zone_id)).all())
+        return [
+            ZoneView(z.id, z.name, z.criticality, names.get(z.parent_id) if z.parent_id else None,
+                     z.maintenance_window, duties.get(z.id, {}), counts.get(z.id, 0))
+            for z in zones
+        ]
+
+
+def get_zone(uow_factory: UnitOfWorkFactory, caller: Caller, name: str) -> ZoneView:
+    for zone in list_zones(uow_factory, caller):
+        if zone.name == name:
+            return zone
+    raise NotFound(f"zone {name!r} not found")
+
+
+def zone_path(parents: dict[int, int | None], names: dict[int, str], zone_id: int) -> str:
+    return " / ".join(names[z] for z in reversed(zone_chain(zone_id, parents)))
