@@ -53,3 +53,12 @@ def list_events(
         if before_seq:
             q = q.where(AuditEventRow.seq < before_seq)
         return [_event(r) for r in uow.session.scalars(q)]
+
+
+def chain_contains(uow_factory: UnitOfWorkFactory, caller: Caller, event_hash: str) -> bool:
+    """Whether an event with this hash (e.g. a head recorded elsewhere) is still in the log."""
+    require_city_admin(caller, "verify the audit log")
+    with uow_factory() as uow:
+        return uow.session.scalar(
+            select(AuditEventRow.seq).where(AuditEventRow.hash == event_hash.strip().lower())
+        ) is not None

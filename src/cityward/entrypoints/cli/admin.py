@@ -1,0 +1,234 @@
+"""`cityward orgs|zones|products|tokens|auditlog …`: the installation's partners and records."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cityward.adapters.inventory_files import FileFormat
+from cityward.domain.zones import MaintenanceWindow
+from cityward.entrypoints.cli.context import CTX
+from cityward.entrypoints.cli.render import err, out, print_json, table
+from cityward.errors import InvalidInput
+from cityward.services import auditlog, catalog, organizations, tokens, zones
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+orgs_app = typer.Typer(help="Organizations: the city and its partners.", no_args_is_help=True)
+zones_app = typer.Typer(help="Zones and who is responsible for what in them.", no_args_is_help=True)
+products_app = typer.Typer(help="The product catalog and true (OEM/ODM) origin.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens (shown once, stored hashed).", no_args_is_help=True)
+auditlog_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+
+
+@orgs_app.command("list")
+def orgs_list(kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
+              json_out: JsonOpt = False) -> None:
+    """Organizations you can see."""
+    found = organizations.list_orgs(CTX.platform.uow, CTX.caller, kind)
+    if json_out:
+        print_json(found)
+        return
+    out.print(table("organizations", ["name", "kind", "brand", "contact"],
+                    ((o.name, o.kind, o.brand, o.contact_email) for o in found)))
+
+
+@orgs_app.command("add")
+def orgs_add(
+    name: str,
+    kind: Annotated[str, typer.Option(help="integrator, installer, distributor, consultant, manufacturer, researcher.")],
+    brand: Annotated[str | None, typer.Option(help="For a manufacturer: the brand it makes (default: its name).")] = None,
+    email: Annotated[str | None, typer.Option(help="Contact e-mail for notifications.")] = None,
+) -> None:
+    """Add a partner organization (city admin)."""
+    org = organizations.create_org(CTX.platform.uow, CTX.caller, name, kind, brand=brand,
+                                   contact_email=email)
+    out.print(f"added {org.kind} [bold]{org.name}[/]")
+
+
+@zones_app.command("list")
+def zones_list(json_out: JsonOpt = False) -> None:
+    """Zones with criticality, parent, own duty assignments and device counts."""
+    found = zones.list_zones(CTX.platform.uow, CTX.caller)
+    if json_out:
+        print_json(found)
+        return
+    out.print(table("zones", ["name", "criticality", "parent", "duties", "devices", "window"], (
+        (z.name, z.criticality, z.parent,
+         "; ".join(f"{d}: {o}" for d, o in sorted(z.responsibilities.items())), f"{z.devices:,}",
+         f"{z.maintenance_window['cron']} +{z.maintenance_window['duration_minutes']}m "
+         f"{z.maintenance_window['timezone']}" if z.maintenance_window else "")
+        for z in found)))
+
+
+@zones_app.command("add")
+def zones_add(
+    name: str,
+    criticality: Annotated[str, typer.Option(help="low, medium, high or critical.")] = "medium",
+    parent: Annotated[str | None, typer.Option(help="The zone this one lies in.")] = None,
+    window: Annotated[str | None, typer.Option(help="Maintenance window cron, e.g. '0 2 * * *'.")] = None,
+    window_minutes: Annotated[int, typer.Option(help="Window length in minutes.")] = 240,
+    timezone: Annotated[str, typer.Option(help="Window time zone, e.g. Europe/Brussels.")] = "UTC",
+) -> None:
+    """Add a zone (city admin)."""
+    mw = MaintenanceWindow(window, window_minutes, timezone) if window else None
+    z = zones.create_zone(CTX.platform.uow, CTX.caller, name, criticality, parent, mw)
+    out.print(f"added zone [bold]{z.name}[/] ({z.criticality})")
+
+
+@zones_app.command("assign")
+def zones_assign(
+    zone: str,
+    duty: Annotated[str, typer.Option(help="supply, install, maintain, credentials or remote_access.")],
+    org: Annotated[str | None, typer.Option(help="Responsible organization; omit to unassign.")] = None,
+) -> None:
+    """Make an organization responsible for a duty in a zone and the zones inside it."""
+    zones.assign_duty(CTX.platform.uow, CTX.caller, zone, duty, org)
+    out.print(f"{zone}: {duty} → {org or 'nobody'}")
+
+
+@products_app.command("list")
+def products_list(
+    manufacturer: Annotated[str | None, typer.Option(help="True manufacturer.")] = None,
+    origin: Annotated[str | None, typer.Option(help="unknown, original or relabeled.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Catalog entries with their origin chain and device counts in your scope."""
+    found = catalog.list_products(CTX.platform.uow, CTX.caller, manufacturer=manufacturer,
+                                  origin_status=origin)
+    if json_out:
+        print_json(found)
+        return
+    out.print(table("products", ["brand", "model", "kind", "origin", "true manufacturer",
+                                 "chain", "end of support", "min firmware", "devices"], (
+        (p.brand, p.model, p.kind, p.origin_status, f"{p.manufacturer} {p.origin_model}",
+         " → ".join(p.chain), p.end_of_support, p.min_firmware, f"{p.devices:,}") for p in found)))
+
+
+@products_app.command("show")
+def products_show(brand: str, model: str, json_out: JsonOpt = False) -> None:
+    """One product and the relabel chain to its true manufacturer."""
+    p = catalog.get_product(CTX.platform.uow, CTX.caller, (brand, model))
+    if json_out:
+        print_json(p)
+        return
+    out.print(table(f"{p.brand} {p.model}", ["field", "value"], [
+        ("kind", p.kind), ("origin", p.origin_status), ("chain", " → ".join(p.chain)),
+        ("true manufacturer", f"{p.manufacturer} {p.origin_model}"),
+        ("end of support", p.end_of_support), ("minimum firmware", p.min_firmware),
+        ("version scheme", p.version_scheme), ("devices", p.devices)]))
+
+
+@products_app.command("set")
+def products_set(
+    brand: str, model: str,
+    kind: Annotated[str | None, typer.Option()] = None,
+    origin_brand: Annotated[str | None, typer.Option(help="Made by: brand of the origin product.")] = None,
+    origin_model: Annotated[str | None, typer.Option(help="Made by: model of the origin product.")] = None,
+    original: Annotated[bool, typer.Option("--original", help="The labeled brand is the manufacturer.")] = False,
+    end_of_support: Annotated[str | None, typer.Option(help="YYYY-MM-DD.")] = None,
+    min_firmware: Annotated[str | None, typer.Option()] = None,
+    version_scheme: Annotated[str | None, typer.Option(help="semver, dotted or vendor.")] = None,
+) -> None:
+    """Create or update a product; declare its origin with --origin-brand/--origin-model."""
+    if original:
+        origin_brand, origin_model = brand, model
+    p = catalog.save_product(CTX.platform.uow, CTX.caller, {
+        "brand": brand, "model": model, "kind": kind, "origin_brand": origin_brand,
+        "origin_model": origin_model, "end_of_support": end_of_support,
+        "min_firmware": min_firmware, "version_scheme": version_scheme})
+    out.print(f"{p.brand} {p.model}: {p.origin_status}, made by {p.manufacturer} {p.origin_model}")
+
+
+@products_app.command("import")
+def products_import(file: Path, fmt: Annotated[str | None, typer.Option("--format", "-f")] = None) -> None:
+    """Import a catalog file (brand, model, kind, origin_brand, origin_model, …); all-or-nothing."""
+    if not file.is_file():
+        raise InvalidInput(f"{file}: no such file")
+    with file.open("rb") as fh:
+        n = catalog.import_catalog(CTX.platform.uow, CTX.caller, fh, str(file),
+                                   FileFormat.from_name(str(file), fmt))
+    out.print(f"imported {n} products from {file}")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="What the token is for, e.g. 'ops laptop'.")],
+    org: Annotated[str | None, typer.Option(help="Organization (default: your own).")] = None,
+    role: Annotated[str, typer.Option(help="admin, operator or viewer.")] = "viewer",
+    days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create an API token; its secret is printed once and stored only as a hash."""
+    issued = tokens.create_token(CTX.platform.uow, CTX.caller, org or CTX.caller.org_name, name,
+                                 role, timedelta(days=days) if days else None)
+    if json_out:
+        print_json({"token": issued.secret, **vars(issued.view)})
+        return
+    out.print(f"token [bold]{issued.view.id}[/] for {issued.view.org} ({issued.view.role}):")
+    out.print(issued.secret, markup=False)
+    err.print("[yellow]Store it now: it is not shown again.[/]")
+
+
+@tokens_app.command("list")
+def tokens_list(json_out: JsonOpt = False) -> None:
+    """Tokens you manage (never their secrets)."""
+    found = tokens.list_tokens(CTX.platform.uow, CTX.caller)
+    if json_out:
+        print_json(found)
+        return
+    out.print(table("tokens", ["id", "org", "name", "role", "created", "expires", "revoked", "last used"], (
+        (t.id, t.org, t.name, t.role, f"{t.created_at:%Y-%m-%d}", t.expires_at and f"{t.expires_at:%Y-%m-%d}",
+         t.revoked_at and f"{t.revoked_at:%Y-%m-%d}", t.last_used_at and f"{t.last_used_at:%Y-%m-%d %H:%M}")
+        for t in found)))
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: str) -> None:
+    """Revoke a token at once."""
+    t = tokens.revoke_token(CTX.platform.uow, CTX.caller, token_id)
+    out.print(f"revoked token {t.id} ({t.name}) of {t.org}")
+
+
+@auditlog_app.command("verify")
+def auditlog_verify(
+    expect_head: Annotated[str | None, typer.Option(help="Head hash recorded earlier: detects a cut-off tail.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check the hash chain; name the first event that was edited, deleted or reordered."""
+    report = auditlog.verify_auditlog(CTX.platform.uow, CTX.caller)
+    if json_out:
+        print_json({"ok": report.ok, "events": report.events, "head": report.head,
+                    "first_broken": report.first_broken, "reason": report.reason})
+    elif report.ok:
+        out.print(f"[green]audit log intact[/]: {report.events:,} events, head {report.head}")
+        out.print("[dim]record the head elsewhere; pass it as --expect-head next time to detect truncation[/]")
+    else:
+        err.print(f"[bold red]audit log broken[/] at event {report.first_broken}: {report.reason}")
+    if not report.ok:
+        raise typer.Exit(1)
+    if expect_head and not auditlog.chain_contains(CTX.platform.uow, CTX.caller, expect_head):
+        # The chain verified, so an anchored event that is gone was cut off with the tail.
+        err.print(f"[bold red]the anchored head {expect_head} is no longer in the log[/]: "
+                  "events were cut off or the log was rewritten")
+        raise typer.Exit(1)
+
+
+@auditlog_app.command("list")
+def auditlog_list(
+    action: Annotated[str | None, typer.Option(help="e.g. devices.imported")] = None,
+    target: Annotated[str | None, typer.Option(help="Target id.")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Newest events first."""
+    events = auditlog.list_events(CTX.platform.uow, CTX.caller, action=action, target=target, limit=limit)
+    if json_out:
+        print_json(events)
+        return
+    out.print(table("audit log", ["#", "at", "actor", "action", "target"], (
+        (e.seq, f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, f"{e.target_type} {e.target_id}")
+        for e in events)))

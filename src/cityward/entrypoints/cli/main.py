@@ -1,0 +1,103 @@
+"""The `cityward` command: one Typer app; errors become messages and exit codes here only."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from cityward import __version__
+from cityward.entrypoints.cli import admin, devices
+from cityward.entrypoints.cli.context import CTX, _user
+from cityward.entrypoints.cli.render import EXIT_FAILED, err, exit_code, out, show_error
+from cityward.errors import CitywardError
+from cityward.services import setup
+
+app = typer.Typer(
+    name="cityward",
+    help="Keep a smart city's connected devices secure, together.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(devices.app, name="devices")
+app.add_typer(admin.products_app, name="products")
+app.add_typer(admin.zones_app, name="zones")
+app.add_typer(admin.orgs_app, name="orgs")
+app.add_typer(admin.tokens_app, name="tokens")
+app.add_typer(admin.auditlog_app, name="auditlog")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"cityward {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,
+) -> None:
+    """Configuration: CITYWARD_DATABASE_URL, CITYWARD_SECRET_KEY, CITYWARD_TOKEN or cityward.toml."""
+
+
+@app.command()
+def init(
+    city: Annotated[str, typer.Option(help="The city's name.")],
+) -> None:
+    """Create the city organization and its first admin token (printed once, stored hashed)."""
+    inst = setup.initialize(CTX.platform.uow, city, f"local:{_user()}")
+    CTX.platform.settings.secret_key_bytes()  # create the key file now, with 0600
+    out.print(f"initialized cityward for [bold]{inst.city}[/]")
+    out.print("first admin token (store it now; it is not shown again):")
+    out.print(inst.admin_token.secret, markup=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Serve the REST API (OpenAPI at /docs)."""
+    from cityward.entrypoints.cli.demo import serve_api
+
+    settings = CTX.platform.settings
+    serve_api(CTX.platform, host or settings.api_host, port or settings.api_port)
+
+
+@app.command()
+def demo(
+    devices_n: Annotated[int, typer.Option("--devices", help="Devices in the demo city.", min=100, max=200_000)] = 2000,
+    once: Annotated[bool, typer.Option("--once", help="Exit after the summary instead of serving the API.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated city.")] = 7,
+    port: Annotated[int | None, typer.Option(help="API port when serving.")] = None,
+) -> None:
+    """Build a demo city, import it like a user would, show its posture, then serve the API."""
+    from cityward.entrypoints.cli.demo import run_demo
+
+    run_demo(CTX.platform, devices_n, seed=seed, serve=not once, port=port)
+
+
+def main() -> None:
+    try:
+        app()
+    except CitywardError as exc:
+        show_error(exc)
+        sys.exit(exit_code(exc))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so plainly; the traceback only on request
+        if os.environ.get("CITYWARD_DEBUG"):
+            raise
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}")
+        err.print("[dim]run again with CITYWARD_DEBUG=1 for the traceback, and report it[/]")
+        sys.exit(EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    main()
