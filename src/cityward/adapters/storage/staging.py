@@ -232,5 +232,6 @@ def outside_scope_check(scope_sql: str) -> Check:
     """Rows updating an existing device that the importer is not responsible for."""
     return Check("id", (
         f"SELECT s.row_no, s.id, NULL FROM {TABLE} s JOIN devices ON devices.id = s.id "
-        f"WHERE NOT ({scope_sql})"
+        # COALESCE: NULL duty columns make the scope condition NULL, and NOT NULL selects nothing.
+        f"WHERE NOT COALESCE(({scope_sql}), false)"
     ), lambda v, _o: f"id {v!r} belongs to a device outside your responsibility")

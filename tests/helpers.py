@@ -1,0 +1,51 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy import func, select
+
+from cityward.adapters.inventory_files import FileFormat
+from cityward.adapters.storage.models import AuditEventRow, DeviceRow
+from cityward.bootstrap import Platform
+from cityward.domain.organizations import Caller
+from cityward.services import inventory
+from cityward.services.inventory import ImportReport
+
+HEADER = ["id", "kind", "brand", "model", "firmware_version", "zone", "serial", "mac", "maintainer"]
+
+
+def csv_bytes(rows: Iterable[Mapping[str, object]], header: list[str] | None = None) -> bytes:
+    rows = list(rows)
+    header = header or HEADER
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in header})
+    return buf.getvalue().encode()
+
+
+def device(i: int, **over: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "id": f"SL-{i:05d}", "kind": "streetlight", "brand": "Lumo", "model": "L100",
+        "firmware_version": "1.2.3", "zone": "downtown", "serial": f"S{i}",
+        "mac": f"02:00:00:00:{i // 256:02x}:{i % 256:02x}", "maintainer": "",
+    }
+    row.update(over)
+    return row
+
+
+def import_csv(platform: Platform, caller: Caller, data: bytes, **kw: object) -> ImportReport:
+    return inventory.import_devices(platform.uow, caller, io.BytesIO(data), "fleet.csv",
+                                    FileFormat.CSV, **kw)  # type: ignore[arg-type]
+
+
+def state(platform: Platform) -> tuple[int, int]:
+    """(devices, audit events): what must not move when an import is refused."""
+    with platform.uow() as uow:
+        return (uow.session.scalar(select(func.count()).select_from(DeviceRow)) or 0,
+                uow.session.scalar(select(func.count()).select_from(AuditEventRow)) or 0)
