@@ -78,9 +78,12 @@ def _load_or_create_key(path: Path) -> bytes:
                 f"secret key file {path} is readable by others (mode {mode:o})",
                 hint=f"chmod 600 {path}",
             ) from None
-        key = bytes.fromhex(path.read_text().strip())
+        try:
+            key = bytes.fromhex(path.read_text().strip())
+        except ValueError:
+            key = b""
         if len(key) != SECRET_KEY_BYTES:
-            raise InvalidInput(f"secret key file {path} is corrupt: expected 64 hex characters")
+            raise InvalidInput(f"secret key file {path} is corrupt: expected 64 hex characters") from None
         return key
     key = secrets.token_bytes(SECRET_KEY_BYTES)
     with os.fdopen(fd, "w") as fh:

@@ -30,7 +30,8 @@ MAX_TEXT = 128
 MAX_TAGS = 32
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _TAG = re.compile(r"[\w.:-]{1,64}")
-_HOST = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NUMBER = re.compile(r"[+-]?\d+(\.\d+)?([eE][+-]?\d+)?")
 _KINDS = ", ".join(k.value for k in DeviceKind)
@@ -157,9 +158,7 @@ def _coordinate(value: Any, limit: float) -> float | None:
         return None
     if isinstance(value, bool):
         raise _Bad("expected a number, got true/false")
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
         number = float(value)
     else:
         raise _Bad(f"{value!r} is not a number")

@@ -35,12 +35,12 @@ from cityward.domain.access import (
     require_device_details,
     require_device_write,
 )
+from cityward.domain.catalog import guess_scheme
 from cityward.domain.inventory import COLUMNS, DeviceRecord, parse_row
 from cityward.domain.organizations import Caller, OrgKind
 from cityward.domain.products import OriginStatus, VersionScheme
 from cityward.domain.responsibility import DEVICE_COLUMN, Duty, effective_responsibility
 from cityward.errors import InvalidInput, NotFound, Problem
-from cityward.domain.catalog import guess_scheme
 from cityward.services.organizations import city_org
 
 MAX_LISTED = 200  # problems shown per import; the rest are counted
@@ -388,7 +388,7 @@ class _Responsibility:
 
 
 def _view(row: Any, resp: _Responsibility) -> DeviceView:
-    device, product, zone, owner, installer, maintainer, supplier = row
+    device, product, zone, owner = row[:4]
     record = _record(row)
     return DeviceView(
         id=device.id, kind=device.kind, brand=product.brand, model=product.model,

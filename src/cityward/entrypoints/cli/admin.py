@@ -39,8 +39,10 @@ def orgs_list(kind: Annotated[str | None, typer.Option(help="Only this kind.")] 
 @orgs_app.command("add")
 def orgs_add(
     name: str,
-    kind: Annotated[str, typer.Option(help="integrator, installer, distributor, consultant, manufacturer, researcher.")],
-    brand: Annotated[str | None, typer.Option(help="For a manufacturer: the brand it makes (default: its name).")] = None,
+    kind: Annotated[str, typer.Option(
+        help="integrator, installer, distributor, consultant, manufacturer, researcher.")],
+    brand: Annotated[str | None, typer.Option(
+        help="For a manufacturer: the brand it makes (default: its name).")] = None,
     email: Annotated[str | None, typer.Option(help="Contact e-mail for notifications.")] = None,
 ) -> None:
     """Add a partner organization (city admin)."""

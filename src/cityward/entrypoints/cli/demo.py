@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,13 +30,12 @@ def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: 
         inventory_file = Path(tmp) / "inventory.csv"
         write_catalog_csv(city, catalog_file)
         write_inventory_csv(city, inventory_file, seed)
-        with out.status("importing the product catalog (distributors' declarations)…"):
-            with catalog_file.open("rb") as fh:
-                n_products = catalog.import_catalog(platform.uow, caller, fh, "catalog.csv", FileFormat.CSV)
-        with out.status(f"importing {devices:,} devices from the installers' inventory…"):
-            with inventory_file.open("rb") as fh:
-                report = inventory.import_devices(platform.uow, caller, fh, "inventory.csv",
-                                                  FileFormat.CSV)
+        with out.status("importing the product catalog (distributors' declarations)…"), \
+                catalog_file.open("rb") as fh:
+            n_products = catalog.import_catalog(platform.uow, caller, fh, "catalog.csv", FileFormat.CSV)
+        with out.status(f"importing {devices:,} devices from the installers' inventory…"), \
+                inventory_file.open("rb") as fh:
+            report = inventory.import_devices(platform.uow, caller, fh, "inventory.csv", FileFormat.CSV)
     out.print(f"catalog: {n_products} products · inventory: {report.created:,} new, "
               f"{report.updated:,} updated devices")
     show_overview(platform, caller)
@@ -64,10 +64,8 @@ def _partners(platform: Platform, caller: Caller, city: DemoCity) -> None:
         if name not in existing_zones:
             zones.create_zone(platform.uow, caller, name, criticality, parent)
     for name, kind, brand in city.orgs:
-        try:
+        with suppress(Conflict):
             organizations.create_org(platform.uow, caller, name, kind, brand=brand)
-        except Conflict:
-            pass
     current = {z.name: z.responsibilities for z in zones.list_zones(platform.uow, caller)}
     for zone, duty, org in city.zone_duties:
         if current.get(zone, {}).get(duty) != org:

@@ -57,8 +57,10 @@ def import_(
     file: Annotated[str, typer.Argument(help="CSV or JSON inventory file, or - for standard input.")],
     fmt: FormatOpt = None,
     partial: Annotated[bool, typer.Option("--partial", help="Import the good rows, report the bad.")] = False,
-    create_missing: Annotated[bool, typer.Option("--create-missing", help="Create zones and organizations the file names.")] = False,
-    ignore_unknown: Annotated[bool, typer.Option("--ignore-unknown", help="Skip columns cityward does not know.")] = False,
+    create_missing: Annotated[bool, typer.Option(
+        "--create-missing", help="Create zones and organizations the file names.")] = False,
+    ignore_unknown: Annotated[bool, typer.Option(
+        "--ignore-unknown", help="Skip columns cityward does not know.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Upsert devices by id; all-or-nothing unless --partial. Bad rows: `row N, field F: problem`."""

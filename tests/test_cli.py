@@ -1,0 +1,108 @@
+"""End-to-end CLI stories: the real `cityward` command in a subprocess, on a fresh SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import csv_bytes, device
+
+CLI = [sys.executable, "-m", "cityward.entrypoints.cli.main"]
+
+
+class Cli:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CITYWARD_")}
+        self.env["CITYWARD_DATABASE_URL"] = f"sqlite:///{home / 'cityward.db'}"
+        self.env["COLUMNS"] = "200"
+
+    def __call__(self, *args: str, code: int = 0, token: str | None = None,
+                 stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        env = dict(self.env, **({"CITYWARD_TOKEN": token} if token else {}))
+        proc = subprocess.run([*CLI, *args], cwd=self.home, env=env, capture_output=True,
+                              input=stdin.decode() if stdin else None, text=True, timeout=300)
+        assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        assert "Traceback" not in proc.stderr
+        return proc
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    run = Cli(tmp_path)
+    run("init", "--city", "Springfield")
+    return run
+
+
+def test_init_prints_token_once_and_keeps_the_key_private(tmp_path: Path) -> None:
+    run = Cli(tmp_path)
+    out = run("init", "--city", "Springfield").stdout
+    assert "cw_" in out
+    key = tmp_path / "cityward.secret"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    again = run("init", "--city", "Other", code=1)
+    assert "already initialized" in again.stderr
+    assert "cw_" not in run("tokens", "list").stdout
+
+
+def test_inventory_story(cli: Cli) -> None:
+    cli("zones", "add", "downtown", "--criticality", "high")
+    cli("orgs", "add", "Alpha", "--kind", "integrator")
+    cli("zones", "assign", "downtown", "--duty", "maintain", "--org", "Alpha")
+    (cli.home / "fleet.csv").write_bytes(csv_bytes(device(i) for i in range(30)))
+    assert "30 new" in cli("devices", "import", "fleet.csv").stdout
+    listed = json.loads(cli("devices", "list", "--json", "--limit", "10").stdout)
+    assert listed["total"] == 30 and len(listed["items"]) == 10 and listed["next_after"] == "SL-00009"
+    assert listed["items"][0]["responsible"]["maintain"] == "Alpha"
+    shown = json.loads(cli("devices", "show", "SL-00003", "--json").stdout)
+    assert shown["mac"] == "02:00:00:00:00:03"
+    cli("devices", "export", "out.json")
+    exported = json.loads((cli.home / "out.json").read_text())
+    assert [d["id"] for d in exported] == [f"SL-{i:05d}" for i in range(30)]
+    assert "updated" in cli("devices", "import", "out.json").stdout
+    verify = cli("auditlog", "verify", "--json")
+    assert json.loads(verify.stdout)["ok"] is True
+
+
+def test_bad_file_exits_2_with_row_and_field(cli: Cli) -> None:
+    cli("zones", "add", "downtown")
+    (cli.home / "bad.csv").write_bytes(csv_bytes([device(1), device(2, kind="toaster")]))
+    proc = cli("devices", "import", "bad.csv", code=2)
+    assert "row 3" in proc.stderr and "field kind" in proc.stderr and "toaster" in proc.stderr
+    assert json.loads(cli("devices", "list", "--json").stdout)["total"] == 0
+    partial = cli("devices", "import", "bad.csv", "--partial")
+    assert "1 devices" in partial.stdout and "row" in partial.stderr
+    cli("devices", "import", "missing.csv", code=2)
+    cli("devices", "show", "nope", code=1)
+
+
+def test_integrator_token_is_scoped(cli: Cli) -> None:
+    cli("zones", "add", "north")
+    cli("zones", "add", "south")
+    for org in ("Alpha", "Beta"):
+        cli("orgs", "add", org, "--kind", "integrator")
+    cli("zones", "assign", "north", "--duty", "maintain", "--org", "Alpha")
+    cli("zones", "assign", "south", "--duty", "maintain", "--org", "Beta")
+    rows = [device(1, zone="north"), device(2, zone="south")]
+    (cli.home / "f.csv").write_bytes(csv_bytes(rows))
+    cli("devices", "import", "f.csv")
+    token = json.loads(cli("tokens", "create", "ops", "--org", "Beta", "--role", "operator", "--json").stdout)["token"]
+    mine = json.loads(cli("devices", "list", "--json", token=token).stdout)
+    assert [d["id"] for d in mine["items"]] == ["SL-00002"]
+    cli("devices", "show", "SL-00001", token=token, code=1)
+    (cli.home / "steal.csv").write_bytes(csv_bytes([device(1, zone="north", maintainer="Beta")]))
+    proc = cli("devices", "import", "steal.csv", token=token, code=2)
+    assert "outside your responsibility" in proc.stderr
+    cli("zones", "add", "mine", token=token, code=1)
+    cli("devices", "list", token="cw_bad_token", code=1)
+
+
+def test_demo_once(tmp_path: Path) -> None:
+    out = Cli(tmp_path)("demo", "--once", "--devices", "2000").stdout
+    assert "2,000 devices" in out and "relabeled" in out and "by true manufacturer" in out
