@@ -141,7 +141,7 @@ def test_missing_references_and_create_missing(platform: Platform, fleet: Caller
 
 @pytest.mark.parametrize(("data", "needle"), [
     (b"", "empty"),
-    ("id;kind;brand;model;firmware_version;zone\n1;streetlight;a;b;1;z\n".encode(), "semicolon"),
+    (b"id;kind;brand;model;firmware_version;zone\n1;streetlight;a;b;1;z\n", "semicolon"),
     (b"id,kind,brand,model\nx,streetlight,a,b\n", "required column is missing"),
     (b"id,kind,brand,model,firmware_version,zone,colour\n", "unknown column"),
     (b"id,kind,brand,model,firmware_version,zone,id\n", "column appears twice"),
