@@ -191,7 +191,8 @@ def _views(session: Session, caller: Caller, rows: list[ProductRow]) -> list[Pro
     ).all())
     views = []
     for r in rows:
-        chain, cur = [], r
+        chain: list[str] = []
+        cur: ProductRow | None = r
         while cur is not None and len(chain) < 64:
             chain.append(f"{cur.brand} {cur.model}")
             cur = by_id.get(cur.relabel_of_id) if cur.relabel_of_id else None

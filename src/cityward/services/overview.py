@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -38,7 +39,7 @@ def fleet_overview(uow_factory: UnitOfWorkFactory, caller: Caller, today: date |
         base = select(func.count()).select_from(DeviceRow).join(
             ProductRow, ProductRow.id == DeviceRow.product_id).where(where)
 
-        def grouped(column: object) -> list[tuple[str, int]]:
+        def grouped(column: Any) -> list[tuple[str, int]]:
             q = (select(column, func.count()).select_from(DeviceRow)
                  .join(ProductRow, ProductRow.id == DeviceRow.product_id)
                  .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)

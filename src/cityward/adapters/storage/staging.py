@@ -140,7 +140,7 @@ class DeviceStaging:
             f"WHERE NOT EXISTS (SELECT 1 FROM products p "
             f"WHERE p.brand_key = s.brand_key AND p.model_key = s.model_key)"
         )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     def existing_count(self) -> int:
         return int(
