@@ -198,3 +198,21 @@ def test_long_real_line_is_refused(platform: Platform, fleet: Caller) -> None:
 def test_unusable_json_files(platform: Platform, fleet: Caller, data: bytes, needle: str) -> None:
     exc = _refused(platform, fleet, data, FileFormat.JSON)
     assert needle in str(exc) + " ".join(str(p) for p in exc.problems)
+
+
+def test_single_device_edit_uses_import_rules_and_logs_before_after(platform: Platform, fleet: Caller) -> None:
+    from cityward.services import auditlog
+
+    d = inventory.save_device(platform.uow, fleet, {k: v for k, v in device(1).items() if v != ""})
+    assert d.mac == "02:00:00:00:00:01"
+    inventory.save_device(platform.uow, fleet, {"id": "SL-00001", "kind": "streetlight", "brand": "Lumo",
+                                                "model": "L100", "firmware_version": "2.0", "zone": "downtown"})
+    assert inventory.get_device(platform.uow, fleet, "SL-00001").serial == "S1"  # kept
+    with pytest.raises(InvalidInput) as info:
+        inventory.save_device(platform.uow, fleet, {**device(2), "mac": "02:00:00:00:00:01"})
+    assert info.value.problems[0].field == "mac"
+    event = auditlog.list_events(platform.uow, fleet, action="devices.updated")[0]
+    assert (event.before["firmware_version"], event.after["firmware_version"]) == ("1.2.3", "2.0")
+    inventory.delete_device(platform.uow, fleet, "SL-00001")
+    assert inventory.list_devices(platform.uow, fleet).total == 0
+    assert auditlog.list_events(platform.uow, fleet, action="devices.deleted")[0].before["id"] == "SL-00001"

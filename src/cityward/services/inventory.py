@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, BinaryIO
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, aliased
 
 from cityward.adapters.inventory_files import (
@@ -121,20 +123,9 @@ def import_devices(
     reader = open_inventory(hashing, source, fmt, ignore_unknown=ignore_unknown)  # type: ignore[arg-type]
     report = ImportReport(source)
     with uow_factory(write=True) as uow:
-        staging = stg.DeviceStaging(uow)
-        _load(staging, reader, report, progress)
+        _upsert(uow, caller, reader, report, partial, create_missing, progress)
         report.ignored_columns = list(reader.unknown) if ignore_unknown else []
         report.sha256 = hashing.digest.hexdigest()
-        _check_sets(uow, staging, caller, report, partial, create_missing)
-        if report.problems and not partial:
-            raise _rejected(report)
-        _create_missing_catalog(uow, caller, staging, report)
-        if create_missing:
-            _create_missing_refs(uow, caller, staging, report)
-        total = staging.count()
-        report.updated = staging.existing_count()
-        report.created = total - report.updated
-        staging.merge(reader.columns, city_org(uow.session).id, uow.clock())
         uow.record(caller, "devices.imported", "inventory", source, after={
             "sha256": report.sha256, "format": str(fmt), "rows_read": report.rows_read,
             "created": report.created, "updated": report.updated,
@@ -144,6 +135,72 @@ def import_devices(
         uow.commit()
     report.committed = True
     return report
+
+
+def _upsert(
+    uow: UnitOfWork,
+    caller: Caller,
+    reader: InventoryReader,
+    report: ImportReport,
+    partial: bool,
+    create_missing: bool,
+    progress: ProgressFn | None = None,
+) -> None:
+    """The one write path for devices, bulk or single: validate, check set-wise, merge."""
+    staging = stg.DeviceStaging(uow)
+    _load(staging, reader, report, progress)
+    _check_sets(uow, staging, caller, report, partial, create_missing)
+    if report.problems and not partial:
+        raise _rejected(report)
+    _create_missing_catalog(uow, caller, staging, report)
+    if create_missing:
+        _create_missing_refs(uow, caller, staging, report)
+    total = staging.count()
+    report.updated = staging.existing_count()
+    report.created = total - report.updated
+    staging.merge(reader.columns, city_org(uow.session).id, uow.clock())
+
+
+def save_device(uow_factory: UnitOfWorkFactory, caller: Caller, raw: dict[str, Any]) -> DeviceView:
+    """Create or replace one device with exactly the rules of a bulk import (a one-row file).
+
+    Columns missing from `raw` keep their stored values on an existing device.
+    """
+    require_device_write(caller)
+    device_id = raw.get("id")
+    source = f"device {device_id}"
+    reader = open_inventory(io.BytesIO(json.dumps([raw], default=str).encode()), source,
+                            FileFormat.JSON)
+    with uow_factory(write=True) as uow:
+        before = _snapshot(uow.session, caller, device_id)
+        report = ImportReport(source)
+        _upsert(uow, caller, reader, report, partial=False, create_missing=False)
+        after = _snapshot(uow.session, caller, device_id)
+        uow.record(caller, "devices.created" if before is None else "devices.updated", "device",
+                   str(device_id), before=before, after=after)
+        uow.commit()
+    return get_device(uow_factory, caller, str(device_id))
+
+
+def delete_device(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str) -> None:
+    """Remove a decommissioned device from the inventory (its last record stays in the audit log)."""
+    require_device_write(caller)
+    with uow_factory(write=True) as uow:
+        before = _snapshot(uow.session, caller, device_id)
+        if before is None:
+            raise NotFound(f"device {device_id!r} not found")
+        uow.session.execute(delete(DeviceRow).where(DeviceRow.id == device_id))
+        uow.record(caller, "devices.deleted", "device", device_id, before=before)
+        uow.commit()
+
+
+def _snapshot(session: Session, caller: Caller, device_id: Any) -> dict[str, Any] | None:
+    if not isinstance(device_id, str):
+        return None
+    row = session.execute(
+        _device_query(session, caller, DeviceFilter()).where(DeviceRow.id == device_id)
+    ).first()
+    return _record(row) if row else None
 
 
 def _rejected(report: ImportReport) -> InvalidInput:
