@@ -1,0 +1,89 @@
+"""The REST API: `create_app(platform)` wires routers, auth and problem details around services.
+
+Nothing connects at import time. `uvicorn --factory cityward.entrypoints.api.app:app_factory`
+builds the platform from the settings; tests and `cityward serve` pass their own platform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from cityward import __version__
+from cityward.bootstrap import Platform, bootstrap
+from cityward.entrypoints.api import (
+    auditlog,
+    devices,
+    organizations,
+    products,
+    tokens,
+    zones,
+)
+from cityward.entrypoints.api.auth import PlatformDep, current_caller
+from cityward.entrypoints.api.problems import COMMON_RESPONSES, install_problem_handlers
+from cityward.entrypoints.api.schemas import HealthOut
+from cityward.entrypoints.api.uploads import JSON_BODY_LIMIT, BodyLimit
+from cityward.errors import CitywardError
+from cityward.services.organizations import is_initialized
+
+health = APIRouter(tags=["health"])
+
+
+@health.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
+def healthz(platform: PlatformDep) -> JSONResponse:
+    """Open to all (load balancers have no token); says whether the database answers."""
+    try:
+        with platform.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        initialized = is_initialized(platform.uow)
+    except (SQLAlchemyError, CitywardError):
+        # No details: this endpoint is unauthenticated, and errors can name hosts and users.
+        body = HealthOut(status="unavailable", database="unreachable")
+        return JSONResponse(body.model_dump(), status_code=503)
+    return JSONResponse(HealthOut(status="ok", database="ok", initialized=initialized).model_dump())
+
+
+def create_app(platform: Platform, *, owns_platform: bool = False) -> FastAPI:
+    """An app serving `platform`; with `owns_platform` it closes the platform on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_platform:
+                platform.close()
+
+    app = FastAPI(
+        title="cityward",
+        version=__version__,
+        description="Keep a smart city's connected devices secure, together. Every endpoint "
+        "but /healthz takes `Authorization: Bearer <token>`; errors are RFC 9457 problem "
+        "details (`application/problem+json`).",
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    install_problem_handlers(app)
+    app.add_middleware(
+        BodyLimit, default=JSON_BODY_LIMIT,
+        limits={devices.IMPORT_PATH: platform.settings.max_upload_bytes},
+    )
+    # Auth on the router, so no endpoint under /api/v1 can forget it; handlers that need the
+    # caller declare it too, and FastAPI resolves it once per request.
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(current_caller)],
+                    responses=COMMON_RESPONSES)
+    for module in (devices, products, zones, organizations, tokens, auditlog):
+        api.include_router(module.router)
+    app.include_router(health)
+    app.include_router(api)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """For `uvicorn --factory`: bootstrap from the environment and `cityward.toml`."""
+    return create_app(bootstrap(), owns_platform=True)
