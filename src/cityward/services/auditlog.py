@@ -49,8 +49,8 @@ def list_events(
         if action:
             q = q.where(AuditEventRow.action == action)
         if target:
-            q = q.where(AuditEventRow.target_id == target)
-        if before_seq:
+            q = q.where(AuditEventRow.target_id == target[:200])
+        if before_seq is not None:
             q = q.where(AuditEventRow.seq < before_seq)
         return [_event(r) for r in uow.session.scalars(q)]
 

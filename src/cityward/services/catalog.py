@@ -220,6 +220,8 @@ def list_products(
 
 
 def get_product(uow_factory: UnitOfWorkFactory, caller: Caller, product: int | tuple[str, str]) -> ProductView:
+    if isinstance(product, int) and not 0 < product < 2**31:
+        raise NotFound(f"product {product!r} not found")
     with uow_factory() as uow:
         row = (uow.session.get(ProductRow, product) if isinstance(product, int)
                else _find(uow.session, *product))

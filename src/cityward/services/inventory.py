@@ -7,7 +7,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Any, BinaryIO
 
 from sqlalchemy import delete, func, select
@@ -365,7 +365,7 @@ class DeviceView:
 @dataclass(frozen=True)
 class Page:
     items: list[DeviceView]
-    total: int
+    total: int | None  # counted on the first page only: a count per page is costly at 1M devices
     next_after: str | None
 
 
@@ -416,14 +416,22 @@ def _apply_filter(session: Session, q: Any, flt: DeviceFilter) -> Any:
     if flt.tag:
         q = q.where(DeviceRow.tags.contains(f";{flt.tag};", autoescape=True))
     if flt.seen_before:
-        q = q.where(DeviceRow.last_seen < flt.seen_before)
+        q = q.where(DeviceRow.last_seen < _utc(flt.seen_before))
     if flt.seen_after:
-        q = q.where(DeviceRow.last_seen >= flt.seen_after)
+        q = q.where(DeviceRow.last_seen >= _utc(flt.seen_after))
     if flt.never_seen:
         q = q.where(DeviceRow.last_seen.is_(None))
     if flt.id_prefix:
         q = q.where(DeviceRow.id.startswith(flt.id_prefix, autoescape=True))
     return q
+
+
+def _utc(at: datetime) -> datetime:
+    """SQLite compares stored UTC times as text: a bound time must be UTC too (naive = UTC)."""
+    try:
+        return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    except OverflowError:
+        raise InvalidInput(f"{at.isoformat()} is out of range") from None
 
 
 class _Responsibility:
@@ -485,13 +493,15 @@ def list_devices(
         raise InvalidInput("limit must be between 1 and 1000")
     with uow_factory() as uow:
         q = _device_query(uow.session, caller, flt)
-        total = uow.session.scalar(select(func.count()).select_from(q.order_by(None).subquery()))
-        if after:
+        total = None
+        if after is None:
+            total = int(uow.session.scalar(select(func.count()).select_from(q.subquery())) or 0)
+        else:
             q = q.where(DeviceRow.id > after)
         rows = uow.session.execute(q.order_by(DeviceRow.id).limit(limit + 1)).all()
         resp = _Responsibility(uow.session)
         items = [_view(r, resp) for r in rows[:limit]]
-    return Page(items, int(total or 0), items[-1].id if len(rows) > limit else None)
+    return Page(items, total, items[-1].id if len(rows) > limit else None)
 
 
 def get_device(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str) -> DeviceView:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,6 +16,7 @@ from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.errors import Conflict, InvalidInput, NotFound, NotInitialized
 
 _NAME_LIMIT = 100
+_EMAIL = re.compile(r"[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,189}\.[A-Za-z]{2,63}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def create_org(
     name = check_name(name)
     if brand is not None:
         brand = check_name(brand, "brand")
+    if contact_email is not None and not _EMAIL.fullmatch(contact_email):
+        raise InvalidInput(f"{contact_email[:60]!r} is not an e-mail address")
     if org_kind is OrgKind.MANUFACTURER and not brand:
         brand = name
     with uow_factory(write=True) as uow:

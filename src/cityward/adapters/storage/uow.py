@@ -8,13 +8,13 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from cityward.adapters.storage.models import AuditEventRow
 from cityward.domain.auditchain import GENESIS, event_hash
 from cityward.domain.organizations import Caller
-from cityward.errors import Conflict, StorageUnavailable
+from cityward.errors import Conflict, InvalidInput, StorageUnavailable
 
 # Any constant works: it only has to be the same for every cityward process on one database.
 _AUDIT_LOCK_KEY = 0x63697479  # "city"
@@ -65,6 +65,12 @@ class UnitOfWork:
         finally:
             self.session.close()
             self.conn.close()
+        # Backstop for values the services did not bound (PostgreSQL is stricter than SQLite).
+        if isinstance(exc, DataError):
+            raise InvalidInput("a value is not acceptable to the database (too long, out of range, "
+                               "or containing NUL)") from exc
+        if isinstance(exc, IntegrityError):
+            raise Conflict("the change conflicts with stored data") from exc
 
     def commit(self) -> None:
         try:
@@ -72,7 +78,8 @@ class UnitOfWork:
             self._tx.commit()
         except IntegrityError as exc:
             self._tx.rollback()
-            raise Conflict(f"the change conflicts with stored data: {exc.orig}") from exc
+            # The constraint's name and key values stay in the server log, not in the answer.
+            raise Conflict("the change conflicts with stored data (a name or key already in use)") from exc
         self._committed = True
 
     def record(

@@ -63,7 +63,7 @@ class PageOut(BaseModel, Generic[T]):
     """One page of a list; pass `next_after` back as `after` for the next page (null: done)."""
 
     items: list[T]
-    total: int = Field(description="items matching the filters, over all pages")
+    total: int | None = Field(description="items matching the filters, over all pages (first page only)")
     next_after: str | None = None
 
 
