@@ -150,8 +150,9 @@ def list_(
                                           "last_seen": d.last_seen} for d in page.items],
                     "total": page.total, "next_after": page.next_after})
         return
-    out.print(table(f"{page.total:,} devices" if page.total is not None else "devices", ["id", "kind", "brand / model", "true manufacturer",
-                                                "firmware", "zone", "maintainer", "last seen"], (
+    title = f"{page.total:,} devices" if page.total is not None else f"devices after {after}"
+    out.print(table(title, ["id", "kind", "brand / model", "true manufacturer",
+                            "firmware", "zone", "maintainer", "last seen"], (
         (d.id, d.kind, f"{d.brand} {d.model}",
          d.manufacturer + ("" if d.origin_status != "relabeled" else " (relabel)"),
          d.firmware_version, d.zone, d.responsible.get("maintain"),
