@@ -203,3 +203,24 @@ def test_summary_counts_by_true_manufacturer(zoned: httpx.Client) -> None:
     assert summary["devices"] == 3
     assert [(r["model"], r["firmware_version"], r["devices"]) for r in summary["items"]] == [
         ("VC-9", "1.0", 2), ("VC-9", "2.0", 1)]
+
+
+def test_put_and_delete_one_device(zoned: httpx.Client, api: Api) -> None:
+    body = {"kind": "camera", "brand": "Vista", "model": "VC-9", "firmware_version": "2.1",
+            "zone": "Harbor", "mac": "AA-BB-CC-DD-EE-01", "tags": ["gate"]}
+    created = zoned.put("/api/v1/devices/cam-7", json=body)
+    assert created.status_code == 200, created.text
+    assert created.json()["mac"] == "aa:bb:cc:dd:ee:01"
+    updated = zoned.put("/api/v1/devices/cam-7", json={**{k: body[k] for k in
+                        ("kind", "brand", "model", "zone")}, "firmware_version": "2.2"})
+    assert updated.json()["firmware_version"] == "2.2" and updated.json()["mac"] == "aa:bb:cc:dd:ee:01"
+    bad = zoned.put("/api/v1/devices/cam-8", json={**body, "mac": "aa:bb:cc:dd:ee:01"})
+    problem = assert_problem(bad, 422)
+    assert problem["errors"][0]["field"] == "mac"
+    assert_problem(zoned.put("/api/v1/devices/cam-9", json={**body, "protocol": "coap"}), 422)
+    assert_problem(zoned.put("/api/v1/devices/cam-9", json={**body, "colour": "red"}), 422)
+    log = zoned.get("/api/v1/auditlog", params={"action": "devices.updated"}).json()
+    assert log["items"][0]["before"]["firmware_version"] == "2.1"
+    assert zoned.delete("/api/v1/devices/cam-7").status_code == 204
+    assert_problem(zoned.get("/api/v1/devices/cam-7"), 404)
+    assert_problem(zoned.delete("/api/v1/devices/cam-7"), 404)

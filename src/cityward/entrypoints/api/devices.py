@@ -18,6 +18,7 @@ from cityward.entrypoints.api.pages import Limit
 from cityward.entrypoints.api.problems import NOT_FOUND, TOO_LARGE
 from cityward.entrypoints.api.schemas import (
     NO_CONTROL,
+    DeviceIn,
     DeviceOut,
     DevicePageOut,
     DeviceSummaryOut,
@@ -201,3 +202,25 @@ def get_device(
     device_id: Annotated[str, Path(max_length=64, pattern=NO_CONTROL)],
 ) -> DeviceOut:
     return DeviceOut.model_validate(inventory.get_device(platform.uow, caller, device_id))
+
+
+@router.put("/{device_id}", response_model=DeviceOut, responses=NOT_FOUND)
+def put_device(
+    platform: PlatformDep,
+    caller: CallerDep,
+    device_id: Annotated[str, Path(max_length=64, pattern=NO_CONTROL)],
+    body: DeviceIn,
+) -> DeviceOut:
+    """Create or update one device with the import's rules; audited with before and after."""
+    raw = {"id": device_id, **body.model_dump(exclude_unset=True)}
+    return DeviceOut.model_validate(inventory.save_device(platform.uow, caller, raw))
+
+
+@router.delete("/{device_id}", status_code=204, responses=NOT_FOUND)
+def delete_device(
+    platform: PlatformDep,
+    caller: CallerDep,
+    device_id: Annotated[str, Path(max_length=64, pattern=NO_CONTROL)],
+) -> None:
+    """Remove a decommissioned device; its last record stays in the audit log."""
+    inventory.delete_device(platform.uow, caller, device_id)

@@ -98,6 +98,30 @@ class DeviceOut(_Out):
     record: dict[str, Any] = Field(description="the full inventory row, as export writes it")
 
 
+class DeviceIn(_In):
+    """One inventory row (the id comes from the path). Values are checked by the same rules as an
+    import; fields left out keep their stored values on an existing device."""
+
+    kind: str
+    brand: str
+    model: str
+    firmware_version: str
+    zone: str
+    serial: str | None = None
+    mac: str | None = None
+    hardware_version: str | None = None
+    address: str | None = None
+    protocol: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    owner: str | None = None
+    installer: str | None = None
+    maintainer: str | None = None
+    supplier: str | None = None
+    installed_at: str | None = Field(default=None, description="YYYY-MM-DD")
+    tags: list[str] | None = None
+
+
 class DevicePageOut(PageOut[DeviceOut]):
     pass
 
