@@ -33,9 +33,10 @@ def test_import_creates_then_updates(platform: Platform, fleet: Caller) -> None:
     report = import_csv(platform, fleet, csv_bytes(device(i) for i in range(50)))
     assert (report.created, report.updated, report.rows_read) == (50, 0, 50)
     assert report.created_products == ["Lumo L100"]
-    again = import_csv(platform, fleet, csv_bytes(device(i, firmware_version="2.0") for i in range(40, 60)))
-    assert (again.created, again.updated) == (10, 10)
-    d = inventory.get_device(platform.uow, fleet, "SL-00045")
+    again = import_csv(platform, fleet, csv_bytes(device(i, firmware_version="2.0" if i < 45 else "1.2.3")
+                                                  for i in range(40, 60)))
+    assert (again.created, again.updated, again.unchanged) == (10, 5, 5)
+    d = inventory.get_device(platform.uow, fleet, "SL-00044")
     assert d.firmware_version == "2.0" and d.origin_status == "unknown"
     assert inventory.list_devices(platform.uow, fleet).total == 60
 
@@ -60,7 +61,7 @@ def test_export_round_trips(platform: Platform, fleet: Caller, fmt: FileFormat) 
         assert "'=cmd" in first  # neutralized for spreadsheets
         assert ",-33.5," in first  # plain numbers are left alone
     report = inventory.import_devices(platform.uow, fleet, io.BytesIO(first.encode()), f"x.{fmt}", fmt)
-    assert report.updated == 2
+    assert (report.updated, report.unchanged) == (0, 2)  # lossless: nothing differs after the trip
     assert _export(platform, fleet, fmt) == first
     d = inventory.get_device(platform.uow, fleet, "SL-00002")
     assert d.serial == "=cmd|' /C calc'!A0"

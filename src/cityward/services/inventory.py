@@ -60,6 +60,7 @@ class ImportReport:
     rows_read: int = 0
     created: int = 0
     updated: int = 0
+    unchanged: int = 0  # existing devices the file describes exactly as stored
     rejected_rows: int = 0
     problems: list[Problem] = field(default_factory=list)
     more_problems: int = 0
@@ -72,7 +73,8 @@ class ImportReport:
 
     @property
     def imported(self) -> int:
-        return self.created + self.updated
+        """Rows accepted: new, changed and already identical devices."""
+        return self.created + self.updated + self.unchanged
 
     def add(self, problems: list[Problem], total: int | None = None) -> None:
         room = MAX_LISTED - len(self.problems)
@@ -128,7 +130,7 @@ def import_devices(
         report.sha256 = hashing.digest.hexdigest()
         uow.record(caller, "devices.imported", "inventory", source, after={
             "sha256": report.sha256, "format": str(fmt), "rows_read": report.rows_read,
-            "created": report.created, "updated": report.updated,
+            "created": report.created, "updated": report.updated, "unchanged": report.unchanged,
             "rejected_rows": report.rejected_rows, "columns": reader.columns,
             "partial": partial,
         })
@@ -156,9 +158,11 @@ def _upsert(
     if create_missing:
         _create_missing_refs(uow, caller, staging, report)
     total = staging.count()
-    report.updated = staging.existing_count()
-    report.created = total - report.updated
-    staging.merge(reader.columns, city_org(uow.session).id, uow.clock())
+    existing = staging.existing_count()
+    report.created = total - existing
+    written = staging.merge(reader.columns, city_org(uow.session).id, uow.clock())
+    report.updated = written - report.created
+    report.unchanged = existing - report.updated
 
 
 def save_device(uow_factory: UnitOfWorkFactory, caller: Caller, raw: dict[str, Any]) -> DeviceView:
@@ -265,7 +269,7 @@ def _check_sets(
         compiled = clause.compile(uow.engine, compile_kwargs={"literal_binds": True})
         checks.append(stg.outside_scope_check(str(compiled)))
     found: list[Problem] = []
-    failing = [] if partial else list(checks)
+    failing: list[tuple[stg.Check, int]] = []
     for check in checks:
         problems, total = staging.problems(check, MAX_LISTED)
         if total:
@@ -273,8 +277,12 @@ def _check_sets(
             report.more_problems += total - len(problems)
             if partial:
                 report.rejected_rows += staging.drop(check)
-    if failing:
-        report.rejected_rows += staging.count_rows(failing)  # a row failing two rules counts once
+            else:
+                failing.append((check, total))
+    if len(failing) == 1:
+        report.rejected_rows += failing[0][1]
+    elif failing:  # a row failing two rules counts once
+        report.rejected_rows += staging.count_rows([c for c, _ in failing])
     found.sort(key=lambda p: (p.row or 0, p.field or ""))
     report.add(found)
 

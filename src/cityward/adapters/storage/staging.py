@@ -87,9 +87,12 @@ class DeviceStaging:
             self.uow.conn.exec_driver_sql(f"INSERT INTO {TABLE} VALUES ({marks})", list(batch))
 
     def finish_loading(self) -> None:
-        for name, cols in (("id", "id"), ("mac", "mac"), ("serial", "brand_key, serial"),
-                           ("row", "row_no"), ("product", "brand_key, model_key")):
-            self._exec(f"CREATE INDEX ix_{TABLE}_{name} ON {TABLE} ({cols})")
+        if not self.pg:
+            # SQLite joins by nested loops and needs these; PostgreSQL's checks are whole-table
+            # hash joins that the indexes barely help (1 s saved, 8-17 s spent per 1M rows).
+            for name, cols in (("id", "id"), ("mac", "mac"), ("serial", "brand_key, serial"),
+                               ("row", "row_no"), ("product", "brand_key, model_key")):
+                self._exec(f"CREATE INDEX ix_{TABLE}_{name} ON {TABLE} ({cols})")
         self._exec(f"ANALYZE {TABLE}")
 
     def count(self) -> int:
@@ -147,8 +150,12 @@ class DeviceStaging:
             self._exec(f"SELECT COUNT(*) FROM {TABLE} s JOIN devices d ON d.id = s.id").scalar_one()
         )
 
-    def merge(self, columns: Sequence[str], city_id: int, now: datetime) -> None:
-        """Upsert every staged row into `devices`; on existing ids only `columns` change."""
+    def merge(self, columns: Sequence[str], city_id: int, now: datetime) -> int:
+        """Upsert every staged row into `devices`; on existing ids only `columns` change.
+
+        Returns the rows written: inserted plus actually changed (identical rows are skipped,
+        so re-importing an unchanged file rewrites nothing and keeps `updated_at` truthful).
+        """
         select_cols = {
             "id": "s.id", "product_id": "p.id", "zone_id": "z.id",
             "owner_id": "COALESCE(o_owner.id, :city)",
@@ -164,15 +171,22 @@ class DeviceStaging:
             if c in PLAIN or c in ORG_REFERENCES
         ]
         sets = ", ".join(f"{c} = excluded.{c}" for c in updated)
-        self._exec(
+        compared = [c for c in updated if c != "updated_at"]
+        if self.pg:
+            changed = (f"ROW({', '.join(f'devices.{c}' for c in compared)}) IS DISTINCT FROM "
+                       f"ROW({', '.join(f'excluded.{c}' for c in compared)})")
+        else:
+            changed = " OR ".join(f"devices.{c} IS NOT excluded.{c}" for c in compared)
+        result = self._exec(
             f"INSERT INTO devices ({', '.join(select_cols)}) "
             f"SELECT {', '.join(select_cols.values())} FROM {TABLE} s "
             f"JOIN products p ON p.brand_key = s.brand_key AND p.model_key = s.model_key "
             f"JOIN zones z ON z.name = s.zone {joins} "
             # WHERE true: SQLite needs it to parse ON CONFLICT after a join.
-            f"WHERE true ON CONFLICT (id) DO UPDATE SET {sets}",
+            f"WHERE true ON CONFLICT (id) DO UPDATE SET {sets} WHERE {changed}",
             {"city": city_id, "now": now},
         )
+        return int(result.rowcount or 0)
 
 
 def _dup(value: Any, first: Any) -> str:

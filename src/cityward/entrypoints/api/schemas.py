@@ -144,6 +144,7 @@ class ImportReportOut(_Out):
     rows_read: int
     created: int
     updated: int
+    unchanged: int = Field(description="existing devices the file describes exactly as stored")
     imported: int
     rejected_rows: int
     problems: list[ProblemItemOut]

@@ -37,7 +37,7 @@ def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: 
                 inventory_file.open("rb") as fh:
             report = inventory.import_devices(platform.uow, caller, fh, "inventory.csv", FileFormat.CSV)
     out.print(f"catalog: {n_products} products · inventory: {report.created:,} new, "
-              f"{report.updated:,} updated devices")
+              f"{report.updated:,} updated, {report.unchanged:,} unchanged devices")
     show_overview(platform, caller)
     if serve:
         issued = tokens.create_token(platform.uow, caller, caller.org_name, "demo session",

@@ -94,7 +94,7 @@ def import_(
         print_json(report)
         return
     out.print(f"[green]imported[/] {report.imported:,} devices from {file} "
-              f"({report.created:,} new, {report.updated:,} updated)")
+              f"({report.created:,} new, {report.updated:,} updated, {report.unchanged:,} unchanged)")
     for label, names in (("products added with unknown origin", report.created_products),
                          ("zones created", report.created_zones),
                          ("organizations created", report.created_orgs),

@@ -2,13 +2,14 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 18:05:53.701865
+Create Date: 2026-11-25 19:00:57.941895
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = '0001'
 down_revision = None
@@ -136,28 +137,22 @@ def upgrade() -> None:
     sa.Column('last_seen', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['credentials_org_id'], ['organizations.id'], name=op.f('fk_devices_credentials_org_id_organizations')),
-    sa.ForeignKeyConstraint(['installer_id'], ['organizations.id'], name=op.f('fk_devices_installer_id_organizations')),
-    sa.ForeignKeyConstraint(['maintainer_id'], ['organizations.id'], name=op.f('fk_devices_maintainer_id_organizations')),
-    sa.ForeignKeyConstraint(['owner_id'], ['organizations.id'], name=op.f('fk_devices_owner_id_organizations')),
     sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_devices_product_id_products')),
-    sa.ForeignKeyConstraint(['remote_access_org_id'], ['organizations.id'], name=op.f('fk_devices_remote_access_org_id_organizations')),
-    sa.ForeignKeyConstraint(['supplier_id'], ['organizations.id'], name=op.f('fk_devices_supplier_id_organizations')),
     sa.ForeignKeyConstraint(['zone_id'], ['zones.id'], name=op.f('fk_devices_zone_id_zones')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_devices')),
     sa.UniqueConstraint('mac', name=op.f('uq_devices_mac'))
     )
     with op.batch_alter_table('devices', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_devices_credentials_org_id'), ['credentials_org_id'], unique=False)
+        batch_op.create_index('ix_devices_credentials_org_id', ['credentials_org_id'], unique=False, postgresql_where=sa.text('credentials_org_id IS NOT NULL'), sqlite_where=sa.text('credentials_org_id IS NOT NULL'))
         batch_op.create_index(batch_op.f('ix_devices_firmware_version'), ['firmware_version'], unique=False)
-        batch_op.create_index(batch_op.f('ix_devices_installer_id'), ['installer_id'], unique=False)
+        batch_op.create_index('ix_devices_installer_id', ['installer_id'], unique=False, postgresql_where=sa.text('installer_id IS NOT NULL'), sqlite_where=sa.text('installer_id IS NOT NULL'))
         batch_op.create_index(batch_op.f('ix_devices_kind'), ['kind'], unique=False)
-        batch_op.create_index(batch_op.f('ix_devices_last_seen'), ['last_seen'], unique=False)
-        batch_op.create_index(batch_op.f('ix_devices_maintainer_id'), ['maintainer_id'], unique=False)
+        batch_op.create_index('ix_devices_last_seen', ['last_seen'], unique=False, postgresql_where=sa.text('last_seen IS NOT NULL'), sqlite_where=sa.text('last_seen IS NOT NULL'))
+        batch_op.create_index('ix_devices_maintainer_id', ['maintainer_id'], unique=False, postgresql_where=sa.text('maintainer_id IS NOT NULL'), sqlite_where=sa.text('maintainer_id IS NOT NULL'))
         batch_op.create_index(batch_op.f('ix_devices_product_id'), ['product_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_devices_remote_access_org_id'), ['remote_access_org_id'], unique=False)
+        batch_op.create_index('ix_devices_remote_access_org_id', ['remote_access_org_id'], unique=False, postgresql_where=sa.text('remote_access_org_id IS NOT NULL'), sqlite_where=sa.text('remote_access_org_id IS NOT NULL'))
         batch_op.create_index(batch_op.f('ix_devices_serial'), ['serial'], unique=False)
-        batch_op.create_index(batch_op.f('ix_devices_supplier_id'), ['supplier_id'], unique=False)
+        batch_op.create_index('ix_devices_supplier_id', ['supplier_id'], unique=False, postgresql_where=sa.text('supplier_id IS NOT NULL'), sqlite_where=sa.text('supplier_id IS NOT NULL'))
         batch_op.create_index(batch_op.f('ix_devices_zone_id'), ['zone_id'], unique=False)
 
     op.create_table('zone_responsibilities',
@@ -184,16 +179,16 @@ def downgrade() -> None:
     op.drop_table('zone_responsibilities')
     with op.batch_alter_table('devices', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_devices_zone_id'))
-        batch_op.drop_index(batch_op.f('ix_devices_supplier_id'))
+        batch_op.drop_index('ix_devices_supplier_id', postgresql_where=sa.text('supplier_id IS NOT NULL'), sqlite_where=sa.text('supplier_id IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_devices_serial'))
-        batch_op.drop_index(batch_op.f('ix_devices_remote_access_org_id'))
+        batch_op.drop_index('ix_devices_remote_access_org_id', postgresql_where=sa.text('remote_access_org_id IS NOT NULL'), sqlite_where=sa.text('remote_access_org_id IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_devices_product_id'))
-        batch_op.drop_index(batch_op.f('ix_devices_maintainer_id'))
-        batch_op.drop_index(batch_op.f('ix_devices_last_seen'))
+        batch_op.drop_index('ix_devices_maintainer_id', postgresql_where=sa.text('maintainer_id IS NOT NULL'), sqlite_where=sa.text('maintainer_id IS NOT NULL'))
+        batch_op.drop_index('ix_devices_last_seen', postgresql_where=sa.text('last_seen IS NOT NULL'), sqlite_where=sa.text('last_seen IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_devices_kind'))
-        batch_op.drop_index(batch_op.f('ix_devices_installer_id'))
+        batch_op.drop_index('ix_devices_installer_id', postgresql_where=sa.text('installer_id IS NOT NULL'), sqlite_where=sa.text('installer_id IS NOT NULL'))
         batch_op.drop_index(batch_op.f('ix_devices_firmware_version'))
-        batch_op.drop_index(batch_op.f('ix_devices_credentials_org_id'))
+        batch_op.drop_index('ix_devices_credentials_org_id', postgresql_where=sa.text('credentials_org_id IS NOT NULL'), sqlite_where=sa.text('credentials_org_id IS NOT NULL'))
 
     op.drop_table('devices')
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
