@@ -167,6 +167,8 @@ def _open_csv(
                 )
     columns = _check_columns(names, source, ignore_unknown, layout)
 
+    keep = [(i, name) for i, name in enumerate(names) if name in columns]
+
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
         row = 1
         while True:
@@ -184,9 +186,8 @@ def _open_csv(
                 yield row, {"__problem__": f"expected {len(names)} fields, found {len(record)}"}
                 continue
             yield row, {
-                name: restore_cell(value)
-                for name, value in zip(names, record, strict=True)
-                if name in columns
+                name: restore_cell(record[i]) if record[i][:1] == "'" else record[i]
+                for i, name in keep
             }
 
     unknown = [n for n in names if n not in layout.columns]
