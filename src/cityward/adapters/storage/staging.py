@@ -63,6 +63,8 @@ class DeviceStaging:
         self.pg = uow.dialect == "postgresql"
         cols = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in STAGE_COLUMNS)
         if self.pg:
+            # The set-wise checks group and hash-join the whole file: let them do it in memory.
+            self._exec("SET LOCAL work_mem = '64MB'")
             self._exec(f"CREATE TEMPORARY TABLE {TABLE} ({cols}) ON COMMIT DROP")
         else:
             self._exec(f"DROP TABLE IF EXISTS temp.{TABLE}")
