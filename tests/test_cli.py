@@ -106,3 +106,34 @@ def test_integrator_token_is_scoped(cli: Cli) -> None:
 def test_demo_once(tmp_path: Path) -> None:
     out = Cli(tmp_path)("demo", "--once", "--devices", "2000").stdout
     assert "2,000 devices" in out and "relabeled" in out and "by true manufacturer" in out
+
+
+def test_serve_answers_over_http(cli: Cli) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = json.loads(cli("tokens", "create", "probe", "--role", "viewer", "--json").stdout)["token"]
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], cwd=cli.home, env=cli.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        assert httpx.get(f"{url}/api/v1/devices").status_code == 401
+        listed = httpx.get(f"{url}/api/v1/devices", headers={"Authorization": f"Bearer {token}"})
+        assert listed.status_code == 200 and listed.json()["total"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -133,3 +133,17 @@ def test_only_city_admin_manages_zones_and_orgs(platform: Platform, shared_city:
     with pytest.raises(PermissionDenied):
         organizations.create_org(platform.uow, alpha, "X", "integrator")
     assert {o.name for o in organizations.list_orgs(platform.uow, alpha)} == {"Alpha", "Springfield"}
+
+
+def test_device_level_duty_override(platform: Platform, shared_city: Caller) -> None:
+    inventory.assign_device_duty(platform.uow, shared_city, "SL-00003", "credentials", "Alpha")
+    alpha = caller_for(platform, "Alpha")
+    assert "SL-00003" in _ids(platform, alpha)
+    assert inventory.get_device(platform.uow, alpha, "SL-00003").responsible["credentials"] == "Alpha"
+    with pytest.raises(PermissionDenied):
+        inventory.assign_device_duty(platform.uow, caller_for(platform, "Beta", Role.ADMIN),
+                                     "SL-00003", "maintain", "Beta")
+    inventory.assign_device_duty(platform.uow, shared_city, "SL-00003", "credentials", None)
+    assert "SL-00003" not in _ids(platform, alpha)
+    with pytest.raises(InvalidInput):
+        inventory.assign_device_duty(platform.uow, shared_city, "SL-00003", "coffee", "Alpha")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from api_support import Api, assert_problem, csv_text, device_ids, import_csv, make_zone, serve_with
+from api_support import Api, assert_problem, csv_text, device_ids, import_csv, make_org, make_zone, serve_with
 
 HEADER = "id,kind,brand,model,firmware_version,zone"
 
@@ -224,3 +224,13 @@ def test_put_and_delete_one_device(zoned: httpx.Client, api: Api) -> None:
     assert zoned.delete("/api/v1/devices/cam-7").status_code == 204
     assert_problem(zoned.get("/api/v1/devices/cam-7"), 404)
     assert_problem(zoned.delete("/api/v1/devices/cam-7"), 404)
+
+
+def test_put_device_duty(zoned: httpx.Client) -> None:
+    make_org(zoned, "Keyholders", "integrator")
+    import_csv(zoned, csv_text(HEADER, "sl-1,streetlight,Acme,AL-100,1.0.0,Downtown"))
+    changed = zoned.put("/api/v1/devices/sl-1/duties/credentials", json={"org": "Keyholders"})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["responsible"]["credentials"] == "Keyholders"
+    assert_problem(zoned.put("/api/v1/devices/sl-1/duties/coffee", json={"org": "Keyholders"}), 422)
+    assert_problem(zoned.put("/api/v1/devices/nope/duties/maintain", json={"org": None}), 404)

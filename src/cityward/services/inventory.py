@@ -186,6 +186,39 @@ def save_device(uow_factory: UnitOfWorkFactory, caller: Caller, raw: dict[str, A
     return get_device(uow_factory, caller, str(device_id))
 
 
+def assign_device_duty(
+    uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str, duty: str, org: str | None
+) -> DeviceView:
+    """Override who holds `duty` for one device (None: fall back to its zone's assignment).
+
+    The city decides; a partner may not hand a duty over, even for a device it holds.
+    """
+    require_city_admin(caller, "assign responsibilities")
+    try:
+        the_duty = Duty(duty.lower())
+    except ValueError:
+        raise InvalidInput(f"unknown duty {duty!r}; expected one of {', '.join(Duty)}") from None
+    column = DEVICE_COLUMN[the_duty]
+    with uow_factory(write=True) as uow:
+        s = uow.session
+        device = s.get(DeviceRow, device_id)
+        if device is None:
+            raise NotFound(f"device {device_id!r} not found")
+        org_id = None
+        if org is not None:
+            org_id = s.scalar(select(OrganizationRow.id).where(OrganizationRow.name == org))
+            if org_id is None:
+                raise NotFound(f"organization {org!r} not found")
+        before = getattr(device, column)
+        setattr(device, column, org_id)
+        device.updated_at = uow.clock()
+        uow.record(caller, "devices.duty_assigned", "device", device_id,
+                   before={"duty": the_duty.value, "org_id": before},
+                   after={"duty": the_duty.value, "org_id": org_id, "org": org})
+        uow.commit()
+    return get_device(uow_factory, caller, device_id)
+
+
 def delete_device(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str) -> None:
     """Remove a decommissioned device from the inventory (its last record stays in the audit log)."""
     require_device_write(caller)

@@ -23,6 +23,7 @@ from cityward.entrypoints.api.schemas import (
     DevicePageOut,
     DeviceSummaryOut,
     DeviceSummaryRowOut,
+    DutyIn,
     ImportReportOut,
 )
 from cityward.entrypoints.api.uploads import spool_body
@@ -224,3 +225,16 @@ def delete_device(
 ) -> None:
     """Remove a decommissioned device; its last record stays in the audit log."""
     inventory.delete_device(platform.uow, caller, device_id)
+
+
+@router.put("/{device_id}/duties/{duty}", response_model=DeviceOut, responses=NOT_FOUND)
+def put_device_duty(
+    platform: PlatformDep,
+    caller: CallerDep,
+    device_id: Annotated[str, Path(max_length=64, pattern=NO_CONTROL)],
+    duty: Annotated[str, Path(max_length=32, pattern=NO_CONTROL)],
+    body: DutyIn,
+) -> DeviceOut:
+    """Override who holds a duty for this device (`org: null` falls back to the zone's)."""
+    return DeviceOut.model_validate(
+        inventory.assign_device_duty(platform.uow, caller, device_id, duty, body.org))

@@ -194,3 +194,14 @@ def summary(
                     ["true manufacturer", "brand", "model", "firmware", "devices"],
                     ((r.manufacturer, r.brand, r.model, r.firmware_version, f"{r.devices:,}")
                      for r in rows)))
+
+
+@app.command("assign")
+def assign(
+    device_id: str,
+    duty: Annotated[str, typer.Option(help="supply, install, maintain, credentials or remote_access.")],
+    org: Annotated[str | None, typer.Option(help="Responsible organization; omit to fall back to the zone's.")] = None,
+) -> None:
+    """Override, for one device, who holds a duty (city admin)."""
+    d = inventory.assign_device_duty(CTX.platform.uow, CTX.caller, device_id, duty, org)
+    out.print(f"{d.id}: {duty} → {d.responsible.get(duty.lower()) or 'nobody'}")
