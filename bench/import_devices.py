@@ -19,8 +19,6 @@ A measurement, not a test: nothing here asserts.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import subprocess
@@ -37,7 +35,6 @@ OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT / "src"))
 
 from cityward.sim.city import (  # noqa: E402
-    CATALOG_COLUMNS,
     DemoCity,
     generate_city,
     write_inventory_csv,
@@ -126,25 +123,13 @@ def ensure_csv(city: DemoCity, rows: int, seed: int) -> Path:
 
 def install(url: str, city: DemoCity) -> float:
     """A fresh installation with the demo city's partners, zones and catalog; returns seconds."""
-    from cityward.adapters.inventory_files import FileFormat
-    from cityward.services import catalog, organizations, setup, zones
+    from cityward.entrypoints.cli.demo import install_city
+    from cityward.services import organizations, setup
 
     start = time.perf_counter()
     plat = _platform(url)
     setup.initialize(plat.uow, city.name, "local:bench")
-    caller = organizations.local_operator(plat.uow, "bench")
-    for name, kind, brand in city.orgs:
-        organizations.create_org(plat.uow, caller, name, kind, brand=brand)
-    for name, crit, parent in city.zones:
-        zones.create_zone(plat.uow, caller, name, crit, parent)
-    for zone, duty, org in city.zone_duties:
-        zones.assign_duty(plat.uow, caller, zone, duty, org)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CATALOG_COLUMNS)
-    writer.writeheader()
-    writer.writerows(city.catalog)
-    catalog.import_catalog(plat.uow, caller, io.BytesIO(buf.getvalue().encode()), "catalog.csv",
-                           FileFormat.CSV)
+    install_city(plat, organizations.local_operator(plat.uow, "bench"), city)
     plat.close()
     return time.perf_counter() - start
 

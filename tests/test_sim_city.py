@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import io
 from collections import Counter
 from itertools import islice
 from pathlib import Path
@@ -20,7 +19,8 @@ from cityward.domain.inventory import DeviceRecord, parse_row
 from cityward.domain.organizations import Caller, OrgKind
 from cityward.domain.responsibility import Duty
 from cityward.domain.zones import Criticality
-from cityward.services import catalog, inventory, organizations, zones
+from cityward.entrypoints.cli.demo import install_city
+from cityward.services import inventory
 from cityward.services.inventory import DeviceFilter
 from cityward.sim import city as sim
 from cityward.sim.city import DemoCity, generate_city, iter_device_rows
@@ -262,25 +262,9 @@ def test_csv_writers(demo: DemoCity, tmp_path: Path) -> None:
 # --- through the real services ---------------------------------------------------------------
 
 
-def install(platform: Platform, caller: Caller, demo: DemoCity) -> None:
-    """Zones, partners, duties and the catalog, the way an operator would set them up."""
-    for name, kind, brand in demo.orgs:
-        organizations.create_org(platform.uow, caller, name, kind, brand=brand)
-    for name, crit, parent in demo.zones:
-        zones.create_zone(platform.uow, caller, name, crit, parent)
-    for zone, duty, org in demo.zone_duties:
-        zones.assign_duty(platform.uow, caller, zone, duty, org)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CATALOG_COLUMNS)
-    writer.writeheader()
-    writer.writerows(demo.catalog)
-    catalog.import_catalog(platform.uow, caller, io.BytesIO(buf.getvalue().encode()),
-                           "catalog.csv", FileFormat.CSV)
-
-
 def test_import_a_300_device_city(platform: Platform, city: Caller, tmp_path: Path) -> None:
     demo = generate_city(300, seed=3)
-    install(platform, city, demo)
+    assert install_city(platform, city, demo) == len(demo.catalog)
     path = tmp_path / "devices.csv"
     assert sim.write_inventory_csv(demo, path, seed=3) == 300
     with path.open("rb") as f:

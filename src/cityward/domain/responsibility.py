@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
+from cityward.errors import InvalidInput
+
 
 class Duty(StrEnum):
     SUPPLY = "supply"
@@ -12,6 +14,13 @@ class Duty(StrEnum):
     MAINTAIN = "maintain"  # patching and upgrades
     CREDENTIALS = "credentials"
     REMOTE_ACCESS = "remote_access"
+
+
+def parse_duty(text: str) -> Duty:
+    try:
+        return Duty(text.lower())
+    except ValueError:
+        raise InvalidInput(f"unknown duty {text!r}; expected one of {', '.join(Duty)}") from None
 
 
 # The device column that holds the per-device override of each duty.

@@ -41,9 +41,9 @@ from cityward.domain.catalog import guess_scheme
 from cityward.domain.inventory import COLUMNS, DeviceRecord, parse_row
 from cityward.domain.organizations import Caller, OrgKind
 from cityward.domain.products import OriginStatus, VersionScheme
-from cityward.domain.responsibility import DEVICE_COLUMN, Duty, effective_responsibility
+from cityward.domain.responsibility import DEVICE_COLUMN, Duty, effective_responsibility, parse_duty
 from cityward.errors import InvalidInput, NotFound, Problem
-from cityward.services.organizations import city_org
+from cityward.services.organizations import city_org, org_id_named
 
 MAX_LISTED = 200  # problems shown per import; the rest are counted
 BATCH = 10_000
@@ -194,21 +194,14 @@ def assign_device_duty(
     The city decides; a partner may not hand a duty over, even for a device it holds.
     """
     require_city_admin(caller, "assign responsibilities")
-    try:
-        the_duty = Duty(duty.lower())
-    except ValueError:
-        raise InvalidInput(f"unknown duty {duty!r}; expected one of {', '.join(Duty)}") from None
+    the_duty = parse_duty(duty)
     column = DEVICE_COLUMN[the_duty]
     with uow_factory(write=True) as uow:
         s = uow.session
         device = s.get(DeviceRow, device_id)
         if device is None:
             raise NotFound(f"device {device_id!r} not found")
-        org_id = None
-        if org is not None:
-            org_id = s.scalar(select(OrganizationRow.id).where(OrganizationRow.name == org))
-            if org_id is None:
-                raise NotFound(f"organization {org!r} not found")
+        org_id = org_id_named(s, org)
         before = getattr(device, column)
         setattr(device, column, org_id)
         device.updated_at = uow.clock()
@@ -450,9 +443,8 @@ def _apply_filter(session: Session, q: Any, flt: DeviceFilter) -> Any:
     if flt.firmware:
         q = q.where(DeviceRow.firmware_version == flt.firmware)
     if flt.org:
-        org_id = session.scalar(select(OrganizationRow.id).where(OrganizationRow.name == flt.org))
-        if org_id is None:
-            raise NotFound(f"organization {flt.org!r} does not exist")
+        org_id = org_id_named(session, flt.org)
+        assert org_id is not None
         q = q.where(responsible_clause(session, org_id, frozenset(Duty)))
     if flt.tag:
         q = q.where(DeviceRow.tags.contains(f";{flt.tag};", autoescape=True))

@@ -43,6 +43,16 @@ def city_org(session: Session) -> OrganizationRow:
     return row
 
 
+def org_id_named(session: Session, name: str | None) -> int | None:
+    """The id of the organization called `name` (None for None); NotFound if there is none."""
+    if name is None:
+        return None
+    org_id = session.scalar(select(OrganizationRow.id).where(OrganizationRow.name == name))
+    if org_id is None:
+        raise NotFound(f"organization {name!r} not found")
+    return int(org_id)
+
+
 def check_name(name: str, what: str = "name") -> str:
     name = " ".join(name.split())
     if not name or len(name) > _NAME_LIMIT or any(ord(c) < 32 for c in name):

@@ -16,10 +16,10 @@ from cityward.adapters.storage.models import (
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import require_city_admin
 from cityward.domain.organizations import Caller
-from cityward.domain.responsibility import Duty, zone_chain
+from cityward.domain.responsibility import parse_duty, zone_chain
 from cityward.domain.zones import Criticality, MaintenanceWindow
 from cityward.errors import Conflict, InvalidInput, NotFound
-from cityward.services.organizations import check_name
+from cityward.services.organizations import check_name, org_id_named
 
 
 @dataclass(frozen=True)
@@ -81,20 +81,13 @@ def assign_duty(
 ) -> ZoneView:
     """Make `org` responsible for `duty` in `zone` and the zones inside it (None: unassign)."""
     require_city_admin(caller, "assign responsibilities")
-    try:
-        the_duty = Duty(duty.lower())
-    except ValueError:
-        raise InvalidInput(f"unknown duty {duty!r}; expected one of {', '.join(Duty)}") from None
+    the_duty = parse_duty(duty)
     with uow_factory(write=True) as uow:
         s = uow.session
         zone_id = s.scalar(select(ZoneRow.id).where(ZoneRow.name == zone))
         if zone_id is None:
             raise NotFound(f"zone {zone!r} not found")
-        org_id = None
-        if org is not None:
-            org_id = s.scalar(select(OrganizationRow.id).where(OrganizationRow.name == org))
-            if org_id is None:
-                raise NotFound(f"organization {org!r} not found")
+        org_id = org_id_named(s, org)
         current = s.scalars(select(ZoneResponsibilityRow).where(
             ZoneResponsibilityRow.zone_id == zone_id, ZoneResponsibilityRow.duty == the_duty.value
         )).first()

@@ -24,15 +24,11 @@ from cityward.sim.city import DemoCity, generate_city, write_catalog_csv, write_
 def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: int | None) -> None:
     city = generate_city(devices, seed)
     caller = _city_admin(platform, city)
-    _partners(platform, caller, city)
+    with out.status("setting up zones, partners and the product catalog…"):
+        n_products = install_city(platform, caller, city)
     with tempfile.TemporaryDirectory(prefix="cityward-demo-") as tmp:
-        catalog_file = Path(tmp) / "catalog.csv"
         inventory_file = Path(tmp) / "inventory.csv"
-        write_catalog_csv(city, catalog_file)
         write_inventory_csv(city, inventory_file, seed)
-        with out.status("importing the product catalog (distributors' declarations)…"), \
-                catalog_file.open("rb") as fh:
-            n_products = catalog.import_catalog(platform.uow, caller, fh, "catalog.csv", FileFormat.CSV)
         with out.status(f"importing {devices:,} devices from the installers' inventory…"), \
                 inventory_file.open("rb") as fh:
             report = inventory.import_devices(platform.uow, caller, fh, "inventory.csv", FileFormat.CSV)
@@ -57,8 +53,9 @@ def _city_admin(platform: Platform, city: DemoCity) -> Caller:
     return organizations.local_operator(platform.uow, _user())
 
 
-def _partners(platform: Platform, caller: Caller, city: DemoCity) -> None:
-    """Zones, organizations and zone duties of the demo city; skips what exists already."""
+def install_city(platform: Platform, caller: Caller, city: DemoCity) -> int:
+    """Zones, partners, zone duties and the product catalog of a simulated city, through the
+    same services an operator uses; skips what exists already. Returns the catalog's size."""
     existing_zones = {z.name for z in zones.list_zones(platform.uow, caller)}
     for name, criticality, parent in city.zones:
         if name not in existing_zones:
@@ -70,6 +67,11 @@ def _partners(platform: Platform, caller: Caller, city: DemoCity) -> None:
     for zone, duty, org in city.zone_duties:
         if current.get(zone, {}).get(duty) != org:
             zones.assign_duty(platform.uow, caller, zone, duty, org)
+    with tempfile.TemporaryDirectory(prefix="cityward-catalog-") as tmp:
+        catalog_file = Path(tmp) / "catalog.csv"
+        write_catalog_csv(city, catalog_file)
+        with catalog_file.open("rb") as fh:
+            return catalog.import_catalog(platform.uow, caller, fh, "catalog.csv", FileFormat.CSV)
 
 
 def show_overview(platform: Platform, caller: Caller) -> None:
