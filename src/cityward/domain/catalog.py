@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from cityward.domain.devices import DeviceKind
 from cityward.domain.inventory import _Bad, _text, parse_date, parse_kind
 from cityward.domain.products import VersionScheme
 from cityward.errors import Problem
@@ -72,5 +71,3 @@ def _scheme(value: Any) -> str | None:
         raise _Bad(f"unknown version scheme {text!r}; expected one of {', '.join(VersionScheme)}")
     return text.lower()
 
-
-__all__ = ["CATALOG_COLUMNS", "CatalogRecord", "DeviceKind", "guess_scheme", "parse_catalog_row"]

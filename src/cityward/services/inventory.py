@@ -38,10 +38,17 @@ from cityward.domain.access import (
     require_device_write,
 )
 from cityward.domain.catalog import guess_scheme
-from cityward.domain.inventory import COLUMNS, DeviceRecord, parse_row
+from cityward.domain.inventory import DeviceRecord, parse_row
 from cityward.domain.organizations import Caller, OrgKind
-from cityward.domain.products import OriginStatus, VersionScheme
-from cityward.domain.responsibility import DEVICE_COLUMN, Duty, effective_responsibility, parse_duty
+from cityward.domain.products import OriginStatus, product_key
+from cityward.domain.responsibility import (
+    DEVICE_COLUMN,
+    Duty,
+    effective_responsibility,
+    parse_duty,
+    zone_chain,
+)
+from cityward.domain.zones import Criticality
 from cityward.errors import InvalidInput, NotFound, Problem
 from cityward.services.organizations import city_org, org_id_named
 
@@ -76,12 +83,11 @@ class ImportReport:
         """Rows accepted: new, changed and already identical devices."""
         return self.created + self.updated + self.unchanged
 
-    def add(self, problems: list[Problem], total: int | None = None) -> None:
-        room = MAX_LISTED - len(self.problems)
-        self.problems.extend(problems[: max(room, 0)])
-        self.more_problems += (total if total is not None else len(problems)) - min(
-            len(problems), max(room, 0)
-        )
+    def add(self, problems: list[Problem]) -> None:
+        """List problems up to MAX_LISTED; count the rest."""
+        listed = problems[: max(MAX_LISTED - len(self.problems), 0)]
+        self.problems.extend(listed)
+        self.more_problems += len(problems) - len(listed)
 
 
 class _Hashing:
@@ -336,8 +342,6 @@ def _create_missing_catalog(
 def _create_missing_refs(
     uow: UnitOfWork, caller: Caller, staging: stg.DeviceStaging, report: ImportReport
 ) -> None:
-    from cityward.domain.zones import Criticality
-
     now = uow.clock()
     for name, _row in staging.missing("zone", "zones"):
         uow.session.add(ZoneRow(name=name, criticality=Criticality.MEDIUM.value, created_at=now))
@@ -423,8 +427,6 @@ def _device_query(session: Session, caller: Caller, flt: DeviceFilter) -> Any:
 
 
 def _apply_filter(session: Session, q: Any, flt: DeviceFilter) -> Any:
-    from cityward.domain.products import product_key
-
     if flt.kind:
         q = q.where(DeviceRow.kind == flt.kind.lower())
     if flt.zone:
@@ -432,8 +434,6 @@ def _apply_filter(session: Session, q: Any, flt: DeviceFilter) -> Any:
         if zone_id is None:
             raise NotFound(f"zone {flt.zone!r} does not exist")
         parents = zone_tree(session)
-        from cityward.domain.responsibility import zone_chain
-
         inside = [z for z in parents if zone_id in zone_chain(z, parents)]
         q = q.where(DeviceRow.zone_id.in_(inside))
     if flt.brand:
@@ -449,9 +449,9 @@ def _apply_filter(session: Session, q: Any, flt: DeviceFilter) -> Any:
     if flt.tag:
         q = q.where(DeviceRow.tags.contains(f";{flt.tag};", autoescape=True))
     if flt.seen_before:
-        q = q.where(DeviceRow.last_seen < _utc(flt.seen_before))
+        q = q.where(DeviceRow.last_seen < _utc(flt.seen_before, "seen_before"))
     if flt.seen_after:
-        q = q.where(DeviceRow.last_seen >= _utc(flt.seen_after))
+        q = q.where(DeviceRow.last_seen >= _utc(flt.seen_after, "seen_after"))
     if flt.never_seen:
         q = q.where(DeviceRow.last_seen.is_(None))
     if flt.id_prefix:
@@ -459,12 +459,13 @@ def _apply_filter(session: Session, q: Any, flt: DeviceFilter) -> Any:
     return q
 
 
-def _utc(at: datetime) -> datetime:
+def _utc(at: datetime, name: str) -> datetime:
     """SQLite compares stored UTC times as text: a bound time must be UTC too (naive = UTC)."""
     try:
         return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
-    except OverflowError:
-        raise InvalidInput(f"{at.isoformat()} is out of range") from None
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise InvalidInput(f"{name} is out of range",
+                           [Problem("out of range once converted to UTC", field=name)]) from None
 
 
 class _Responsibility:
@@ -595,9 +596,3 @@ def summarize_devices(
         q = _apply_filter(uow.session, q, flt)
         return [SummaryRow(*r) for r in uow.session.execute(q)]
 
-
-__all__ = [
-    "COLUMNS", "DeviceFilter", "DeviceView", "ImportReport", "Page", "SummaryRow",
-    "VersionScheme", "export_devices", "get_device", "import_devices", "list_devices",
-    "summarize_devices",
-]

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -167,6 +167,4 @@ def authenticate(uow_factory: UnitOfWorkFactory, bearer: str) -> Caller:
 
 
 def _aware(at: datetime) -> datetime:
-    from datetime import UTC
-
     return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -16,7 +16,7 @@ from cityward.adapters.storage.models import (
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import require_city_admin
 from cityward.domain.organizations import Caller
-from cityward.domain.responsibility import parse_duty, zone_chain
+from cityward.domain.responsibility import parse_duty
 from cityward.domain.zones import Criticality, MaintenanceWindow
 from cityward.errors import Conflict, InvalidInput, NotFound
 from cityward.services.organizations import check_name, org_id_named
@@ -133,6 +133,3 @@ def get_zone(uow_factory: UnitOfWorkFactory, caller: Caller, name: str) -> ZoneV
             return zone
     raise NotFound(f"zone {name!r} not found")
 
-
-def zone_path(parents: dict[int, int | None], names: dict[int, str], zone_id: int) -> str:
-    return " / ".join(names[z] for z in reversed(zone_chain(zone_id, parents)))

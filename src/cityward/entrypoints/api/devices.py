@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -44,17 +44,6 @@ def _text(description: str, max_length: int = 128) -> Any:
     return Query(max_length=max_length, pattern=NO_CONTROL, description=description)
 
 
-def _utc(at: datetime | None, name: str) -> datetime | None:
-    # A time without an offset means UTC; SQLite stores UTC without one, so convert first.
-    if at is None:
-        return None
-    try:
-        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
-        raise InvalidInput(f"{name} is out of range",
-                           [Problem("out of range once converted to UTC", field=name)]) from None
-
-
 def device_filter(
     kind: Annotated[str | None, _text("device kind, e.g. camera", 32)] = None,
     zone: Annotated[str | None, _text("zone, including the zones inside it", 100)] = None,
@@ -70,8 +59,8 @@ def device_filter(
 ) -> DeviceFilter:
     return DeviceFilter(
         kind=kind, zone=zone, brand=brand, manufacturer=manufacturer, firmware=firmware, org=org,
-        tag=tag, seen_before=_utc(seen_before, "seen_before"),
-        seen_after=_utc(seen_after, "seen_after"),
+        tag=tag, seen_before=seen_before,
+        seen_after=seen_after,
         never_seen=never_seen, id_prefix=id_prefix,
     )
 
