@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.synced
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-ingest clean
 
 $(UV):
 	$(PY) -m venv .tools
@@ -30,6 +30,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/import_devices.py $(ARGS)
+
+bench-ingest: $(STAMP)
+	$(VENV)/bin/python bench/ingest_state.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from procstat import status_kb  # bench/procstat.py: the script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -44,15 +45,6 @@ GOAL_SECONDS = 60.0  # 1,000,000 rows into PostgreSQL (the issue's target)
 
 
 # --- helpers shared by parent and child ------------------------------------------------------
-
-
-def _status_kb(field: str) -> int:
-    """A field of /proc/self/status in kB (VmRSS: resident now, VmHWM: resident peak)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def _platform(url: str) -> Any:
@@ -71,12 +63,12 @@ def child(url: str, path: Path, profile: Path | None) -> None:
 
     plat = _platform(url)
     caller = organizations.local_operator(plat.uow, "bench")
-    rss_before = _status_kb("VmRSS")
-    hwm_before = _status_kb("VmHWM")
+    rss_before = status_kb("VmRSS")
+    hwm_before = status_kb("VmHWM")
     samples: list[int] = []
 
     def progress(rows: int, _bytes: int) -> None:
-        samples.append(_status_kb("VmRSS"))
+        samples.append(status_kb("VmRSS"))
 
     def run() -> Any:
         with path.open("rb") as f:
@@ -99,7 +91,7 @@ def child(url: str, path: Path, profile: Path | None) -> None:
         "seconds": seconds, "rows": report.rows_read, "created": report.created,
         "updated": report.updated, "rejected": report.rejected_rows,
         "rss_before_kb": rss_before, "hwm_before_kb": hwm_before,
-        "hwm_after_kb": _status_kb("VmHWM"),
+        "hwm_after_kb": status_kb("VmHWM"),
         "rss_q2_kb": max(samples[cut: 2 * cut] or [0]), "rss_q4_kb": max(samples[3 * cut:] or [0]),
     }))
 
@@ -154,7 +146,8 @@ def run_child(url: str, path: Path, profile: Path | None) -> dict[str, Any]:
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"the import failed (exit {done.returncode}); see above")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
 
 
 class Database:

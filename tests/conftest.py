@@ -42,7 +42,9 @@ def pg_database() -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-_TABLES = ("audit_events", "api_tokens", "devices", "zone_responsibilities", "products",
+_TABLES = ("audit_events", "api_tokens", "devices", "zone_responsibilities", "products", "device_states",
+           "device_history", "discovered_devices", "device_secrets", "broker_routes", "device_commands",
+           "audit_findings", "audit_runs", "policy_acks", "policy_versions", "policy_waivers",
            "zones", "organizations")
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import Iterable, Mapping
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 from sqlalchemy import func, select
 
@@ -13,6 +16,7 @@ from cityward.adapters.storage.models import AuditEventRow, DeviceRow
 from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller
 from cityward.services import inventory
+from cityward.services.ingestion import Ingestor
 from cityward.services.inventory import ImportReport
 
 HEADER = ["id", "kind", "brand", "model", "firmware_version", "zone", "serial", "mac", "maintainer"]
@@ -49,3 +53,32 @@ def state(platform: Platform) -> tuple[int, int]:
     with platform.uow() as uow:
         return (uow.session.scalar(select(func.count()).select_from(DeviceRow)) or 0,
                 uow.session.scalar(select(func.count()).select_from(AuditEventRow)) or 0)
+
+
+def ingest(platform: Platform, topic: str, payload: bytes) -> None:
+    """One device message through the real ingestor, written before returning."""
+    async def go() -> None:
+        ing = Ingestor(platform.uow, max_delay=0.01)
+        stop = asyncio.Event()
+        task = asyncio.create_task(ing.run(stop))
+        ing.offer(topic, payload)
+        await ing.flush()
+        stop.set()
+        await task
+    asyncio.run(go())
+
+
+def announce(platform: Platform, hello: Mapping[str, object]) -> None:
+    """A device's `hello`, as it would announce itself."""
+    ingest(platform, f"cityward/v1/{hello['device_id']}/hello", json.dumps(hello).encode())
+
+
+async def eventually(predicate: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """Poll `predicate` (run in a thread: it may query the database) until it holds, or fail
+    naming what did not happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")

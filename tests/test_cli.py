@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -104,8 +105,21 @@ def test_integrator_token_is_scoped(cli: Cli) -> None:
 
 
 def test_demo_once(tmp_path: Path) -> None:
+    """The demo imports the city, brings it online through the simulator (a separate process,
+    over the embedded broker and HTTP), and reports what the devices said."""
     out = Cli(tmp_path)("demo", "--once", "--devices", "2000").stdout
     assert "2,000 devices" in out and "relabeled" in out and "by true manufacturer" in out
+    live = re.search(r"online ([\d,]+) · offline ([\d,]+) · never reported ([\d,]+)", out)
+    assert live, out
+    online, offline, never = (int(g.replace(",", "")) for g in live.groups())
+    assert online > 1800 and online + offline + never == 2000  # a few devices play the "offline" fault
+    assert "credentials reported" in out and "telnet" in out and ", 0 rejected, 0" in out
+    assert "cityward baseline over 2,000 devices" in out and "CRED-001" in out and "worst by zone" in out
+
+
+def test_demo_without_live_devices(tmp_path: Path) -> None:
+    out = Cli(tmp_path)("demo", "--once", "--devices", "500", "--no-live").stdout
+    assert "500 devices" in out and "live devices" not in out
 
 
 def test_serve_answers_over_http(cli: Cli) -> None:

@@ -93,3 +93,9 @@ def require_token_admin(caller: Caller, org_id: int) -> None:
         return
     if caller.role is not Role.ADMIN or caller.org_id != org_id:
         raise PermissionDenied("only an administrator of that organization may manage its tokens")
+
+
+def require_city_operator(caller: Caller, what: str) -> None:
+    """City staff who run the fleet day to day (operator or admin), not partners or viewers."""
+    if not caller.is_city or caller.role is Role.VIEWER:
+        raise PermissionDenied(f"only a city operator or administrator may {what}")

@@ -23,6 +23,7 @@ from cityward.adapters.inventory_files import (
 from cityward.adapters.storage import staging as stg
 from cityward.adapters.storage.models import (
     DeviceRow,
+    DeviceStateRow,
     OrganizationRow,
     ProductRow,
     ZoneResponsibilityRow,
@@ -226,6 +227,7 @@ def delete_device(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str
         if before is None:
             raise NotFound(f"device {device_id!r} not found")
         uow.session.execute(delete(DeviceRow).where(DeviceRow.id == device_id))
+        uow.session.execute(delete(DeviceStateRow).where(DeviceStateRow.device_id == device_id))
         uow.record(caller, "devices.deleted", "device", device_id, before=before)
         uow.commit()
 
@@ -374,6 +376,7 @@ class DeviceFilter:
     seen_before: datetime | None = None
     seen_after: datetime | None = None
     never_seen: bool = False
+    online: bool | None = None  # True: reporting now; False: went offline (never-seen excluded)
     id_prefix: str | None = None
 
 
@@ -397,6 +400,7 @@ class DeviceView:
     end_of_support: str | None
     last_seen: datetime | None
     credential_state: str
+    online: bool | None  # None: never reported
     record: dict[str, Any]  # the full inventory row (export form)
 
 
@@ -415,10 +419,11 @@ def _device_query(session: Session, caller: Caller, flt: DeviceFilter) -> Any:
     scope = require_device_details(caller)
     q = (
         select(DeviceRow, ProductRow, ZoneRow.name, _Owner.name,
-               *[a.name for a in _ORG_ALIASES.values()])
+               *[a.name for a in _ORG_ALIASES.values()], DeviceStateRow)
         .join(ProductRow, ProductRow.id == DeviceRow.product_id)
         .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
         .outerjoin(_Owner, _Owner.id == DeviceRow.owner_id)
+        .outerjoin(DeviceStateRow, DeviceStateRow.device_id == DeviceRow.id)
     )
     for col, alias in _ORG_ALIASES.items():
         q = q.outerjoin(alias, alias.id == getattr(DeviceRow, stg.ORG_REFERENCES[col]))
@@ -449,11 +454,13 @@ def _apply_filter(session: Session, q: Any, flt: DeviceFilter) -> Any:
     if flt.tag:
         q = q.where(DeviceRow.tags.contains(f";{flt.tag};", autoescape=True))
     if flt.seen_before:
-        q = q.where(DeviceRow.last_seen < _utc(flt.seen_before, "seen_before"))
+        q = q.where(DeviceStateRow.last_seen < _utc(flt.seen_before, "seen_before"))
     if flt.seen_after:
-        q = q.where(DeviceRow.last_seen >= _utc(flt.seen_after, "seen_after"))
+        q = q.where(DeviceStateRow.last_seen >= _utc(flt.seen_after, "seen_after"))
     if flt.never_seen:
-        q = q.where(DeviceRow.last_seen.is_(None))
+        q = q.where(DeviceStateRow.device_id.is_(None))
+    if flt.online is not None:
+        q = q.where(DeviceStateRow.online.is_(flt.online))
     if flt.id_prefix:
         q = q.where(DeviceRow.id.startswith(flt.id_prefix, autoescape=True))
     return q
@@ -488,6 +495,7 @@ class _Responsibility:
 
 def _view(row: Any, resp: _Responsibility) -> DeviceView:
     device, product, zone, owner = row[:4]
+    state: DeviceStateRow | None = row[-1]
     record = _record(row)
     return DeviceView(
         id=device.id, kind=device.kind, brand=product.brand, model=product.model,
@@ -496,12 +504,14 @@ def _view(row: Any, resp: _Responsibility) -> DeviceView:
         zone=zone, serial=device.serial, mac=device.mac, address=device.address,
         protocol=device.protocol, responsible=resp.of(device), owner=owner,
         end_of_support=product.end_of_support.isoformat() if product.end_of_support else None,
-        last_seen=device.last_seen, credential_state=device.credential_state, record=record,
+        last_seen=state.last_seen if state else None,
+        credential_state=state.credential_state if state else "unknown",
+        online=state.online if state else None, record=record,
     )
 
 
 def _record(row: Any) -> dict[str, Any]:
-    device, product, zone, owner, installer, maintainer, supplier = row
+    device, product, zone, owner, installer, maintainer, supplier = row[:7]
     return {
         "id": device.id, "kind": device.kind, "brand": product.brand, "model": product.model,
         "firmware_version": device.firmware_version, "zone": zone, "serial": device.serial,
@@ -587,6 +597,7 @@ def summarize_devices(
                    DeviceRow.firmware_version, func.count())
             .join(ProductRow, ProductRow.id == DeviceRow.product_id)
             .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
+            .outerjoin(DeviceStateRow, DeviceStateRow.device_id == DeviceRow.id)
             .where(scope_clause(uow.session, scope))
             .group_by(ProductRow.origin_brand, ProductRow.brand, ProductRow.model,
                       DeviceRow.firmware_version)

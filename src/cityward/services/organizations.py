@@ -133,3 +133,10 @@ def local_operator(uow_factory: UnitOfWorkFactory, user: str) -> Caller:
         city = city_org(uow.session)
         return Caller(actor=f"local:{user}", org_id=city.id, org_name=city.name,
                       org_kind=OrgKind.CITY, role=Role.ADMIN)
+
+
+def system_caller(session: Session, component: str) -> Caller:
+    """cityward itself acting on what devices say (e.g. registering an announced device)."""
+    city = city_org(session)
+    return Caller(actor=f"system:{component}", org_id=city.id, org_name=city.name,
+                  org_kind=OrgKind.CITY, role=Role.ADMIN)

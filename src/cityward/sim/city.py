@@ -18,14 +18,18 @@ device inventory streams in constant memory.
 from __future__ import annotations
 
 import csv
+import functools
 import random
+import zlib
 from bisect import bisect
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from itertools import accumulate
 from operator import itemgetter
 from pathlib import Path
+
+from cityward.sim.profile import Profile, load_profile
 
 # The inventory file's columns (docs/inventory.md), in order. Kept here rather than imported:
 # the simulated city is the other side of the file format.
@@ -55,6 +59,8 @@ class DemoCity:
     # Product catalog rows (CATALOG_COLUMNS, all strings); an origin comes before its relabels.
     catalog: list[dict[str, str]]
     devices: int
+    # The profile it was generated from (kind mix, products, protocols); None: the default.
+    profile: Profile | None = field(default=None, repr=False)
 
 
 # --- the curated city ------------------------------------------------------------------------
@@ -131,21 +137,6 @@ _ZONE_DUTIES = [
     ("Water Plant", "remote_access", "Gridhaven Systems"),
 ]
 
-# Share of each kind in the fleet: street lights first, then sensors, bins, cameras, ...
-_KIND_MIX = {
-    "streetlight": 36.0, "env_sensor": 19.0, "waste_bin": 14.0, "camera": 12.0,
-    "parking_sensor": 7.0, "traffic_controller": 5.0, "gateway": 5.0, "ev_charger": 2.0,
-}
-_ID_PREFIX = {
-    "streetlight": "SL", "env_sensor": "ENV", "waste_bin": "WB", "camera": "CAM",
-    "parking_sensor": "PK", "traffic_controller": "TC", "gateway": "GW", "ev_charger": "EV",
-}
-# kind → (probability of mqtt, of http); the rest has no protocol in the sheet.
-_PROTOCOLS = {
-    "streetlight": (0.88, 0.11), "env_sensor": (0.97, 0.02), "waste_bin": (0.97, 0.02),
-    "camera": (0.0, 0.99), "parking_sensor": (0.98, 0.01), "traffic_controller": (0.3, 0.69),
-    "gateway": (0.5, 0.49), "ev_charger": (0.4, 0.59),
-}
 _KIND_TAGS = {
     "streetlight": ("led", "dimmable", "led-retrofit", "pole-mounted"),
     "env_sensor": ("air-quality", "noise", "pm2.5", "solar"),
@@ -158,42 +149,6 @@ _KIND_TAGS = {
 }
 _COMMON_TAGS = ("pilot-2019", "eu-funded", "phase-2", "phase-3", "ppp-contract", "warranty")
 
-# brand, model, kind, origin (brand, model) or None, scheme, share within kind, end of support
-# (None: supported; a year: ended that year, before the demo's today), hardware revisions.
-_Product = tuple[str, str, str, tuple[str, str] | None, str, float, int | None, tuple[str, ...]]
-_PRODUCTS: list[_Product] = [
-    ("Vexlumen", "VL-N200", "streetlight", None, "semver", 0.45, None, ("A", "B")),
-    ("Vexlumen", "VL-N100", "streetlight", None, "semver", 0.15, 2023, ("A",)),
-    ("Orvanta", "OR-LN2", "streetlight", ("Vexlumen", "VL-N200"), "semver", 0.15, None, ("B",)),
-    ("Meridale", "MD-Lux 2", "streetlight", ("Orvanta", "OR-LN2"), "semver", 0.15, None, ("B",)),
-    ("Lanternwick", "LW-Pole", "streetlight", ("Vexlumen", "VL-N100"), "semver", 0.10, 2024,
-     ("A",)),
-    ("Quarrow", "QC-410", "camera", None, "vendor", 0.35, None, ("1.0", "1.2")),
-    ("Quarrow", "QC-220", "camera", None, "vendor", 0.15, 2022, ("1.0",)),
-    ("Orvanta", "OR-CAM4", "camera", ("Quarrow", "QC-410"), "vendor", 0.30, None, ("1.2",)),
-    ("Cobaltline", "CL-Eye 4", "camera", ("Orvanta", "OR-CAM4"), "vendor", 0.20, None, ("1.2",)),
-    ("Thistlebeck", "TB-Air3", "env_sensor", None, "dotted", 0.45, None, ("3", "3.1")),
-    ("Thistlebeck", "TB-Noise1", "env_sensor", None, "dotted", 0.25, 2024, ("1",)),
-    ("Meridale", "MD-Air", "env_sensor", ("Thistlebeck", "TB-Air3"), "dotted", 0.30, None,
-     ("3.1",)),
-    ("Thistlebeck", "TB-Park2", "parking_sensor", None, "dotted", 0.60, None, ("2",)),
-    ("Cobaltline", "CL-Park", "parking_sensor", ("Thistlebeck", "TB-Park2"), "dotted", 0.40,
-     None, ("2",)),
-    ("Marlowe", "MB-Fill5", "waste_bin", None, "semver", 0.50, None, ("5a", "5b")),
-    ("Marlowe", "MB-Fill3", "waste_bin", None, "semver", 0.20, 2021, ("3",)),
-    ("Orvanta", "OR-Bin", "waste_bin", ("Marlowe", "MB-Fill5"), "semver", 0.30, None, ("5b",)),
-    ("Brindlecore", "BC-TX9", "traffic_controller", None, "dotted", 0.75, None, ("9.0", "9.1")),
-    ("Brindlecore", "BC-TX7", "traffic_controller", None, "dotted", 0.25, 2020, ("7.2",)),
-    ("Kestrelnet", "KN-G5", "gateway", None, "semver", 0.45, None, ("5",)),
-    ("Brindlecore", "BC-Gate2", "gateway", None, "dotted", 0.30, None, ("2.0",)),
-    ("Meridale", "MD-Hub", "gateway", ("Kestrelnet", "KN-G5"), "semver", 0.25, None, ("5",)),
-    ("Pellucid", "PC-22", "ev_charger", None, "semver", 0.50, None, ("22.1",)),
-    ("Cobaltline", "CL-Charge", "ev_charger", ("Pellucid", "PC-22"), "semver", 0.50, None,
-     ("22.1",)),
-]
-_SHARE = {(b, m): share for b, m, _k, _o, _s, share, _e, _h in _PRODUCTS}
-_HARDWARE = {(b, m): hw for b, m, _k, _o, _s, _sh, _e, hw in _PRODUCTS}
-
 # Per-row overrides of the zone-level duties (the `installer`/`maintainer`/`supplier` columns).
 _INSTALLER_OVERRIDE = 0.45  # an installer named on the row (who actually installed it)
 _MAINTAINER_OVERRIDE = 0.06  # a maintenance contract other than the zone's
@@ -203,8 +158,13 @@ _SUPPLIER_OTHER = 0.3
 _PPP_OWNER = ("Lanternwick Services", 0.05)  # street lights owned under an energy-service deal
 
 
-def generate_city(devices: int = 2000, seed: int = 7) -> DemoCity:
-    """The curated city with `devices` devices; `seed` varies firmware minima and support ends."""
+def generate_city(devices: int = 2000, seed: int = 7, profile: Profile | None = None) -> DemoCity:
+    """The curated city with `devices` devices; `seed` varies firmware minima and support ends.
+
+    The kind mix, the products and their relabel chains come from `profile` (None: the bundled
+    Port Aurelia profile, which gives the same city as before profiles existed).
+    """
+    prof = profile if profile is not None else load_profile()
     if devices < 0:
         raise ValueError("devices must be >= 0")
     rng = random.Random(seed)  # noqa: S311 - a simulation, not cryptography
@@ -218,8 +178,10 @@ def generate_city(devices: int = 2000, seed: int = 7) -> DemoCity:
 
     catalog: list[dict[str, str]] = []
     by_key: dict[tuple[str, str], dict[str, str]] = {}
-    for brand, model, kind, origin, scheme, _share, eos_year, _hw in _PRODUCTS:
-        releases = _releases(_root(brand, model), scheme)
+    for product in prof.products:
+        brand, model, kind, origin = product.brand, product.model, product.kind, product.origin
+        scheme, eos_year = product.scheme, product.end_of_support
+        releases = _releases(prof.root(brand, model), scheme)
         if origin is None:
             # Two to four releases are older than the minimum the maker supports.
             min_fw = releases[rng.randint(2, 4)]
@@ -243,22 +205,33 @@ def generate_city(devices: int = 2000, seed: int = 7) -> DemoCity:
                "version_scheme": scheme}
         catalog.append(row)
         by_key[(brand, model)] = row
-    return DemoCity(CITY_NAME, zones, orgs, list(_ZONE_DUTIES), catalog, devices)
+    return DemoCity(CITY_NAME, zones, orgs, list(_ZONE_DUTIES), catalog, devices, prof)
 
 
-_PARENT = {(b, m): o for b, m, _k, o, _s, _sh, _e, _h in _PRODUCTS}
+def product_releases(profile: Profile, brand: str, model: str) -> list[str]:
+    """The firmware releases a product ships (its true manufacturer's), oldest first."""
+    product = profile.product(brand, model)
+    return _releases(profile.root(brand, model), product.scheme if product else "dotted")
 
 
-def _root(brand: str, model: str) -> tuple[str, str]:
-    """The factory product at the end of a curated relabel chain."""
-    key = (brand, model)
-    seen = {key}
-    while (parent := _PARENT.get(key)) is not None and parent not in seen:
-        seen.add(parent)
-        key = parent
-    return key
+HTTP_PORT = 8080
+_BLOCK = 262_144  # loopback addresses per id-prefix block
+_LOOPBACK_SPAN = 254 ** 3  # 127.x.y.z with x, y, z in 1..254
 
 
+def loopback_address(ordinal: int, id_prefix: str = "") -> str:
+    """The simulator address `127.x.y.z:8080` of the HTTP device at row `ordinal` (0-based).
+
+    Never 127.0.0.1 and no .0/.255 octet. A non-empty id prefix (test isolation) moves the
+    devices to another block of 262,144 addresses so that two simulators rarely collide.
+    """
+    n = ordinal + (1 + zlib.crc32(id_prefix.encode()) % 60) * _BLOCK if id_prefix else ordinal
+    x, rest = divmod(n % _LOOPBACK_SPAN, 254 * 254)
+    y, z = divmod(rest, 254)
+    return f"127.{x + 1}.{y + 1}.{z + 1}:{HTTP_PORT}"
+
+
+@functools.lru_cache(maxsize=1024)
 def _releases(product: tuple[str, str], scheme: str) -> list[str]:
     """The firmware releases of a factory product, oldest first (relabels ship the same ones)."""
     rng = random.Random(f"releases/{product[0]}/{product[1]}/{scheme}")  # noqa: S311
@@ -338,7 +311,7 @@ def _chain_root(by_key: dict[tuple[str, str], dict[str, str]], key: tuple[str, s
     return key
 
 
-def _plan(city: DemoCity, first_ordinal: int) -> list[_KindPlan]:
+def _plan(city: DemoCity, profile: Profile, first_ordinal: int) -> list[_KindPlan]:
     by_key = {(r["brand"], r["model"]): r for r in city.catalog}
     makers: dict[str, list[int]] = {}
     brands: dict[str, list[int]] = {}
@@ -354,16 +327,17 @@ def _plan(city: DemoCity, first_ordinal: int) -> list[_KindPlan]:
         last = max(min(eos, TODAY), date.fromordinal(first_ordinal)) if eos else TODAY
         first = max(date(last.year - (6 if eos else 5), 1, 1), date.fromordinal(first_ordinal))
         letters = "".join(c for c in r["brand"].upper() if c.isalpha())
+        spec = profile.product(*key)
         plan = _ProductPlan(
             brand=r["brand"], model=r["model"], releases=releases,
             release_cum=_cumulative([0.7 ** (n - 1 - i) for i in range(n)]),
-            hardware=_HARDWARE.get(key, ("1",)), serial_prefix=(letters or "SN")[:3],
+            hardware=spec.hardware if spec else ("1",), serial_prefix=(letters or "SN")[:3],
             serial_counter=brands.setdefault(r["brand"], [0]),
             mac_prefix=f"02:{maker_no & 0xFF:02x}:", mac_counter=mac_counter,
             first_day=first.toordinal() - first_ordinal,
             days=last.toordinal() - first.toordinal() + 1,
         )
-        per_kind.setdefault(r["kind"] or "other", []).append((plan, _SHARE.get(key, 1.0)))
+        per_kind.setdefault(r["kind"] or "other", []).append((plan, spec.share if spec else 1.0))
 
     curated = {name: (off, w, slug) for name, _c, _p, off, w, slug in _ZONES}
     zones = []
@@ -375,9 +349,10 @@ def _plan(city: DemoCity, first_ordinal: int) -> list[_KindPlan]:
         special = _ZONE_KIND_WEIGHT.get(kind, {})
         placed = [(z[:4], special.get(z[0], z[4])) for z in zones]
         placed = [(z, w) for z, w in placed if w > 0] or [(z[:4], 1.0) for z in zones]
-        mqtt, http = _PROTOCOLS.get(kind, (0.5, 0.5))
+        spec_kind = profile.kind(kind)
+        mqtt, http = (spec_kind.mqtt, spec_kind.http) if spec_kind else (0.5, 0.5)
         plans.append(_KindPlan(
-            kind=kind, id_prefix=_ID_PREFIX.get(kind, "DEV"),
+            kind=kind, id_prefix=spec_kind.id_prefix if spec_kind else "DEV",
             products=[p for p, _w in products], product_cum=_cumulative([w for _p, w in products]),
             zones=[z for z, _w in placed], zone_cum=_cumulative([w for _z, w in placed]),
             mqtt=mqtt, http=mqtt + http, tags=_KIND_TAGS.get(kind, ()),
@@ -407,13 +382,19 @@ def _serial(plan: _ProductPlan, year: str) -> str:
     return f"{plan.serial_prefix}{year}{high or ''}{(low * 48271 + 7_340_033) % 100_000_000:08d}"
 
 
-def iter_device_rows(city: DemoCity, seed: int = 7) -> Iterator[dict[str, str]]:
-    """`city.devices` inventory rows (COLUMNS, all strings, '' for empty), one at a time."""
+def iter_device_rows(city: DemoCity, seed: int = 7, *, id_prefix: str = "") -> Iterator[dict[str, str]]:
+    """`city.devices` inventory rows (COLUMNS, all strings, '' for empty), one at a time.
+
+    HTTP devices' `address` is where the simulator serves them (`loopback_address`). `id_prefix`
+    is prepended to every device id (and moves the HTTP addresses), so that several simulated
+    cities can share one broker without their devices taking over each other's sessions.
+    """
+    profile = city.profile if city.profile is not None else load_profile()
     rng = random.Random(f"devices/{seed}")  # noqa: S311 - a simulation, not cryptography
     rand = rng.random
     first_ordinal = date(TODAY.year - 30, 1, 1).toordinal()
-    kinds = _plan(city, first_ordinal)
-    mix = {k.kind: _KIND_MIX.get(k.kind, 1.0) for k in kinds}
+    kinds = _plan(city, profile, first_ordinal)
+    mix = {k.kind: spec.weight if (spec := profile.kind(k.kind)) else 1.0 for k in kinds}
     kind_cum = _cumulative([mix[k.kind] for k in kinds])
     days = [date.fromordinal(o).isoformat()
             for o in range(first_ordinal, TODAY.toordinal() + 1)]
@@ -437,7 +418,7 @@ def iter_device_rows(city: DemoCity, seed: int = 7) -> Iterator[dict[str, str]]:
         plan = k.products[bisect(k.product_cum, rand())]
         zone, north, east, slug = k.zones[bisect(k.zone_cum, rand())]
         k.count += 1
-        device_id = f"{k.id_prefix}-{k.count:0{width}d}"
+        device_id = f"{id_prefix}{k.id_prefix}-{k.count:0{width}d}"
         installed = days[plan.first_day + int(rand() * plan.days)]
         releases = plan.releases
         firmware = releases[bisect(plan.release_cum, rand())]
@@ -447,12 +428,12 @@ def iter_device_rows(city: DemoCity, seed: int = 7) -> Iterator[dict[str, str]]:
         protocol = "mqtt" if r < k.mqtt else "http" if r < k.http else ""
         r = rand()
         host = i + 4096
-        if r < 0.02:
+        if protocol == "http":
+            address = loopback_address(i, id_prefix)
+        elif r < 0.02:
             address = ""
         elif r < 0.12:
             address = f"{device_id.lower()}.{slug}.aurelia.lan"
-        elif protocol == "http" and r < 0.3:
-            address = f"10.{(host >> 16) & 0xFF}.{(host >> 8) & 0xFF}.{host & 0xFF}:8443"
         else:
             address = f"10.{(host >> 16) & 0xFF}.{(host >> 8) & 0xFF}.{host & 0xFF}"
         if rand() < 0.03:
@@ -509,13 +490,13 @@ def iter_device_rows(city: DemoCity, seed: int = 7) -> Iterator[dict[str, str]]:
         }
 
 
-def write_inventory_csv(city: DemoCity, path: Path, seed: int = 7) -> int:
+def write_inventory_csv(city: DemoCity, path: Path, seed: int = 7, *, id_prefix: str = "") -> int:
     """Stream the inventory to a CSV file (UTF-8, header row); returns the number of rows."""
     counted = [0]
     cells = itemgetter(*COLUMNS)
 
     def lines() -> Iterator[tuple[str, ...]]:
-        for row in iter_device_rows(city, seed):
+        for row in iter_device_rows(city, seed, id_prefix=id_prefix):
             counted[0] += 1
             yield cells(row)
 
@@ -536,5 +517,5 @@ def write_catalog_csv(city: DemoCity, path: Path) -> int:
     return len(city.catalog)
 
 
-__all__ = ["COLUMNS", "DemoCity", "generate_city", "iter_device_rows", "write_catalog_csv",
-           "write_inventory_csv"]
+__all__ = ["COLUMNS", "HTTP_PORT", "DemoCity", "generate_city", "iter_device_rows", "loopback_address",
+           "product_releases", "write_catalog_csv", "write_inventory_csv"]

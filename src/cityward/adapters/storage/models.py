@@ -10,12 +10,15 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     Date,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -110,7 +113,6 @@ class DeviceRow(Base):
     __tablename__ = "devices"
     __table_args__ = tuple(_sparse_index(c) for c in (
         "installer_id", "maintainer_id", "supplier_id", "credentials_org_id", "remote_access_org_id",
-        "last_seen",
     ))
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     serial: Mapped[str | None] = mapped_column(String(128), index=True)
@@ -134,16 +136,110 @@ class DeviceRow(Base):
     installed_at: Mapped[date | None] = mapped_column(Date)
     # ";a;b;" so a tag filter is one indexed-free LIKE that works the same on SQLite and PostgreSQL.
     tags: Mapped[str | None] = mapped_column(Text)
-    # Reported state (filled by device connectivity; empty until a device reports).
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class DeviceStateRow(Base):
+    """What a device last reported, one row per device that ever reported.
+
+    Kept apart from `devices` on purpose: it is rewritten thousands of times a second, and a narrow
+    table with only its primary key indexed (plus last_seen) lets PostgreSQL update in place (HOT)
+    instead of touching the inventory's dozen indexes on every message."""
+
+    __tablename__ = "device_states"
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    online: Mapped[bool] = mapped_column(Boolean)
+    offline_reason: Mapped[str | None] = mapped_column(String(32))  # will, silence, gateway, poll
+    status_at: Mapped[datetime] = mapped_column(Timestamp)  # when `online` last changed
+    last_seen: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    transport: Mapped[str] = mapped_column(String(8))  # mqtt or http
+    via_gateway: Mapped[str | None] = mapped_column(String(64))
+    boot_id: Mapped[str | None] = mapped_column(String(64))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    reported_at: Mapped[datetime | None] = mapped_column(Timestamp)  # the device's own clock
+    firmware_version: Mapped[str | None] = mapped_column(String(64))
+    hardware_version: Mapped[str | None] = mapped_column(String(64))
+    uptime_s: Mapped[int | None] = mapped_column(BigInteger)
+    services: Mapped[list[str] | None] = mapped_column(JSON)
+    remote_access: Mapped[list[str] | None] = mapped_column(JSON)
     credential_state: Mapped[str] = mapped_column(String(10), default="unknown")
     password_changed_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    services: Mapped[list[str] | None] = mapped_column(JSON)
     certificates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
-    remote_access: Mapped[list[str] | None] = mapped_column(JSON)
-    reported_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    cert_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)  # earliest not_after
     config_hash: Mapped[str | None] = mapped_column(String(64))
-    last_seen: Mapped[datetime | None] = mapped_column(Timestamp)
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    quarantined: Mapped[bool] = mapped_column(Boolean, default=False)
+    applied_commands: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class DeviceHistoryRow(Base):
+    """A change in a reported fact (online, firmware, credentials, services, ...): the trend data.
+
+    Written only when a fact changes, not per message, so it grows with events, not with traffic."""
+
+    __tablename__ = "device_history"
+    __table_args__ = (Index("ix_device_history_device_at", "device_id", "at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    fact: Mapped[str] = mapped_column(String(32))
+    old: Mapped[Any] = mapped_column(JSON)
+    new: Mapped[Any] = mapped_column(JSON)
+
+
+class DiscoveredDeviceRow(Base):
+    """A device that announced itself (or answered a probe) but is not in the inventory: pending
+    until an authorized user approves or rejects it; never a target of operations meanwhile."""
+
+    __tablename__ = "discovered_devices"
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(10), index=True)  # pending, approved, rejected
+    source: Mapped[str] = mapped_column(String(8))  # mqtt or http
+    address: Mapped[str | None] = mapped_column(String(260))
+    hello: Mapped[dict[str, Any]] = mapped_column(JSON)
+    first_seen: Mapped[datetime] = mapped_column(Timestamp)
+    last_seen: Mapped[datetime] = mapped_column(Timestamp)
+    announcements: Mapped[int] = mapped_column(Integer, default=1)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class DeviceSecretRow(Base):
+    """A device secret (broker password, HTTP admin password), AES-256-GCM encrypted at rest."""
+
+    __tablename__ = "device_secrets"
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16), primary_key=True)  # mqtt, admin
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)  # nonce || ciphertext+tag
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class BrokerRouteRow(Base):
+    """How a device reaches the broker: directly (gateway_id NULL) or behind a gateway."""
+
+    __tablename__ = "broker_routes"
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gateway_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    provisioned_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class DeviceCommandRow(Base):
+    """One command sent to one device. `command_id` is generated once and reused on every retry, so
+    a device applies it at most once; a result for a terminal command changes nothing."""
+
+    __tablename__ = "device_commands"
+    __table_args__ = (Index("ix_device_commands_device_issued", "device_id", "issued_at"),)
+    command_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # secrets are never stored here
+    status: Mapped[str] = mapped_column(String(12))  # pending, accepted, in_progress, terminal ones
+    progress: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(String(500))
+    issued_by: Mapped[str] = mapped_column(String(200))
+    issued_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
@@ -175,3 +271,79 @@ class AuditEventRow(Base):
     after: Mapped[Any] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditRunRow(Base):
+    """One evaluation of a policy over the fleet (or over the caller's scope)."""
+
+    __tablename__ = "audit_runs"
+    __table_args__ = (Index("ix_audit_runs_policy_scope", "policy_name", "scope_org_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    policy_name: Mapped[str] = mapped_column(String(100))
+    policy_sha256: Mapped[str] = mapped_column(String(64))
+    scope_org_id: Mapped[int] = mapped_column(Integer)  # whose view of the fleet was audited
+    started_at: Mapped[datetime] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime] = mapped_column(Timestamp)
+    run_by: Mapped[str] = mapped_column(String(200))
+    devices: Mapped[int] = mapped_column(Integer)
+    findings: Mapped[int] = mapped_column(Integer)
+    new: Mapped[int] = mapped_column(Integer)
+    resolved: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)  # counts by severity and rule, scores
+    policy_version: Mapped[int | None] = mapped_column(Integer)  # the published version audited, if any
+
+
+class AuditFindingRow(Base):
+    """A device failing a rule in one run, with the facts that made it fail and who must act."""
+
+    __tablename__ = "audit_findings"
+    __table_args__ = (Index("ix_audit_findings_run_rule", "run_id", "rule_id"),
+                      Index("ix_audit_findings_device", "device_id"))
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    device_id: Mapped[str] = mapped_column(String(64))
+    rule_id: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(10))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    responsible_org_id: Mapped[int | None] = mapped_column(Integer)
+    first_seen_run: Mapped[int] = mapped_column(Integer)  # the run in which this finding first appeared
+    waiver_id: Mapped[int | None] = mapped_column(Integer)  # an approved, unexpired waiver covers it
+
+
+class PolicyVersionRow(Base):
+    """A published policy: immutable, numbered; the newest is the version in force."""
+
+    __tablename__ = "policy_versions"
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    published_at: Mapped[datetime] = mapped_column(Timestamp)
+    published_by: Mapped[str] = mapped_column(String(200))
+
+
+class PolicyAckRow(Base):
+    """An organization's acknowledgement of a published policy version."""
+
+    __tablename__ = "policy_acks"
+    version: Mapped[int] = mapped_column(ForeignKey("policy_versions.number"), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    acked_at: Mapped[datetime] = mapped_column(Timestamp)
+    acked_by: Mapped[str] = mapped_column(String(200))
+
+
+class WaiverRow(Base):
+    """An accepted exception to a rule, for one device or a selector, until it expires."""
+
+    __tablename__ = "policy_waivers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(64), index=True)
+    selector: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"device": id} or {"zone"|"kind"|"product"|"tag": v}
+    reason: Mapped[str] = mapped_column(String(1000))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requested_org_id: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    status: Mapped[str] = mapped_column(String(10))  # requested, approved, rejected, revoked
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(Timestamp)

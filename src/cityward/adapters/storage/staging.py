@@ -163,7 +163,7 @@ class DeviceStaging:
             "owner_id": "COALESCE(o_owner.id, :city)",
             **{dev: f"o_{col}.id" for col, dev in ORG_REFERENCES.items() if col != "owner"},
             **{c: f"s.{c}" for c in PLAIN},
-            "credential_state": "'unknown'", "created_at": ":now", "updated_at": ":now",
+            "created_at": ":now", "updated_at": ":now",
         }
         joins = " ".join(
             f"LEFT JOIN organizations o_{col} ON o_{col}.name = s.{col}" for col in ORG_REFERENCES

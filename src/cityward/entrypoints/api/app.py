@@ -19,7 +19,9 @@ from cityward.bootstrap import Platform, bootstrap
 from cityward.entrypoints.api import (
     auditlog,
     devices,
+    discovery,
     organizations,
+    policies,
     products,
     tokens,
     zones,
@@ -77,7 +79,7 @@ def create_app(platform: Platform, *, owns_platform: bool = False) -> FastAPI:
     # caller declare it too, and FastAPI resolves it once per request.
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(current_caller)],
                     responses=COMMON_RESPONSES)
-    for module in (devices, products, zones, organizations, tokens, auditlog):
+    for module in (devices, products, zones, organizations, tokens, auditlog, discovery, policies):
         api.include_router(module.router)
     app.include_router(health)
     app.include_router(api)

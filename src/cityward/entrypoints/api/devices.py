@@ -55,13 +55,14 @@ def device_filter(
     seen_before: Annotated[datetime | None, Query(description="last seen before (UTC)")] = None,
     seen_after: Annotated[datetime | None, Query(description="last seen at or after (UTC)")] = None,
     never_seen: Annotated[bool, Query(description="only devices never seen")] = False,
+    online: Annotated[bool | None, Query(description="true: reporting now; false: went offline")] = None,
     id_prefix: Annotated[str | None, _text("device ids starting with this", 64)] = None,
 ) -> DeviceFilter:
     return DeviceFilter(
         kind=kind, zone=zone, brand=brand, manufacturer=manufacturer, firmware=firmware, org=org,
         tag=tag, seen_before=seen_before,
         seen_after=seen_after,
-        never_seen=never_seen, id_prefix=id_prefix,
+        never_seen=never_seen, online=online, id_prefix=id_prefix,
     )
 
 

@@ -74,13 +74,17 @@ def problem_response(
         instance=request.url.path, hint=hint, errors=list(errors[:MAX_ERRORS]),
         more=more + max(len(errors) - MAX_ERRORS, 0),
     )
-    # Optional members are left out when empty; each error keeps row and field (maybe null).
+    # Optional members are left out when empty; each error keeps row and field (maybe null), and
+    # names its source only when it has one (e.g. the policy rule a problem is in).
     content = {k: v for k, v in body.model_dump().items() if v is not None}
+    for item in content.get("errors", []):
+        if item.get("source") is None:
+            item.pop("source", None)
     return JSONResponse(content, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
 def _items(problems: Iterable[Problem]) -> list[ProblemItemOut]:
-    return [ProblemItemOut(row=p.row, field=p.field, message=p.message) for p in problems]
+    return [ProblemItemOut(row=p.row, field=p.field, source=p.source, message=p.message) for p in problems]
 
 
 def _www_authenticate(request: Request) -> dict[str, str]:

@@ -43,6 +43,7 @@ class _Out(BaseModel):
 class ProblemItemOut(_Out):
     row: int | None = None
     field: str | None = None
+    source: str | None = Field(default=None, description="where, when not the request itself (e.g. a policy rule)")
     message: str
 
 
@@ -94,6 +95,7 @@ class DeviceOut(_Out):
     owner: str | None
     end_of_support: str | None
     last_seen: datetime | None
+    online: bool | None
     credential_state: str
     record: dict[str, Any] = Field(description="the full inventory row, as export writes it")
 

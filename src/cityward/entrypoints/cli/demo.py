@@ -6,22 +6,30 @@ import tempfile
 from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.columns import Columns
 from rich.panel import Panel
+from rich.progress import Progress
 
 from cityward.adapters.inventory_files import FileFormat
 from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller
+from cityward.entrypoints.cli.audit import show_report
 from cityward.entrypoints.cli.context import _user
+from cityward.entrypoints.cli.livecity import LiveCity
 from cityward.entrypoints.cli.render import err, out, table
+from cityward.entrypoints.reports import html
 from cityward.errors import Conflict
 from cityward.services import catalog, inventory, organizations, setup, tokens, zones
-from cityward.services.overview import fleet_overview
+from cityward.services.audit import run_audit, trend
+from cityward.services.overview import fleet_overview, live_overview
+from cityward.services.policies import policy_to_audit
 from cityward.sim.city import DemoCity, generate_city, write_catalog_csv, write_inventory_csv
 
 
-def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: int | None) -> None:
+def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: int | None,
+             live: bool = True) -> None:
     city = generate_city(devices, seed)
     caller = _city_admin(platform, city)
     with out.status("setting up zones, partners and the product catalog…"):
@@ -35,13 +43,62 @@ def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: 
     out.print(f"catalog: {n_products} products · inventory: {report.created:,} new, "
               f"{report.updated:,} updated, {report.unchanged:,} unchanged devices")
     show_overview(platform, caller)
-    if serve:
-        issued = tokens.create_token(platform.uow, caller, caller.org_name, "demo session",
-                                     "admin", timedelta(days=1))
-        out.print(Panel(f"API token for this demo (expires in 1 day):\n{issued.secret}",
-                        title="try the API", expand=False))
-        settings = platform.settings
-        serve_api(platform, settings.api_host, port or settings.api_port)
+    with tempfile.TemporaryDirectory(prefix="cityward-live-") as work:
+        city_live = LiveCity(platform, caller, devices, seed, Path(work)) if live else None
+        try:
+            if city_live is not None:
+                bring_online(platform, caller, city_live, devices)
+            audit_posture(platform, caller)
+            if serve:
+                issued = tokens.create_token(platform.uow, caller, caller.org_name, "demo session",
+                                             "admin", timedelta(days=1))
+                out.print(Panel(f"API token for this demo (expires in 1 day):\n{issued.secret}",
+                                title="try the API", expand=False))
+                settings = platform.settings
+                serve_api(platform, settings.api_host, port or settings.api_port)
+        finally:
+            if city_live is not None:
+                with out.status("stopping the simulated city…"):
+                    city_live.stop()
+
+
+def bring_online(platform: Platform, caller: Caller, city_live: LiveCity, devices: int) -> None:
+    with out.status("bringing the city's devices online…") as status:
+        city_live.start(lambda m: status.update(m))
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("devices reporting", total=devices)
+        city_live.settle(devices, progress=lambda n: bar.update(task, completed=n))
+    show_live(platform, caller, city_live.stats())
+
+
+def audit_posture(platform: Platform, caller: Caller) -> None:
+    """The policy in force (the baseline at first) over the city: top failing rules, worst zones,
+    who has most to do."""
+    chosen = policy_to_audit(platform.uow)
+    with out.status(f"auditing the fleet against {chosen.policy.name}…"):
+        report = run_audit(platform.uow, caller, chosen.policy, chosen.text, version=chosen.version)
+    show_report(report, top=8)
+    target = Path(f"audit-{report.run_id}.html")
+    target.write_text(html.render(report, trend(platform.uow, caller, report.policy), caller.org_name),
+                      encoding="utf-8")
+    out.print(f"HTML report: {target.resolve()}")
+
+
+def show_live(platform: Platform, caller: Caller, stats: dict[str, Any]) -> None:
+    lv = live_overview(platform.uow, caller)
+    out.print(Panel(
+        f"online [bold green]{lv.online:,}[/] · offline [bold red]{lv.offline:,}[/] · never reported "
+        f"[bold]{lv.never_reported:,}[/] · {stats.get('received', 0):,} messages, "
+        f"{sum(stats.get('rejected', {}).values()):,} rejected, {sum(stats.get('dropped', {}).values()):,} dropped",
+        title="live devices", expand=False))
+    out.print(Columns([
+        table("credentials reported", ["state", "devices"], ((k, f"{n:,}") for k, n in lv.credential_states)),
+        table("insecure services on", ["service", "devices"], ((k, f"{n:,}") for k, n in lv.insecure_services)),
+        table("exposure", ["", "devices"], [
+            ("remote access channel", f"{lv.remote_access:,}"), ("certificate expired", f"{lv.cert_expired:,}"),
+            ("certificate expires < 30 d", f"{lv.cert_expiring_30d:,}"), ("quarantined", f"{lv.quarantined:,}"),
+            *((f"offline: {k}", f"{n:,}") for k, n in lv.offline_reasons)]),
+    ]))
 
 
 def _city_admin(platform: Platform, city: DemoCity) -> Caller:

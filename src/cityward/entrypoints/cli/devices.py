@@ -34,11 +34,11 @@ def parse_age(text: str) -> timedelta:
 
 def _filter(kind: str | None, zone: str | None, brand: str | None, manufacturer: str | None,
             firmware: str | None, org: str | None, tag: str | None,
-            not_seen_for: str | None, never_seen: bool) -> DeviceFilter:
+            not_seen_for: str | None, never_seen: bool, online: bool | None = None) -> DeviceFilter:
     before = datetime.now(UTC) - parse_age(not_seen_for) if not_seen_for else None
     return DeviceFilter(kind=kind, zone=zone, brand=brand, manufacturer=manufacturer,
                         firmware=firmware, org=org, tag=tag, seen_before=before,
-                        never_seen=never_seen)
+                        never_seen=never_seen, online=online)
 
 
 KindOpt = Annotated[str | None, typer.Option(help="Device kind, e.g. streetlight, camera.")]
@@ -50,6 +50,8 @@ OrgOpt = Annotated[str | None, typer.Option("--org", help="Organization responsi
 TagOpt = Annotated[str | None, typer.Option(help="Devices carrying this tag.")]
 SeenOpt = Annotated[str | None, typer.Option("--not-seen-for", help="Not seen for this long, e.g. 7d.")]
 NeverOpt = Annotated[bool, typer.Option("--never-seen", help="Devices that never reported.")]
+OnlineOpt = Annotated[bool | None, typer.Option("--online/--offline",
+                                                help="Devices reporting now / that went offline.")]
 
 
 @app.command("import")
@@ -137,25 +139,26 @@ def export(
 def list_(
     kind: KindOpt = None, zone: ZoneOpt = None, brand: BrandOpt = None,
     manufacturer: MfrOpt = None, firmware: FwOpt = None, org: OrgOpt = None, tag: TagOpt = None,
-    not_seen_for: SeenOpt = None, never_seen: NeverOpt = False,
+    not_seen_for: SeenOpt = None, never_seen: NeverOpt = False, online: OnlineOpt = None,
     limit: Annotated[int, typer.Option(help="Devices per page (1-1000).")] = 50,
     after: Annotated[str | None, typer.Option(help="Start after this device id (next page).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Devices in your scope, filtered; prints the cursor for the next page."""
-    flt = _filter(kind, zone, brand, manufacturer, firmware, org, tag, not_seen_for, never_seen)
+    flt = _filter(kind, zone, brand, manufacturer, firmware, org, tag, not_seen_for, never_seen, online)
     page = inventory.list_devices(CTX.platform.uow, CTX.caller, flt, limit=limit, after=after)
     if json_out:
         print_json({"items": [d.record | {"manufacturer": d.manufacturer, "responsible": d.responsible,
-                                          "last_seen": d.last_seen} for d in page.items],
+                                          "last_seen": d.last_seen, "online": d.online} for d in page.items],
                     "total": page.total, "next_after": page.next_after})
         return
     title = f"{page.total:,} devices" if page.total is not None else f"devices after {after}"
     out.print(table(title, ["id", "kind", "brand / model", "true manufacturer",
-                            "firmware", "zone", "maintainer", "last seen"], (
+                            "firmware", "zone", "maintainer", "online", "last seen"], (
         (d.id, d.kind, f"{d.brand} {d.model}",
          d.manufacturer + ("" if d.origin_status != "relabeled" else " (relabel)"),
          d.firmware_version, d.zone, d.responsible.get("maintain"),
+         {True: "[green]online[/]", False: "[red]offline[/]", None: "—"}[d.online],
          d.last_seen.strftime("%Y-%m-%d %H:%M") if d.last_seen else "never")
         for d in page.items)))
     if page.next_after:
@@ -173,6 +176,7 @@ def show(device_id: str, json_out: JsonOpt = False) -> None:
     rows += [("tags", ", ".join(d.record["tags"])),
              ("true manufacturer", f"{d.manufacturer} {d.origin_model} ({d.origin_status})"),
              ("end of support", d.end_of_support), ("credential state", d.credential_state),
+             ("online", {True: "yes", False: "no", None: "never reported"}[d.online]),
              ("last seen", d.last_seen or "never")]
     rows += [(f"responsible: {duty}", org or "—") for duty, org in d.responsible.items()]
     out.print(table(f"device {d.id}", ["field", "value"], rows))

@@ -10,11 +10,12 @@ import typer
 from rich.markup import escape
 
 from cityward import __version__
-from cityward.entrypoints.cli import admin, devices
+from cityward.entrypoints.cli import admin, audit, devices, fleet, policy
 from cityward.entrypoints.cli.context import CTX, _user
 from cityward.entrypoints.cli.render import EXIT_FAILED, err, exit_code, out, show_error
 from cityward.errors import CitywardError
 from cityward.services import setup
+from cityward.sim.cli import sim_app
 
 app = typer.Typer(
     name="cityward",
@@ -29,6 +30,14 @@ app.add_typer(admin.zones_app, name="zones")
 app.add_typer(admin.orgs_app, name="orgs")
 app.add_typer(admin.tokens_app, name="tokens")
 app.add_typer(admin.auditlog_app, name="auditlog")
+app.add_typer(fleet.mqtt_app, name="mqtt")
+app.add_typer(fleet.credentials_app, name="credentials")
+app.add_typer(fleet.discover_app, name="discover")
+app.add_typer(policy.app, name="policy")
+app.add_typer(policy.waivers_app, name="waivers")
+app.add_typer(audit.app, name="audit")
+app.command()(fleet.connect)
+app.add_typer(sim_app, name="sim", help="The simulated city: thousands of devices speaking the protocol (device side).")
 
 
 def _version(value: bool) -> None:
@@ -75,11 +84,14 @@ def demo(
     once: Annotated[bool, typer.Option("--once", help="Exit after the summary instead of serving the API.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the simulated city.")] = 7,
     port: Annotated[int | None, typer.Option(help="API port when serving.")] = None,
+    live: Annotated[bool, typer.Option("--live/--no-live", help="Bring the devices online through the "
+                                       "simulated city (MQTT and HTTP).")] = True,
 ) -> None:
-    """Build a demo city, import it like a user would, show its posture, then serve the API."""
+    """Build a demo city, import it, bring its devices online, audit it (table and HTML report), then serve
+    the API."""
     from cityward.entrypoints.cli.demo import run_demo
 
-    run_demo(CTX.platform, devices_n, seed=seed, serve=not once, port=port)
+    run_demo(CTX.platform, devices_n, seed=seed, serve=not once, port=port, live=live)
 
 
 def main() -> None:

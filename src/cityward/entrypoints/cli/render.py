@@ -44,6 +44,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def json_text(value: Any) -> str:
+    """What print_json prints, for writing to a file."""
+    return json.dumps(_plain(value), indent=1, ensure_ascii=False, default=str)
+
+
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(_plain(value), indent=2, ensure_ascii=False) + "\n")
 

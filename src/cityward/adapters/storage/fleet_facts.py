@@ -1,0 +1,133 @@
+"""The fleet as one fact table: a single query (inventory ⋈ catalog ⋈ zone ⋈ reported state), then
+derived facts computed column-wise in polars. Never one ORM object per device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Connection, Text, cast, select
+from sqlalchemy.orm import Session
+
+from cityward.adapters.policy_polars import FACT_SCHEMA, VKEY, with_version_keys
+from cityward.adapters.storage.models import DeviceRow, DeviceStateRow, ProductRow, ZoneResponsibilityRow, ZoneRow
+from cityward.adapters.storage.scoping import scope_clause, zone_tree
+from cityward.domain.access import DeviceScope
+from cityward.domain.products import product_key
+from cityward.domain.responsibility import DEVICE_COLUMN, Duty, zone_holder
+
+_DAY = 86_400.0
+
+
+def _days(column: str, now: datetime) -> pl.Expr:
+    return (pl.lit(now) - pl.col(column)).dt.total_seconds() / _DAY
+
+
+def load_facts(session: Session, scope: DeviceScope, now: datetime,
+               prohibited: Iterable[str] = ()) -> pl.DataFrame:
+    """Every device in scope with every fact of domain.policy.facts, plus helper columns:
+    `_zone_id`, `_product` ("Brand Model"), `_resp_<duty>` (organization id)."""
+    conn: Connection = session.connection()
+    q = (
+        select(
+            DeviceRow.id, DeviceRow.kind, ProductRow.brand, ProductRow.model, ProductRow.origin_brand,
+            ProductRow.origin_status, ZoneRow.name.label("zone"), ZoneRow.criticality, DeviceRow.tags,
+            DeviceRow.protocol, DeviceRow.firmware_version.label("inv_firmware"), ProductRow.min_firmware,
+            ProductRow.end_of_support, DeviceRow.installed_at, DeviceRow.zone_id,
+            *[getattr(DeviceRow, DEVICE_COLUMN[d]).label(f"_override_{d.value}") for d in Duty],
+            DeviceStateRow.online, DeviceStateRow.last_seen, DeviceStateRow.credential_state,
+            DeviceStateRow.password_changed_at, cast(DeviceStateRow.services, Text).label("services_json"),
+            cast(DeviceStateRow.remote_access, Text).label("remote_json"), DeviceStateRow.cert_expires_at,
+            DeviceStateRow.quarantined, DeviceStateRow.firmware_version.label("state_firmware"),
+        )
+        .join(ProductRow, ProductRow.id == DeviceRow.product_id)
+        .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
+        .outerjoin(DeviceStateRow, DeviceStateRow.device_id == DeviceRow.id)
+        .where(scope_clause(session, scope))
+    )
+    result = conn.execute(q)
+    columns = list(result.keys())
+    raw = pl.DataFrame([tuple(r) for r in result], schema=columns, orient="row", infer_schema_length=None)
+    if raw.height == 0:
+        return with_version_keys(pl.DataFrame(schema={**FACT_SCHEMA, "_zone_id": pl.Int64, "_product": pl.String,
+                                                      **{f"_resp_{d.value}": pl.Int64 for d in Duty}}))
+    # Columns that are entirely null come back untyped: give every column its type.
+    raw = raw.with_columns(
+        pl.col("installed_at", "end_of_support").cast(pl.Date),
+        pl.col("online", "quarantined").cast(pl.Boolean),
+        pl.col("zone_id", *[f"_override_{d.value}" for d in Duty]).cast(pl.Int64),
+        pl.col("id", "kind", "brand", "model", "origin_brand", "origin_status", "zone", "criticality", "tags",
+               "protocol", "inv_firmware", "min_firmware", "credential_state", "services_json", "remote_json",
+               "state_firmware").cast(pl.String),
+    )
+    raw = _as_utc(raw, ("last_seen", "password_changed_at", "cert_expires_at"))
+    today = now.date()
+    banned = sorted({product_key(m, "")[0] for m in prohibited})
+    frame = raw.select(
+        pl.col("id"), pl.col("kind"), pl.col("brand"), pl.col("model"),
+        pl.col("origin_brand").alias("manufacturer"), pl.col("origin_status"), pl.col("zone"),
+        pl.col("criticality").alias("zone_criticality"),
+        pl.col("tags").str.strip_chars(";").str.split(";").list.eval(pl.element().filter(pl.element() != ""))
+        .alias("tags"),
+        pl.col("protocol"),
+        pl.coalesce("state_firmware", "inv_firmware").alias("firmware_version"),
+        pl.col("min_firmware"),
+        (pl.col("end_of_support") < pl.lit(today)).alias("end_of_support_passed"),
+        ((pl.lit(today) - pl.col("installed_at")).dt.total_days().cast(pl.Float64)).alias("age"),
+        pl.col("online").cast(pl.Boolean),
+        _days("last_seen", now).alias("last_seen_age"),
+        pl.when(pl.col("online").is_null()).then(None).otherwise(pl.col("credential_state"))
+        .alias("credential_state"),
+        _days("password_changed_at", now).alias("password_age"),
+        pl.col("services_json").str.json_decode(pl.List(pl.String)).alias("services"),
+        pl.col("remote_json").str.json_decode(pl.List(pl.String)).alias("remote_access"),
+        (-_days("cert_expires_at", now)).alias("cert_expires_in"),
+        pl.col("quarantined").cast(pl.Boolean),
+        pl.lit(None, dtype=pl.Boolean).alias("config_drift"),  # desired configuration: bulk operations
+        pl.col("origin_brand").str.to_lowercase().str.strip_chars().is_in(banned).alias("manufacturer_prohibited"),
+        pl.lit(None, dtype=pl.Boolean).alias("known_exploited"),  # vulnerability intelligence
+        pl.lit(None, dtype=pl.Boolean).alias("firmware_signed"),  # firmware catalog
+        pl.col("zone_id").alias("_zone_id"),
+        (pl.col("brand") + " " + pl.col("model")).alias("_product"),
+        *[pl.col(f"_override_{d.value}") for d in Duty],
+    )
+    frame = with_version_keys(frame.with_columns(
+        [pl.col(c).cast(t) for c, t in FACT_SCHEMA.items() if c in frame.columns]))
+    frame = frame.with_columns(
+        pl.when(pl.col("min_firmware" + VKEY).is_null() | pl.col("firmware_version" + VKEY).is_null()).then(None)
+        .otherwise(pl.col("firmware_version" + VKEY) < pl.col("min_firmware" + VKEY))
+        .alias("firmware_below_minimum"))
+    return _responsibility(session, frame)
+
+
+def _as_utc(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
+    """SQLite hands back naive UTC datetimes, PostgreSQL aware ones: make them all aware UTC."""
+    out = []
+    for c in columns:
+        dtype = frame.schema[c]
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+            out.append(pl.col(c).dt.replace_time_zone("UTC"))
+        elif isinstance(dtype, pl.Datetime):
+            out.append(pl.col(c).dt.convert_time_zone("UTC"))
+        else:
+            out.append(pl.col(c).cast(pl.Datetime("us", "UTC")))
+    return frame.with_columns(out)
+
+
+def _responsibility(session: Session, frame: pl.DataFrame) -> pl.DataFrame:
+    """`_resp_<duty>`: the device's override, else the holder of its zone (nearest zone up)."""
+    parents = zone_tree(session)
+    assignments = {(z, Duty(d)): o for z, d, o in session.execute(
+        select(ZoneResponsibilityRow.zone_id, ZoneResponsibilityRow.duty, ZoneResponsibilityRow.org_id))}
+    holders: dict[str, Any] = {}
+    for duty in Duty:
+        by_zone = {z: zone_holder(z, duty, parents, assignments) for z in parents}
+        holders[duty.value] = by_zone
+    return frame.with_columns(
+        pl.coalesce(pl.col(f"_override_{d.value}"),
+                    pl.col("_zone_id").replace_strict(holders[d.value], default=None, return_dtype=pl.Int64))
+        .alias(f"_resp_{d.value}") for d in Duty
+    ).drop([f"_override_{d.value}" for d in Duty])
+

@@ -1,0 +1,1 @@
+"""Reports rendered for people (HTML), from service results."""

@@ -1,0 +1,96 @@
+"""Sending one command to one device and following it to its end, durably.
+
+The command row is written before anything is sent and its id is reused on every retry, so a
+device applies it at most once; once a terminal result is stored, later results change nothing.
+Bulk rollouts build on this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+
+from cityward.adapters.drivers.base import DeviceDriver, DriverError, Endpoint
+from cityward.adapters.secretbox import SecretBox
+from cityward.adapters.storage.models import DeviceCommandRow
+from cityward.adapters.storage.uow import UnitOfWorkFactory
+from cityward.domain import telemetry
+from cityward.domain.access import require_device_write
+from cityward.domain.organizations import Caller
+from cityward.domain.telemetry import ACTIONS, Command, Result
+from cityward.errors import InvalidInput, Problem
+from cityward.services import credentials, inventory
+
+
+def prepare(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str, action: str, params: dict[str, Any],
+            *, ttl: timedelta = timedelta(minutes=30)) -> tuple[Command, inventory.DeviceView]:
+    """Check the caller may act on the device, store the command (pending) and audit it."""
+    if action not in ACTIONS:
+        raise InvalidInput(f"unknown action {action!r}", [Problem(f"one of {', '.join(sorted(ACTIONS))}",
+                                                                  field="action")])
+    require_device_write(caller)
+    device = inventory.get_device(uow_factory, caller, device_id)  # NotFound outside the caller's scope
+    with uow_factory(write=True) as uow:
+        now = uow.clock()
+        command = Command(command_id=str(uuid.uuid4()), action=action, issued_at=now, expires_at=now + ttl,
+                          params=params)
+        uow.session.add(DeviceCommandRow(
+            command_id=command.command_id, device_id=device.id, action=action,
+            params=telemetry.redacted(params), status="pending", issued_by=caller.actor, issued_at=now,
+            expires_at=command.expires_at, updated_at=now))
+        uow.record(caller, "devices.command", "device", device.id,
+                   after={"command_id": command.command_id, "action": action, "params": telemetry.redacted(params)})
+        uow.commit()
+    return command, device
+
+
+def record_result(uow_factory: UnitOfWorkFactory, result: Result) -> bool:
+    """Store a result unless the command already ended; True if it changed anything."""
+    terminal = sorted(telemetry.TERMINAL)
+    with uow_factory(write=True) as uow:
+        changed = uow.conn.execute(
+            update(DeviceCommandRow)
+            .where(DeviceCommandRow.command_id == result.command_id, DeviceCommandRow.status.not_in(terminal))
+            .values(status=result.status, progress=result.progress, detail=result.detail, updated_at=uow.clock())
+        ).rowcount
+        uow.commit()
+    return bool(changed)
+
+
+async def execute(uow_factory: UnitOfWorkFactory, caller: Caller, driver: DeviceDriver, device_id: str,
+                  action: str, params: dict[str, Any], *, endpoint: Endpoint | None = None, timeout: float = 60.0,
+                  on_result: Callable[[Result], None] | None = None, box: SecretBox | None = None) -> Result:
+    """Send and follow to a terminal result (stored); a driver failure is stored as `failed`.
+
+    The command expires on the device when the platform stops waiting, so a device that comes
+    back later cannot apply a command recorded as failed. A password the device accepted is
+    stored (encrypted) at once, or the city would lose access to the device."""
+    command, device = await asyncio.to_thread(prepare, uow_factory, caller, device_id, action, params,
+                                              ttl=timedelta(seconds=timeout))
+    target = endpoint or Endpoint(device.id, device.address)
+    last: Result | None = None
+    try:
+        async for result in driver.send(target, command, timeout=timeout):
+            last = result
+            await asyncio.to_thread(record_result, uow_factory, result)
+            if on_result:
+                on_result(result)
+    except DriverError as exc:
+        last = Result(v=1, device_id=device.id, command_id=command.command_id, status="failed",
+                      at=command.issued_at, detail=f"{exc.reason}: {exc}"[:500])
+        await asyncio.to_thread(record_result, uow_factory, last)
+    assert last is not None
+    if action == "set_password" and last.status == "succeeded" and box is not None:
+        await asyncio.to_thread(_keep_password, uow_factory, box, device.id, str(params["password"]))
+    return last
+
+
+def _keep_password(uow_factory: UnitOfWorkFactory, box: SecretBox, device_id: str, password: str) -> None:
+    with uow_factory(write=True) as uow:
+        credentials.store_secrets(uow.session, box, credentials.ADMIN, {device_id: password}, uow.clock())
+        uow.commit()

@@ -1,0 +1,111 @@
+"""The fleet audit on both backends: findings with evidence and the responsible organization,
+what changed since the last run, scores, and the caller's scope."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cityward.bootstrap import Platform
+from cityward.domain.organizations import Caller, Role
+from cityward.domain.policy.document import parse_policy
+from cityward.services import audit, organizations, zones
+from tests.conftest import caller_for
+from tests.helpers import csv_bytes, device, import_csv, ingest
+
+POLICY = b"""
+name: test policy
+prohibited_manufacturers: [Lumo]
+rules:
+  - id: CRED-001
+    title: Default password
+    rationale: r
+    severity: critical
+    condition: credential_state == 'default'
+    controls: {nist_ir_8259a: [logical_access_to_interfaces]}
+    remediation: rotate_credentials
+  - id: SVC-001
+    title: Telnet
+    rationale: r
+    severity: high
+    scope: {zones: [north]}
+    condition: "'telnet' in services"
+    controls: {nist_ir_8259a: [device_configuration]}
+    remediation: disable_services
+  - id: ORIG-002
+    title: Prohibited
+    rationale: r
+    severity: low
+    condition: manufacturer_prohibited
+    controls: {nist_ir_8259a: [device_identification]}
+    remediation: replace_device
+"""
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _report(platform: Platform, dev: str, seq: int, credential: str, services: list[str]) -> None:
+    body = {"v": 1, "device_id": dev, "seq": seq, "boot_id": "b", "at": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "firmware_version": "1.2.3", "services": services, "credential": {"state": credential}}
+
+    ingest(platform, f"cityward/v1/{dev}/state", json.dumps(body).encode())
+
+
+@pytest.fixture
+def fleet(platform: Platform, city: Caller) -> Caller:
+    zones.create_zone(platform.uow, city, "north", "high")
+    zones.create_zone(platform.uow, city, "north-harbour", "medium", "north")
+    zones.create_zone(platform.uow, city, "south", "low")
+    organizations.create_org(platform.uow, city, "Acme Integrators", "integrator")
+    organizations.create_org(platform.uow, city, "Bolt Systems", "integrator")
+    zones.assign_duty(platform.uow, city, "north", "credentials", "Acme Integrators")
+    zones.assign_duty(platform.uow, city, "north", "maintain", "Acme Integrators")
+    zones.assign_duty(platform.uow, city, "south", "maintain", "Bolt Systems")
+    rows = [device(1, zone="north-harbour"), device(2, zone="north"), device(3, zone="south"),
+            device(4, zone="south", brand="Other", model="O1")]
+    import_csv(platform, city, csv_bytes(rows), create_missing=True)
+    _report(platform, "SL-00001", 1, "default", ["telnet"])
+    _report(platform, "SL-00002", 1, "unique", ["ssh"])
+    _report(platform, "SL-00003", 1, "default", ["telnet"])
+    return city
+
+
+def test_findings_evidence_responsibility_and_diff(platform: Platform, fleet: Caller) -> None:
+    policy = parse_policy(POLICY, "p.yaml")
+    first = audit.run_audit(platform.uow, fleet, policy, POLICY, NOW)
+    got = {(f.device_id, f.rule_id): f for f in first.findings}
+    assert set(got) == {("SL-00001", "CRED-001"), ("SL-00003", "CRED-001"), ("SL-00001", "SVC-001"),
+                        ("SL-00001", "ORIG-002"), ("SL-00002", "ORIG-002"), ("SL-00003", "ORIG-002")}
+    # SVC-001 is scoped to north and the zones inside it: SL-00003 (south) has telnet but is out of scope.
+    assert got[("SL-00001", "CRED-001")].evidence == {"credential_state": "default"}
+    assert got[("SL-00001", "CRED-001")].responsible == "Acme Integrators"  # credentials duty, inherited
+    assert got[("SL-00003", "CRED-001")].responsible is None  # nobody holds credentials in the south
+    assert got[("SL-00001", "SVC-001")].responsible == "Acme Integrators"
+    assert all(f.status == "new" for f in first.findings) and first.devices == 4
+    assert first.by_rule[0][0] == "CRED-001"  # critical first
+    zones_score = {s.key: s for s in first.scores["zone"]}
+    assert (zones_score["north"].devices, zones_score["north"].failing) == (1, 0)  # SL-00002: low only
+    assert (zones_score["north-harbour"].failing, zones_score["south"].failing) == (1, 1)
+
+    _report(platform, "SL-00001", 2, "unique", ["telnet"])  # the password was rotated
+    second = audit.run_audit(platform.uow, fleet, policy, POLICY, NOW + timedelta(hours=1))
+    assert second.resolved == [("SL-00001", "CRED-001")]
+    assert {f.status for f in second.findings} == {"persisting"} and len(second.findings) == 5
+
+
+def test_partners_audit_only_their_devices(platform: Platform, fleet: Caller) -> None:
+    policy = parse_policy(POLICY, "p.yaml")
+    acme = caller_for(platform, "Acme Integrators", Role.OPERATOR)
+    report = audit.run_audit(platform.uow, acme, policy, POLICY, NOW)
+    assert report.devices == 2 and {f.device_id for f in report.findings} == {"SL-00001", "SL-00002"}
+    # Its runs are its own: the city's next run is compared with the city's previous one, not Acme's.
+    city_run = audit.run_audit(platform.uow, fleet, policy, POLICY, NOW)
+    assert all(f.status == "new" for f in city_run.findings)
+
+
+def test_empty_scope_and_bad_fail_on(platform: Platform, city: Caller) -> None:
+    report = audit.run_audit(platform.uow, city, parse_policy(POLICY, "p.yaml"), POLICY, NOW)
+    assert (report.devices, report.findings, report.score) == (0, [], 100.0)
+    with pytest.raises(Exception, match="--fail-on"):
+        audit.parse_fail_on("catastrophic")

@@ -1,0 +1,120 @@
+"""The HTTP driver against hostile or broken devices on real sockets: every failure is a DriverError
+with a reason, never a hang or a library exception."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cityward.adapters.drivers.base import DriverError, Endpoint
+from cityward.adapters.drivers.http import HttpDriver
+from cityward.domain.telemetry import Command
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def answer(status: int, body: bytes, *, length: int | None = None) -> Handler:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        n = len(body) if length is None else length
+        writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: {n}\r\ncontent-type: application/json\r\n\r\n".encode()
+                     + body)
+        await writer.drain()
+        writer.close()
+    return handle
+
+
+async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(30)
+
+
+async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n")
+    for _ in range(100):
+        writer.write(b"{")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+
+
+async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"\x00\xffnot http at all\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+STATE = {"v": 1, "device_id": "SL-1", "seq": 1, "boot_id": "b", "at": "2026-11-25T12:00:00Z",
+         "firmware_version": "1.0", "credential": {"state": "unique"}}
+
+
+async def _run(handler: Handler, call: str) -> DriverError | object:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ep = Endpoint("SL-1", f"127.0.0.1:{port}", "pw")
+    try:
+        async with HttpDriver(timeout=1.0) as driver:
+            if call == "state":
+                return await driver.read_state(ep)
+            if call == "info":
+                return await driver.read_info(ep)
+            now = datetime.now(UTC)
+            cmd = Command(command_id="c1", action="reboot", issued_at=now, expires_at=now + timedelta(minutes=1))
+            return [r async for r in driver.send(ep, cmd, timeout=2)]
+    except DriverError as exc:
+        return exc
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("handler, call, reason", [
+    (hang, "state", "timeout"),
+    (trickle, "state", "timeout"),
+    (garbage, "state", "unreachable"),
+    (answer(200, b"{broken"), "state", "protocol"),
+    (answer(200, json.dumps({**STATE, "device_id": "SL-2"}).encode()), "state", "protocol"),
+    (answer(200, b"[" * 70_000), "state", "protocol"),
+    (answer(200, b"{}", length=10), "state", "unreachable"),
+    (answer(401, b"{}"), "state", "auth"),
+    (answer(429, b"{}"), "state", "locked"),
+    (answer(500, b"{}"), "state", "refused"),
+    (answer(200, b"{}"), "info", "protocol"),
+    (answer(202, json.dumps({"v": 1, "device_id": "SL-1", "command_id": "other", "status": "accepted",
+                             "at": "2026-11-25T12:00:00Z"}).encode()), "send", "protocol"),
+])
+def test_broken_devices_become_driver_errors(handler: Handler, call: str, reason: str) -> None:
+    outcome = asyncio.run(_run(handler, call))
+    assert isinstance(outcome, DriverError) and outcome.reason == reason, outcome
+
+
+def test_a_good_answer_is_decoded() -> None:
+    outcome = asyncio.run(_run(answer(200, json.dumps(STATE).encode()), "state"))
+    assert not isinstance(outcome, DriverError) and outcome.seq == 1  # type: ignore[attr-defined]
+
+
+def test_unreachable_address_and_missing_credentials() -> None:
+    async def go() -> tuple[str, str]:
+        async with HttpDriver(timeout=1.0) as driver:
+            reasons = []
+            for ep in (Endpoint("SL-1", "127.0.0.1:1", "pw"), Endpoint("SL-1", "127.0.0.1:1", None)):
+                try:
+                    await driver.read_state(ep)
+                except DriverError as exc:
+                    reasons.append(exc.reason)
+            return reasons[0], reasons[1]
+    assert asyncio.run(go()) == ("unreachable", "auth")
+
+
+@pytest.mark.parametrize("address", ["fe80::1", "127.0.0.1:99999", "bad host:80", "[::1]:1"])
+def test_unusable_addresses_are_driver_errors(address: str) -> None:
+    async def go() -> str:
+        async with HttpDriver(timeout=1.0) as driver:
+            try:
+                await driver.read_state(Endpoint("SL-1", address, "pw"))
+            except DriverError as exc:
+                return exc.reason
+        return "no error"
+    assert asyncio.run(go()) in ("config", "unreachable")

@@ -1,0 +1,252 @@
+"""State ingestion: decoded device messages become stored facts, history and discoveries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from cityward.adapters.storage import states as states_store
+from cityward.adapters.storage.models import (
+    AuditEventRow,
+    DeviceHistoryRow,
+    DeviceRow,
+    DeviceStateRow,
+    DiscoveredDeviceRow,
+)
+from cityward.bootstrap import Platform
+from cityward.domain.organizations import Caller
+from cityward.services import ingestion, inventory, organizations, zones
+from cityward.services.ingestion import Ingestor
+from tests.helpers import csv_bytes, device, import_csv
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _at(seconds: float = 0) -> str:
+    return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def state_msg(device_id: str, seq: int, *, boot: str = "b1", fw: str = "1.2.3", at: float = 0,
+              **over: Any) -> bytes:
+    body: dict[str, Any] = {
+        "v": 1, "device_id": device_id, "seq": seq, "boot_id": boot, "at": _at(at),
+        "firmware_version": fw, "hardware_version": "A", "uptime_s": 10,
+        "services": ["mqtt", "telnet"], "remote_access": [],
+        "credential": {"state": "default", "changed_at": None},
+        "certificates": [{"subject": f"CN={device_id}", "issuer": "CN=ca", "serial": "01",
+                          "not_after": "2027-01-01T00:00:00Z"}],
+        "config_hash": "0" * 64, "quarantined": False, "applied_commands": 0,
+    }
+    body.update(over)
+    return json.dumps(body).encode()
+
+
+def status_msg(status: str, at: float = 0) -> bytes:
+    return json.dumps({"v": 1, "status": status, "at": _at(at)}).encode()
+
+
+@pytest.fixture
+def fleet(platform: Platform, city: Caller) -> Caller:
+    zones.create_zone(platform.uow, city, "downtown", "high")
+    import_csv(platform, city, csv_bytes(device(i) for i in range(5)), create_missing=True)
+    return city
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0 + timedelta(seconds=1)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _ingest(platform: Platform, messages: list[tuple[str, bytes]], clock: Clock | None = None) -> Ingestor:
+    ing = Ingestor(platform.uow, clock=clock or Clock(), max_delay=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ing.run(stop))
+    for topic, payload in messages:
+        ing.offer(topic, payload)
+    await ing.flush()
+    stop.set()
+    await task
+    return ing
+
+
+def _states(platform: Platform) -> dict[str, DeviceStateRow]:
+    with platform.uow() as uow:
+        return {r.device_id: r for r in uow.session.scalars(select(DeviceStateRow))}
+
+
+def _history(platform: Platform, device_id: str) -> list[tuple[str, Any, Any]]:
+    with platform.uow() as uow:
+        return [(h.fact, h.old, h.new) for h in uow.session.scalars(
+            select(DeviceHistoryRow).where(DeviceHistoryRow.device_id == device_id).order_by(DeviceHistoryRow.id))]
+
+
+def test_state_is_stored_and_history_records_changes(platform: Platform, fleet: Caller) -> None:
+    ing = run(_ingest(platform, [("cityward/v1/SL-00001/state", state_msg("SL-00001", 1)),
+                                 ("cityward/v1/SL-00001/status", status_msg("online"))]))
+    assert ing.stats.persisted == 2 and not ing.stats.rejected
+    s = _states(platform)["SL-00001"]
+    assert s.online and s.firmware_version == "1.2.3" and s.credential_state == "default"
+    assert s.services == ["mqtt", "telnet"] and s.seq == 1 and s.transport == "mqtt"
+    view = inventory.get_device(platform.uow, fleet, "SL-00001")
+    assert view.online is True and view.credential_state == "default" and view.last_seen is not None
+
+    # A firmware upgrade and a password change are recorded as history and reach the inventory.
+    run(_ingest(platform, [("cityward/v1/SL-00001/state", state_msg(
+        "SL-00001", 2, fw="2.0.0", at=5, credential={"state": "unique", "changed_at": _at(4)}))]))
+    facts = [f for f, _o, _n in _history(platform, "SL-00001")]
+    assert facts.count("firmware_version") == 2 and facts.count("credential_state") == 2
+    assert ("firmware_version", "1.2.3", "2.0.0") in _history(platform, "SL-00001")
+    assert inventory.get_device(platform.uow, fleet, "SL-00001").firmware_version == "2.0.0"
+
+
+def test_replayed_and_older_states_change_nothing(platform: Platform, fleet: Caller) -> None:
+    run(_ingest(platform, [("cityward/v1/SL-00002/state", state_msg("SL-00002", 5, fw="2.0.0", at=10))]))
+    before = _states(platform)["SL-00002"].last_seen
+    ing = run(_ingest(platform, [
+        ("cityward/v1/SL-00002/state", state_msg("SL-00002", 5, fw="9.9.9", at=10)),  # replay of seq 5
+        ("cityward/v1/SL-00003/state", state_msg("SL-00003", 1)),
+    ]))
+    ing2 = run(_ingest(platform, [("cityward/v1/SL-00002/state", state_msg("SL-00002", 4, fw="1.0.0", at=9))]))
+    s = _states(platform)["SL-00002"]
+    assert s.firmware_version == "2.0.0" and s.seq == 5 and s.last_seen == before
+    assert ing.stats.stale == 1 and ing2.stats.stale == 1
+    # A new boot starts its sequence again and is accepted.
+    run(_ingest(platform, [("cityward/v1/SL-00002/state", state_msg("SL-00002", 0, boot="b2", fw="2.1.0", at=20))]))
+    assert _states(platform)["SL-00002"].firmware_version == "2.1.0"
+
+
+def test_last_will_and_silence_mark_devices_offline(platform: Platform, fleet: Caller) -> None:
+    clock = Clock()
+    run(_ingest(platform, [(f"cityward/v1/SL-0000{i}/state", state_msg(f"SL-0000{i}", 1)) for i in range(3)],
+                clock))
+    run(_ingest(platform, [("cityward/v1/SL-00000/status", status_msg("offline", at=30))], clock))
+    states = _states(platform)
+    assert not states["SL-00000"].online and states["SL-00000"].offline_reason == "will"
+    assert states["SL-00001"].online
+    # A retained "online" older than the will does not resurrect it.
+    run(_ingest(platform, [("cityward/v1/SL-00000/status", status_msg("online", at=0))], clock))
+    assert not _states(platform)["SL-00000"].online
+
+    clock.now += timedelta(minutes=20)
+    silent = ingestion.sweep_silent(platform.uow, timedelta(minutes=15), clock)
+    assert sorted(silent) == ["SL-00001", "SL-00002"]
+    assert ingestion.connectivity(platform.uow) == {"online": 0, "offline": 3}
+    assert ("online", True, False) in _history(platform, "SL-00001")
+    page = inventory.list_devices(platform.uow, fleet, inventory.DeviceFilter(online=False))
+    assert {d.id for d in page.items} == {"SL-00000", "SL-00001", "SL-00002"}
+
+
+def test_bad_messages_are_counted_and_touch_nothing(platform: Platform, fleet: Caller) -> None:
+    good = state_msg("SL-00001", 1)
+    ing = run(_ingest(platform, [
+        ("cityward/v1/SL-00001/state", b"{not json"),
+        ("cityward/v1/SL-00001/state", b"[1, 2]"),
+        ("cityward/v1/SL-00001/state", state_msg("SL-00001", 1, uptime_s="seven")),
+        ("cityward/v1/SL-00001/state", state_msg("SL-00001", 1, v=2)),
+        ("cityward/v1/SL-00001/state", state_msg("SL-00002", 1)),  # publishing for another device
+        ("cityward/v1/SL-00001/state", good + b" " * 70_000),
+        ("cityward/v1/SL-00001/bogus", good),
+        ("cityward/v1/SL-99999/state", state_msg("SL-99999", 1)),  # not in the inventory
+        ("cityward/v1/SL-00001/result", json.dumps({"v": 1, "device_id": "SL-00001", "command_id": "x",
+                                                    "status": "succeeded", "at": _at()}).encode()),
+    ]))
+    assert ing.stats.rejected == {"malformed": 1, "invalid": 2, "version": 1, "foreign": 1, "oversized": 1,
+                                  "bad_topic": 1, "unknown_device": 1, "unknown_command": 1}
+    assert _states(platform) == {}
+
+
+def test_unknown_device_hello_is_discovered_once_and_audited(platform: Platform, fleet: Caller) -> None:
+    hello = json.dumps({"v": 1, "device_id": "CAM-77", "kind": "camera", "brand": "Quarrow", "model": "QC-410",
+                        "firmware_version": "V5.5.0 build 170725", "serial": "Q1", "mac": "02:aa:00:00:00:01",
+                        "at": _at()}).encode()
+    run(_ingest(platform, [("cityward/v1/CAM-77/hello", hello), ("cityward/v1/CAM-77/hello", hello)]))
+    ing = run(_ingest(platform, [("cityward/v1/CAM-77/hello", hello)]))
+    assert ing.stats.discovered == 0
+    with platform.uow() as uow:
+        row = uow.session.get(DiscoveredDeviceRow, "CAM-77")
+        assert row is not None and row.status == "pending" and row.announcements == 2
+        assert row.hello["model"] == "QC-410"
+        events = uow.session.scalars(select(AuditEventRow).where(AuditEventRow.action == "discovery.announced"))
+        assert [e.target_id for e in events] == ["CAM-77"]
+        assert uow.session.get(DeviceRow, "CAM-77") is None  # not in the inventory until approved
+
+
+def test_many_devices_in_one_batch(platform: Platform, city: Caller) -> None:
+    zones.create_zone(platform.uow, city, "downtown", "high")
+    import_csv(platform, city, csv_bytes(device(i) for i in range(1500)), create_missing=True)
+    msgs = [(f"cityward/v1/SL-{i:05d}/state", state_msg(f"SL-{i:05d}", s)) for s in (1, 2) for i in range(1500)]
+    ing = run(_ingest(platform, msgs))
+    assert ing.stats.persisted + ing.stats.superseded == 3000
+    assert len(_states(platform)) == 1500 and all(s.seq == 2 for s in _states(platform).values())
+    assert organizations.is_initialized(platform.uow)
+
+
+def test_control_characters_and_non_utc_times_are_refused(platform: Platform, fleet: Caller) -> None:
+    ing = run(_ingest(platform, [
+        ("cityward/v1/SL-00001/state", state_msg("SL-00001", 1, fw="1.0\u0000")),
+        ("cityward/v1/SL-00001/state", state_msg("SL-00001", 1).replace(b"Z\"", b"+02:00\"", 1)),
+    ]))
+    assert ing.stats.rejected == {"invalid": 2} and _states(platform) == {}
+
+
+def test_a_failing_batch_is_counted_and_ingestion_goes_on(platform: Platform, fleet: Caller,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    real = states_store.write_batch
+    calls = {"n": 0}
+
+    def flaky(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return real(*args)
+
+    monkeypatch.setattr(states_store, "write_batch", flaky)
+
+    async def go() -> Ingestor:
+        ing = Ingestor(platform.uow, clock=Clock(), max_delay=0.01)
+        stop = asyncio.Event()
+        task = asyncio.create_task(ing.run(stop))
+        ing.offer("cityward/v1/SL-00001/state", state_msg("SL-00001", 1))
+        await ing.flush()
+        ing.offer("cityward/v1/SL-00002/state", state_msg("SL-00002", 1))
+        await ing.flush()
+        stop.set()
+        await task
+        return ing
+
+    ing = run(go())
+    assert ing.stats.dropped == {"write_failed": 1} and set(_states(platform)) == {"SL-00002"}
+
+
+def test_an_answered_http_poll_is_a_sign_of_life(platform: Platform, fleet: Caller) -> None:
+    from cityward.domain import telemetry
+
+    async def poll(clock: Clock) -> None:
+        ing = Ingestor(platform.uow, clock=clock, max_delay=0.01)
+        stop = asyncio.Event()
+        task = asyncio.create_task(ing.run(stop))
+        msg = telemetry.decode("cityward/v1/SL-00003/state", state_msg("SL-00003", 7))
+        assert isinstance(msg, telemetry.Message)
+        ing.offer_message(msg, transport="http")
+        await ing.flush()
+        stop.set()
+        await task
+
+    clock = Clock()
+    run(poll(clock))
+    first = _states(platform)["SL-00003"].last_seen
+    clock.now += timedelta(minutes=5)
+    run(poll(clock))  # the same seq again: facts unchanged, but the device answered
+    assert _states(platform)["SL-00003"].last_seen > first
