@@ -516,8 +516,6 @@ def child(url: str, profile: Path | None) -> None:
     """One full audit (run_audit) in this fresh process; prints one JSON line."""
     import gc
 
-    from sqlalchemy.orm import Session
-
     from cityward.services import organizations
 
     plat = _platform(url)
@@ -539,15 +537,8 @@ def child(url: str, profile: Path | None) -> None:
     audit.evaluate = timed("evaluate", audit.evaluate)
     audit.apply_waivers = timed("apply_waivers", audit.apply_waivers)
     audit._scores = timed("scores", audit._scores)
-    to_dicts = pl.DataFrame.to_dicts
-    pl.DataFrame.to_dicts = timed("to_dicts", to_dicts)  # type: ignore[method-assign]
-    execute = Session.execute
-
-    def session_execute(self: Session, statement: Any, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        name = "insert_findings" if isinstance(params, list) else "other_sql"
-        return timed(name, execute)(self, statement, params, *args, **kwargs)
-
-    Session.execute = session_execute  # type: ignore[method-assign]
+    audit.read_frame = timed("read_previous", audit.read_frame)
+    audit.write_frame = timed("write_findings", audit.write_frame)
     gc.collect()
     rss_before = status_kb("VmRSS")
     start = time.perf_counter()
@@ -563,8 +554,8 @@ def child(url: str, profile: Path | None) -> None:
     hwm = status_kb("VmHWM")
     plat.close()
     print(json.dumps({
-        "seconds": seconds, "devices": report.devices, "findings": len(report.findings),
-        "new": report.count("new"), "persisting": report.count("persisting"), "resolved": len(report.resolved),
+        "seconds": seconds, "devices": report.devices, "findings": report.findings.height,
+        "new": report.count("new"), "persisting": report.count("persisting"), "resolved": report.resolved.height,
         "rss_before_kb": rss_before, "hwm_kb": hwm, "phases": phases,
     }))
 
@@ -652,9 +643,9 @@ def report(mem: dict[str, Any] | None, db: dict[str, Any] | None) -> None:
                           f"{r['seconds']:.1f} s", f"≤ {GOAL_DB_SECONDS:.0f} s", _met(r["seconds"] <= GOAL_DB_SECONDS))
             table.add_row("  load facts / evaluate / waivers, store, diff, report",
                           f"{ph.get('load_facts', 0):.1f} / {ph.get('evaluate', 0):.1f} / {store:.1f} s", "", "")
-            table.add_row("  of which: to_dicts / INSERT findings / other SQL / scores",
-                          f"{ph.get('to_dicts', 0):.1f} / {ph.get('insert_findings', 0):.1f} / "
-                          f"{ph.get('other_sql', 0):.1f} / {ph.get('scores', 0):.1f} s", "", "")
+            table.add_row("  of which: read previous findings / COPY findings / scores",
+                          f"{ph.get('read_previous', 0):.1f} / {ph.get('write_findings', 0):.1f} / "
+                          f"{ph.get('scores', 0):.1f} s", "", "")
             table.add_row("  peak memory (VmHWM of the audit process)", f"{r['hwm_kb'] / 1024:,.0f} MB",
                           f"≤ {GOAL_DB_MEMORY_KB // 1024:,} MB", _met(r["hwm_kb"] <= GOAL_DB_MEMORY_KB))
     Console(width=140).print(table)

@@ -74,7 +74,7 @@ def fleet(platform: Platform, city: Caller) -> Caller:
 def test_findings_evidence_responsibility_and_diff(platform: Platform, fleet: Caller) -> None:
     policy = parse_policy(POLICY, "p.yaml")
     first = audit.run_audit(platform.uow, fleet, policy, POLICY, NOW)
-    got = {(f.device_id, f.rule_id): f for f in first.findings}
+    got = {(f.device_id, f.rule_id): f for f in first.finding_list()}
     assert set(got) == {("SL-00001", "CRED-001"), ("SL-00003", "CRED-001"), ("SL-00001", "SVC-001"),
                         ("SL-00001", "ORIG-002"), ("SL-00002", "ORIG-002"), ("SL-00003", "ORIG-002")}
     # SVC-001 is scoped to north and the zones inside it: SL-00003 (south) has telnet but is out of scope.
@@ -82,7 +82,7 @@ def test_findings_evidence_responsibility_and_diff(platform: Platform, fleet: Ca
     assert got[("SL-00001", "CRED-001")].responsible == "Acme Integrators"  # credentials duty, inherited
     assert got[("SL-00003", "CRED-001")].responsible is None  # nobody holds credentials in the south
     assert got[("SL-00001", "SVC-001")].responsible == "Acme Integrators"
-    assert all(f.status == "new" for f in first.findings) and first.devices == 4
+    assert all(f.status == "new" for f in first.finding_list()) and first.devices == 4
     assert first.by_rule[0][0] == "CRED-001"  # critical first
     zones_score = {s.key: s for s in first.scores["zone"]}
     assert (zones_score["north"].devices, zones_score["north"].failing) == (1, 0)  # SL-00002: low only
@@ -90,22 +90,22 @@ def test_findings_evidence_responsibility_and_diff(platform: Platform, fleet: Ca
 
     _report(platform, "SL-00001", 2, "unique", ["telnet"])  # the password was rotated
     second = audit.run_audit(platform.uow, fleet, policy, POLICY, NOW + timedelta(hours=1))
-    assert second.resolved == [("SL-00001", "CRED-001")]
-    assert {f.status for f in second.findings} == {"persisting"} and len(second.findings) == 5
+    assert second.resolved_pairs() == [("SL-00001", "CRED-001")]
+    assert {f.status for f in second.finding_list()} == {"persisting"} and second.findings.height == 5
 
 
 def test_partners_audit_only_their_devices(platform: Platform, fleet: Caller) -> None:
     policy = parse_policy(POLICY, "p.yaml")
     acme = caller_for(platform, "Acme Integrators", Role.OPERATOR)
     report = audit.run_audit(platform.uow, acme, policy, POLICY, NOW)
-    assert report.devices == 2 and {f.device_id for f in report.findings} == {"SL-00001", "SL-00002"}
+    assert report.devices == 2 and {f.device_id for f in report.finding_list()} == {"SL-00001", "SL-00002"}
     # Its runs are its own: the city's next run is compared with the city's previous one, not Acme's.
     city_run = audit.run_audit(platform.uow, fleet, policy, POLICY, NOW)
-    assert all(f.status == "new" for f in city_run.findings)
+    assert all(f.status == "new" for f in city_run.finding_list())
 
 
 def test_empty_scope_and_bad_fail_on(platform: Platform, city: Caller) -> None:
     report = audit.run_audit(platform.uow, city, parse_policy(POLICY, "p.yaml"), POLICY, NOW)
-    assert (report.devices, report.findings, report.score) == (0, [], 100.0)
+    assert (report.devices, report.findings.height, report.score) == (0, 0, 100.0)
     with pytest.raises(Exception, match="--fail-on"):
         audit.parse_fail_on("catastrophic")

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
+
 from cityward.entrypoints.reports import html
-from cityward.services.audit import AuditReport, Finding, Score, TrendPoint
+from cityward.services.audit import FINDING_SCHEMA, PAIR_SCHEMA, AuditReport, Score, TrendPoint
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def _report() -> AuditReport:
-    hostile = Finding("SL-1", "FW-001", "Firmware <b>old</b>", "high",
-                      {"firmware_version": "<script>alert(1)</script>"}, "Acme & Sons", "new")
-    waived = Finding("SL-2", "CRED-001", "Default password", "critical", {"credential_state": "default"}, None,
-                     "persisting", waiver=7)
-    return AuditReport(run_id=3, policy="baseline", at=NOW, devices=2, findings=[hostile, waived],
-                       resolved=[("SL-9", "SVC-001")], by_rule=[("CRED-001", "Default password", "critical", 1),
-                                                                ("FW-001", "Firmware <b>old</b>", "high", 1)],
+    findings = pl.DataFrame([
+        ("SL-1", "FW-001", "Firmware <b>old</b>", "high", json.dumps({"firmware_version": "<script>alert(1)</script>"}),
+         "Acme & Sons", "new", None),
+        ("SL-2", "CRED-001", "Default password", "critical", json.dumps({"credential_state": "default"}), None,
+         "persisting", 7),
+    ], schema=FINDING_SCHEMA, orient="row")
+    return AuditReport(run_id=3, policy="baseline", at=NOW, devices=2, findings=findings,
+                       resolved=pl.DataFrame([("SL-9", "SVC-001")], schema=PAIR_SCHEMA, orient="row"),
+                       by_rule=[("CRED-001", "Default password", "critical", 1),
+                                ("FW-001", "Firmware <b>old</b>", "high", 1)],
                        scores={"zone": [Score("Harbour", 2, 1)]}, version=4, not_acknowledged=["Bolt Systems"])
 
 

@@ -43,8 +43,15 @@ def version_key_expr(column: str) -> pl.Expr:
 
 
 def with_version_keys(frame: pl.DataFrame) -> pl.DataFrame:
+    """A `<fact>__vkey` column per version fact. A fleet has a few hundred distinct versions for a
+    million devices: key each distinct value once and map it back."""
     cols = [name for name, f in FACTS.items() if f.type is FactType.VERSION and name in frame.columns]
-    return frame.with_columns(version_key_expr(c).alias(c + VKEY) for c in cols)
+    out = []
+    for c in cols:
+        keys = frame.select(pl.col(c).unique().drop_nulls()).with_columns(version_key_expr(c).alias("key"))
+        out.append(pl.col(c).replace_strict(keys[c], keys["key"], default=None, return_dtype=pl.String)
+                   .alias(c + VKEY))
+    return frame.with_columns(out)
 
 
 def _is_version(node: Node) -> bool:

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cityward.adapters.policy_polars import compile_condition
 from cityward.adapters.storage.fleet_facts import load_facts
+from cityward.adapters.storage.frames import read_frame, write_frame
 from cityward.adapters.storage.models import AuditFindingRow, AuditRunRow, OrganizationRow, WaiverRow, ZoneRow
 from cityward.adapters.storage.scoping import zone_tree
 from cityward.adapters.storage.uow import UnitOfWorkFactory
@@ -66,14 +68,23 @@ class Score:
         return round(100.0 * (self.devices - self.failing) / self.devices, 1) if self.devices else 100.0
 
 
+FINDING_SCHEMA = pl.Schema({"device_id": pl.String, "rule_id": pl.String, "title": pl.String,
+                            "severity": pl.String, "evidence": pl.String, "responsible": pl.String,
+                            "status": pl.String, "waiver_id": pl.Int64})
+PAIR_SCHEMA = pl.Schema({"device_id": pl.String, "rule_id": pl.String})
+
+
 @dataclass
 class AuditReport:
+    """One run's outcome. Findings stay a frame (FINDING_SCHEMA, evidence as JSON text): a city
+    audit has millions, and only what is shown becomes Python objects (`finding_list`)."""
+
     run_id: int
     policy: str
     at: datetime
     devices: int
-    findings: list[Finding]
-    resolved: list[tuple[str, str]]  # (device, rule) failing last time, passing now
+    findings: pl.DataFrame
+    resolved: pl.DataFrame  # PAIR_SCHEMA: failing last time, passing now
     by_rule: list[tuple[str, str, str, int]]  # rule id, title, severity, devices failing
     scores: dict[str, list[Score]] = field(default_factory=dict)
     version: int | None = None  # the published policy version audited
@@ -85,7 +96,30 @@ class AuditReport:
         return self.overall.score
 
     def count(self, status: str) -> int:
-        return sum(1 for f in self.findings if f.status == status)
+        return self.findings.filter(pl.col("status") == status).height
+
+    @property
+    def waived(self) -> int:
+        return self.findings.filter(pl.col("waiver_id").is_not_null()).height
+
+    def finding_list(self, limit: int | None = None) -> list[Finding]:
+        """Findings as objects, most severe first, then by rule and device."""
+        order = {s.value: -s.rank for s in Severity}
+        frame = self.findings.sort(pl.col("severity").replace_strict(order, return_dtype=pl.Int64),
+                                   "rule_id", "device_id")
+        if limit is not None:
+            frame = frame.head(limit)
+        return [Finding(r["device_id"], r["rule_id"], r["title"], r["severity"], json.loads(r["evidence"]),
+                        r["responsible"], r["status"], r["waiver_id"]) for r in frame.iter_rows(named=True)]
+
+    def resolved_pairs(self, limit: int | None = None) -> list[tuple[str, str]]:
+        frame = self.resolved if limit is None else self.resolved.head(limit)
+        return [(d, r) for d, r in frame.iter_rows()]
+
+    def fails_at(self, threshold: Severity) -> bool:
+        """An unwaived finding of `threshold` severity or worse (`--fail-on`)."""
+        worse = [s.value for s in Severity if s.rank >= threshold.rank]
+        return self.findings.filter(pl.col("waiver_id").is_null() & pl.col("severity").is_in(worse)).height > 0
 
 
 def _scope_expr(rule: Rule, zones_inside: dict[str, set[str]]) -> pl.Expr:
@@ -162,45 +196,47 @@ def run_audit(uow_factory: UnitOfWorkFactory, caller: Caller, policy: Policy, po
               now: datetime | None = None, version: int | None = None) -> AuditReport:
     scope = require_device_details(caller)
     now = now or datetime.now(UTC)
-    with uow_factory(write=True) as uow:
+    # The previous run's findings (millions at city scale) are read on a second connection while
+    # this one loads the facts: the two reads overlap instead of adding up. A finished run never
+    # changes, so reading it outside this transaction is safe.
+    with ThreadPoolExecutor(1, thread_name_prefix="audit-previous") as pool, uow_factory(write=True) as uow:
+        earlier = pool.submit(_previous_findings, uow_factory, caller, policy.name)
         s = uow.session
         facts = load_facts(s, scope, now, policy.prohibited_manufacturers)
         inside = _zones_inside(s)
         findings = apply_waivers(evaluate(policy, facts, inside), facts, active_waivers(s, now), inside)
-        previous = s.scalar(select(AuditRunRow.id).where(
-            AuditRunRow.policy_name == policy.name, AuditRunRow.scope_org_id == caller.org_id)
-            .order_by(AuditRunRow.id.desc()).limit(1))
-        before: dict[tuple[str, str], int] = {}
-        if previous is not None:
-            before = {(d, r): first for d, r, first in s.execute(
-                select(AuditFindingRow.device_id, AuditFindingRow.rule_id, AuditFindingRow.first_seen_run)
-                .where(AuditFindingRow.run_id == previous))}
+        before = earlier.result()
         run = AuditRunRow(policy_name=policy.name, policy_sha256=hashlib.sha256(policy_text).hexdigest(),
                           scope_org_id=caller.org_id, started_at=now, finished_at=now, run_by=caller.actor,
                           devices=facts.height, findings=findings.height, new=0, resolved=0, summary={},
                           policy_version=version)
         s.add(run)
         s.flush()
-        rows = findings.to_dicts()
-
-        current = {(r["device_id"], r["rule_id"]) for r in rows}
-        for r in rows:
-            r["run_id"] = run.id
-            r["evidence"] = json.loads(r["evidence"])
-            r["first_seen_run"] = before.get((r["device_id"], r["rule_id"]), run.id)
-        if rows:
-            s.execute(insert(AuditFindingRow), rows)
-        resolved = sorted(set(before) - current)
-        run.new = sum(1 for r in rows if r["first_seen_run"] == run.id)
-        run.resolved = len(resolved)
+        # The diff is two joins on (device, rule): a finding keeps the run it first appeared in.
+        stored = findings.join(before, on=["device_id", "rule_id"], how="left").with_columns(
+            pl.lit(run.id, dtype=pl.Int64).alias("run_id"), pl.col("first_seen_run").fill_null(run.id))
+        stored = stored.sort("device_id", "rule_id")  # the index's order: appends, no page splits
+        write_frame(s, AuditFindingRow.__tablename__, stored.select(
+            "run_id", "device_id", "rule_id", "severity", "evidence", "responsible_org_id", "first_seen_run",
+            "waiver_id"))
+        resolved = before.join(findings, on=["device_id", "rule_id"], how="anti").select(*PAIR_SCHEMA) \
+            .sort("device_id", "rule_id")
+        run.new = stored.filter(pl.col("first_seen_run") == run.id).height
+        run.resolved = resolved.height
         org_names = dict(s.execute(select(OrganizationRow.id, OrganizationRow.name)).all())
         titles = {r.id: r for r in policy.rules}
         report = AuditReport(
             run_id=run.id, policy=policy.name, at=now, devices=facts.height,
-            findings=[Finding(r["device_id"], r["rule_id"], titles[r["rule_id"]].title, r["severity"], r["evidence"],
-                              org_names.get(r["responsible_org_id"]) if r["responsible_org_id"] else None,
-                              "new" if r["first_seen_run"] == run.id else "persisting", r["waiver_id"])
-                      for r in rows],
+            findings=stored.select(
+                "device_id", "rule_id",
+                pl.col("rule_id").replace_strict({k: r.title for k, r in titles.items()}, return_dtype=pl.String)
+                .alias("title"),
+                "severity", "evidence",
+                pl.col("responsible_org_id").replace_strict(org_names, default=None, return_dtype=pl.String)
+                .alias("responsible"),
+                pl.when(pl.col("first_seen_run") == run.id).then(pl.lit("new")).otherwise(pl.lit("persisting"))
+                .alias("status"),
+                "waiver_id").cast(FINDING_SCHEMA),
             resolved=resolved, version=version,
             by_rule=sorted(((rid, titles[rid].title, titles[rid].severity.value, n)
                             for rid, n in findings.group_by("rule_id").len().iter_rows()),
@@ -221,6 +257,19 @@ def run_audit(uow_factory: UnitOfWorkFactory, caller: Caller, policy: Policy, po
     if version is not None:
         report.not_acknowledged = unacknowledged(uow_factory, version)
     return report
+
+
+def _previous_findings(uow_factory: UnitOfWorkFactory, caller: Caller, policy_name: str) -> pl.DataFrame:
+    """(device_id, rule_id, first_seen_run) of the caller's last run of this policy (or none)."""
+    with uow_factory() as uow:
+        s = uow.session
+        previous = s.scalar(select(AuditRunRow.id).where(
+            AuditRunRow.policy_name == policy_name, AuditRunRow.scope_org_id == caller.org_id)
+            .order_by(AuditRunRow.id.desc()).limit(1))
+        return read_frame(s, select(AuditFindingRow.device_id, AuditFindingRow.rule_id,
+                                    AuditFindingRow.first_seen_run)
+                          .where(AuditFindingRow.run_id == (previous or 0)),
+                          {**PAIR_SCHEMA, "first_seen_run": pl.Int64})
 
 
 def _scores(facts: pl.DataFrame, findings: pl.DataFrame,

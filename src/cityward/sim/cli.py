@@ -16,7 +16,6 @@ import typer
 from cityward.sim.city import generate_city, write_catalog_csv, write_inventory_csv
 from cityward.sim.keys import export_keys
 from cityward.sim.profile import Profile, ProfileError, load_profile
-from cityward.sim.runner import Options, SimError, run_sim
 
 sim_app = typer.Typer(help="The simulated city: thousands of devices speaking the cityward device protocol.",
                       no_args_is_help=True, add_completion=False)
@@ -73,6 +72,8 @@ def run(
         "--connect-concurrency", help="MQTT connections opened at the same time.")] = 100,
 ) -> None:
     """Play the city's devices until SIGTERM/SIGINT; prints `READY ...` once every device is up."""
+    from cityward.sim.runner import Options, SimError, run_sim  # the device stacks load only to run
+
     prof = _profile(profile)
     if mode not in ("direct", "gateway"):
         raise _fail("--mode must be direct or gateway")

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from cityward.errors import InvalidInput, StorageUnavailable
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# The newest migration. Every command starts by checking the schema: comparing this id with the
+# database's costs one query, while loading Alembic and its scripts costs a second of start-up.
+# tests/test_migrations.py holds it equal to Alembic's head.
+SCHEMA_HEAD = "0003"
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -61,6 +67,8 @@ def _tune_sqlite(engine: Engine) -> None:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
@@ -70,6 +78,10 @@ def alembic_config(url: str) -> Config:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
+    if _current_revision(engine) == SCHEMA_HEAD:
+        return
+    from alembic import command
+
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     try:
         with engine.begin() as conn:
@@ -81,6 +93,16 @@ def migrate(engine: Engine) -> None:
             f"{exc.orig}",
             hint="check CITYWARD_DATABASE_URL and that the server is running",
         ) from exc
+
+
+def _current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except OperationalError:
+        return None  # migrate() reports it, with the hint
 
 
 def is_migrated(engine: Engine) -> bool:

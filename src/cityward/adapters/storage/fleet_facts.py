@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Text, cast, select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
 from cityward.adapters.policy_polars import FACT_SCHEMA, VKEY, with_version_keys
+from cityward.adapters.storage.frames import read_frame
 from cityward.adapters.storage.models import DeviceRow, DeviceStateRow, ProductRow, ZoneResponsibilityRow, ZoneRow
 from cityward.adapters.storage.scoping import scope_clause, zone_tree
 from cityward.domain.access import DeviceScope
@@ -29,7 +30,6 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
                prohibited: Iterable[str] = ()) -> pl.DataFrame:
     """Every device in scope with every fact of domain.policy.facts, plus helper columns:
     `_zone_id`, `_product` ("Brand Model"), `_resp_<duty>` (organization id)."""
-    conn: Connection = session.connection()
     q = (
         select(
             DeviceRow.id, DeviceRow.kind, ProductRow.brand, ProductRow.model, ProductRow.origin_brand,
@@ -47,22 +47,10 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
         .outerjoin(DeviceStateRow, DeviceStateRow.device_id == DeviceRow.id)
         .where(scope_clause(session, scope))
     )
-    result = conn.execute(q)
-    columns = list(result.keys())
-    raw = pl.DataFrame([tuple(r) for r in result], schema=columns, orient="row", infer_schema_length=None)
+    raw = read_frame(session, q, _raw_schema())
     if raw.height == 0:
         return with_version_keys(pl.DataFrame(schema={**FACT_SCHEMA, "_zone_id": pl.Int64, "_product": pl.String,
                                                       **{f"_resp_{d.value}": pl.Int64 for d in Duty}}))
-    # Columns that are entirely null come back untyped: give every column its type.
-    raw = raw.with_columns(
-        pl.col("installed_at", "end_of_support").cast(pl.Date),
-        pl.col("online", "quarantined").cast(pl.Boolean),
-        pl.col("zone_id", *[f"_override_{d.value}" for d in Duty]).cast(pl.Int64),
-        pl.col("id", "kind", "brand", "model", "origin_brand", "origin_status", "zone", "criticality", "tags",
-               "protocol", "inv_firmware", "min_firmware", "credential_state", "services_json", "remote_json",
-               "state_firmware").cast(pl.String),
-    )
-    raw = _as_utc(raw, ("last_seen", "password_changed_at", "cert_expires_at"))
     today = now.date()
     banned = sorted({product_key(m, "")[0] for m in prohibited})
     frame = raw.select(
@@ -102,18 +90,18 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
     return _responsibility(session, frame)
 
 
-def _as_utc(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
-    """SQLite hands back naive UTC datetimes, PostgreSQL aware ones: make them all aware UTC."""
-    out = []
-    for c in columns:
-        dtype = frame.schema[c]
-        if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
-            out.append(pl.col(c).dt.replace_time_zone("UTC"))
-        elif isinstance(dtype, pl.Datetime):
-            out.append(pl.col(c).dt.convert_time_zone("UTC"))
-        else:
-            out.append(pl.col(c).cast(pl.Datetime("us", "UTC")))
-    return frame.with_columns(out)
+def _raw_schema() -> dict[str, Any]:
+    """The query's columns, in select order, with their types."""
+    text, utc = pl.String, pl.Datetime("us", "UTC")
+    return {
+        **dict.fromkeys(("id", "kind", "brand", "model", "origin_brand", "origin_status", "zone", "criticality",
+                         "tags", "protocol", "inv_firmware", "min_firmware"), text),
+        "end_of_support": pl.Date, "installed_at": pl.Date, "zone_id": pl.Int64,
+        **{f"_override_{d.value}": pl.Int64 for d in Duty},
+        "online": pl.Boolean, "last_seen": utc, "credential_state": text, "password_changed_at": utc,
+        "services_json": text, "remote_json": text, "cert_expires_at": utc, "quarantined": pl.Boolean,
+        "state_firmware": text,
+    }
 
 
 def _responsibility(session: Session, frame: pl.DataFrame) -> pl.DataFrame:

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.columns import Columns
 
-from cityward.domain.policy.document import Severity
 from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.render import err, json_text, out, print_json, table
-from cityward.entrypoints.reports import html
 from cityward.errors import InvalidInput
-from cityward.services import audit, policies
-from cityward.services.audit import AuditReport
+from cityward.services import policies
+
+if TYPE_CHECKING:
+    from cityward.services.audit import AuditReport
 
 app = typer.Typer(help="Compliance audits of the fleet against a policy.", no_args_is_help=True)
 
 
 def show_report(report: AuditReport, top: int = 10) -> None:
     out.print(f"[bold]{report.policy}[/] over {report.devices:,} devices · score [bold]{report.score}[/] · "
-              f"{len(report.findings):,} findings ([red]{report.count('new'):,} new[/], "
-              f"{report.count('persisting'):,} persisting, [green]{len(report.resolved):,} resolved[/], "
-              f"{sum(1 for f in report.findings if f.waived):,} waived)")
+              f"{report.findings.height:,} findings ([red]{report.count('new'):,} new[/], "
+              f"{report.count('persisting'):,} persisting, [green]{report.resolved.height:,} resolved[/], "
+              f"{report.waived:,} waived)")
     if report.not_acknowledged:
         out.print(f"[yellow]not acknowledged version {report.version}:[/] {', '.join(report.not_acknowledged)}")
     out.print(table("top failing rules", ["rule", "severity", "devices", "title"], (
@@ -44,6 +44,9 @@ def run(
     fail_on: Annotated[str | None, typer.Option(help="Exit 1 if a finding has this severity or worse.")] = None,
 ) -> None:
     """Evaluate the policy over the devices you may see; store the run with its findings."""
+    from cityward.entrypoints.reports import html  # polars and Jinja2 load only for an audit
+    from cityward.services import audit
+
     if fmt not in ("table", "json", "html"):
         raise InvalidInput("--format must be table, json or html")
     threshold = audit.parse_fail_on(fail_on)
@@ -61,7 +64,7 @@ def run(
         err.print(f"HTML report written to {target}")
     elif fmt == "json":
         data = {"run": report.run_id, "policy": report.policy, "at": report.at, "devices": report.devices,
-                "score": report.score, "findings": report.findings, "resolved": report.resolved,
+                "score": report.score, "findings": report.finding_list(), "resolved": report.resolved_pairs(),
                 "by_rule": report.by_rule, "scores": report.scores, "policy_version": report.version,
                 "not_acknowledged": report.not_acknowledged}
         if out_file:
@@ -71,6 +74,5 @@ def run(
             print_json(data)
     else:
         show_report(report)
-    if threshold is not None and any(Severity(f.severity).rank >= threshold.rank and not f.waived
-                                     for f in report.findings):
+    if threshold is not None and report.fails_at(threshold):
         raise typer.Exit(1)

@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.live import Live
@@ -22,8 +22,11 @@ from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.devices import parse_age
 from cityward.entrypoints.cli.render import err, out, print_json, table
 from cityward.errors import InvalidInput, Problem
-from cityward.services import broker, credentials, discovery, ingestion
-from cityward.services.connectivity import ConnectOptions, Connector, command_device
+from cityward.services import broker, credentials, ingestion
+
+if TYPE_CHECKING:
+    from cityward.services import discovery
+    from cityward.services.connectivity import ConnectOptions
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -53,6 +56,8 @@ def stats_table(stats: dict[str, Any], counts: dict[str, int]) -> Any:
 
 async def run_connector(platform: Platform, options: ConnectOptions, *, duration: float | None,
                         live: bool) -> dict[str, Any]:
+    from cityward.services.connectivity import Connector  # aiomqtt and httpx load only when needed
+
     connector = Connector(platform.uow, secret_box(platform), options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,6 +97,8 @@ def connect(
     json_out: JsonOpt = False,
 ) -> None:
     """Connect to the fleet: ingest MQTT state, poll HTTP devices, mark silent devices offline."""
+    from cityward.services.connectivity import ConnectOptions
+
     platform = CTX.platform
     options = ConnectOptions(mqtt_url=None if no_mqtt else (mqtt_url or platform.settings.mqtt_url),
                              poll_interval=poll_interval, silence=parse_age(silence))
@@ -161,6 +168,8 @@ def discover(
     json_out: JsonOpt = False,
 ) -> None:
     """Probe an address range for cityward devices; unknown ones wait for approval."""
+    from cityward.services import discovery
+
     if ctx.invoked_subcommand is not None:
         return
     if http_range is None:
@@ -193,6 +202,8 @@ def pending(
     json_out: JsonOpt = False,
 ) -> None:
     """Devices that announced themselves but are not in the inventory."""
+    from cityward.services import discovery
+
     items = discovery.list_discovered(CTX.platform.uow, CTX.caller, None if status == "all" else status)
     if json_out:
         print_json(items)
@@ -209,6 +220,8 @@ def approve(
     zone: Annotated[str, typer.Option(help="Zone the device is installed in.")],
 ) -> None:
     """Enter a discovered device into the inventory (same checks and audit as any device)."""
+    from cityward.services import discovery
+
     view = discovery.approve(CTX.platform.uow, CTX.caller, device_id, zone)
     out.print(f"{view.id} approved: {view.brand} {view.model} in {view.zone}")
 
@@ -216,6 +229,8 @@ def approve(
 @discover_app.command("reject")
 def reject(device_id: str, reason: Annotated[str, typer.Option(help="Why it is not ours.")]) -> None:
     """Refuse a discovered device; it stays refused if it announces itself again."""
+    from cityward.services import discovery
+
     discovery.reject(CTX.platform.uow, CTX.caller, device_id, reason)
     out.print(f"{device_id} rejected")
 
@@ -245,6 +260,8 @@ def device_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Send one command to one device and follow it to its result (audited)."""
+    from cityward.services.connectivity import command_device
+
     platform = CTX.platform
     show = (lambda r: err.print(f"{r.status} {r.progress if r.progress is not None else ''} {r.detail or ''}")) \
         if not json_out else None

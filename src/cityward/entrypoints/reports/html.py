@@ -4,16 +4,17 @@ policies is text, never markup."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cityward.services.audit import AuditReport, TrendPoint
 
 SEVERITY_COLORS = {"critical": "#9b1c1c", "high": "#d9480f", "medium": "#b08800", "low": "#5c6f82"}
 MAX_ROWS = 2000  # findings listed in the page; the JSON report has them all
+MAX_RESOLVED = 500
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ _ENV = Environment(loader=PackageLoader("cityward.entrypoints.reports", "."),
 
 
 def render(report: AuditReport, history: list[TrendPoint], city: str) -> str:
-    sev = Counter(f.severity for f in report.findings if not f.waived)
+    sev = dict(report.findings.filter(pl.col("waiver_id").is_null()).group_by("severity").len().iter_rows())
     rule_bars = [Bar(f"{rid} {title}", n, f"{n:,}", SEVERITY_COLORS[s]) for rid, title, s, n in report.by_rule[:15]]
     charts = [("Top failing rules", _bars(rule_bars))]
     for dim in ("zone", "responsible", "manufacturer", "kind"):
@@ -59,6 +60,7 @@ def render(report: AuditReport, history: list[TrendPoint], city: str) -> str:
                                                     "#1c5d99") for s in items])))
     return _ENV.get_template("audit.html.j2").render(
         r=report, city=city, t=_trend(history), charts=charts, colors=SEVERITY_COLORS,
-        by_severity=[(s, sev[s]) for s in ("critical", "high", "medium", "low") if sev[s]],
-        new=report.count("new"), waived=sum(1 for f in report.findings if f.waived),
-        rows=report.findings[:MAX_ROWS], max_rows=MAX_ROWS)
+        by_severity=[(s, sev[s]) for s in ("critical", "high", "medium", "low") if sev.get(s)],
+        new=report.count("new"), waived=report.waived, total=report.findings.height,
+        rows=report.finding_list(MAX_ROWS), max_rows=MAX_ROWS,
+        resolved=report.resolved.height, resolved_pairs=report.resolved_pairs(MAX_RESOLVED))

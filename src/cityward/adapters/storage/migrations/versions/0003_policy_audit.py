@@ -72,12 +72,10 @@ def upgrade() -> None:
     sa.Column('responsible_org_id', sa.Integer(), nullable=True),
     sa.Column('first_seen_run', sa.Integer(), nullable=False),
     sa.Column('waiver_id', sa.Integer(), nullable=True),
-    sa.ForeignKeyConstraint(['run_id'], ['audit_runs.id'], name=op.f('fk_audit_findings_run_id_audit_runs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_findings'))
     )
     with op.batch_alter_table('audit_findings', schema=None) as batch_op:
-        batch_op.create_index('ix_audit_findings_device', ['device_id'], unique=False)
-        batch_op.create_index('ix_audit_findings_run_rule', ['run_id', 'rule_id'], unique=False)
+        batch_op.create_index('ix_audit_findings_run_device', ['run_id', 'device_id'], unique=False)
 
     op.create_table('policy_acks',
     sa.Column('version', sa.Integer(), nullable=False),
@@ -93,8 +91,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('policy_acks')
     with op.batch_alter_table('audit_findings', schema=None) as batch_op:
-        batch_op.drop_index('ix_audit_findings_run_rule')
-        batch_op.drop_index('ix_audit_findings_device')
+        batch_op.drop_index('ix_audit_findings_run_device')
 
     op.drop_table('audit_findings')
     with op.batch_alter_table('policy_waivers', schema=None) as batch_op:
