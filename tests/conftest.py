@@ -45,6 +45,7 @@ def pg_database() -> Iterator[str]:
 _TABLES = ("audit_events", "api_tokens", "devices", "zone_responsibilities", "products", "device_states",
            "device_history", "discovered_devices", "device_secrets", "broker_routes", "device_commands",
            "audit_findings", "audit_runs", "policy_acks", "policy_versions", "policy_waivers",
+           "rollout_actions", "rollout_waves", "rollouts", "firmware_releases", "firmware_keys", "desired_configs",
            "zones", "organizations")
 
 

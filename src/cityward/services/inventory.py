@@ -428,10 +428,10 @@ def _device_query(session: Session, caller: Caller, flt: DeviceFilter) -> Any:
     for col, alias in _ORG_ALIASES.items():
         q = q.outerjoin(alias, alias.id == getattr(DeviceRow, stg.ORG_REFERENCES[col]))
     q = q.where(scope_clause(session, scope))
-    return _apply_filter(session, q, flt)
+    return apply_filter(session, q, flt)
 
 
-def _apply_filter(session: Session, q: Any, flt: DeviceFilter) -> Any:
+def apply_filter(session: Session, q: Any, flt: DeviceFilter) -> Any:
     if flt.kind:
         q = q.where(DeviceRow.kind == flt.kind.lower())
     if flt.zone:
@@ -604,6 +604,6 @@ def summarize_devices(
             .order_by(ProductRow.origin_brand, ProductRow.brand, ProductRow.model,
                       DeviceRow.firmware_version)
         )
-        q = _apply_filter(uow.session, q, flt)
+        q = apply_filter(uow.session, q, flt)
         return [SummaryRow(*r) for r in uow.session.execute(q)]
 

@@ -350,3 +350,109 @@ class WaiverRow(Base):
     status: Mapped[str] = mapped_column(String(10))  # requested, approved, rejected, revoked
     decided_by: Mapped[str | None] = mapped_column(String(200))
     decided_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class FirmwareKeyRow(Base):
+    """A manufacturer's Ed25519 firmware-signing public key, registered with the city."""
+
+    __tablename__ = "firmware_keys"
+    key_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    manufacturer: Mapped[str] = mapped_column(String(128))
+    manufacturer_key: Mapped[str] = mapped_column(String(128), index=True)
+    public_key: Mapped[str] = mapped_column(String(64))  # base64 of the raw 32 bytes
+    added_by: Mapped[str] = mapped_column(String(200))
+    added_at: Mapped[datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class FirmwareReleaseRow(Base):
+    """A firmware image for the true manufacturer's product, verified (hash and signature) when it
+    entered the catalog; the image itself is a file named by its SHA-256 in the data directory."""
+
+    __tablename__ = "firmware_releases"
+    __table_args__ = (UniqueConstraint("brand_key", "model_key", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    brand: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(128))
+    brand_key: Mapped[str] = mapped_column(String(128))
+    model_key: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[str] = mapped_column(ForeignKey("firmware_keys.key_id"))
+    notes: Mapped[str | None] = mapped_column(Text)
+    sbom: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    uploaded_by: Mapped[str] = mapped_column(String(200))
+    uploaded_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class DesiredConfigRow(Base):
+    """The configuration devices matching a selector should report; the others are drifted."""
+
+    __tablename__ = "desired_configs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    selector: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class RolloutRow(Base):
+    """A campaign: one operation to many devices in waves. Only the operator's control state is
+    stored; progress and status are derived from the actions."""
+
+    __tablename__ = "rollouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    operation: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # e.g. {"release": 3} or {"config": 2}
+    target: Mapped[dict[str, Any]] = mapped_column(JSON)  # how the devices were chosen
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)  # WaveOptions
+    control: Mapped[str] = mapped_column(String(20))
+    control_reason: Mapped[str | None] = mapped_column(String(500))
+    org_id: Mapped[int] = mapped_column(Integer)  # the organization that created it
+    needs_approval: Mapped[bool] = mapped_column(Boolean)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    approved_by: Mapped[str | None] = mapped_column(String(200))
+    approved_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class RolloutWaveRow(Base):
+    """A wave's timeline; its counts come from the actions."""
+
+    __tablename__ = "rollout_waves"
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    verdict: Mapped[str | None] = mapped_column(String(10))
+
+
+class RolloutActionRow(Base):
+    """One device in one rollout: its status and attempts. The command id of the attempt in flight
+    is stored before the command is sent, so a restarted executor re-sends the same id and the
+    device answers from its stored result instead of applying it again."""
+
+    __tablename__ = "rollout_actions"
+    __table_args__ = (UniqueConstraint("rollout_id", "device_id"),
+                      Index("ix_rollout_actions_work", "rollout_id", "wave", "status"),
+                      Index("ix_rollout_actions_device_status", "device_id", "status"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"))
+    device_id: Mapped[str] = mapped_column(String(64))
+    wave: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(10))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    command_id: Mapped[str | None] = mapped_column(String(128))
+    secret: Mapped[bytes | None] = mapped_column(LargeBinary)  # the attempt's new password, encrypted
+    lease_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)

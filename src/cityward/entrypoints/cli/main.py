@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from cityward import __version__
-from cityward.entrypoints.cli import admin, audit, devices, fleet, policy
+from cityward.entrypoints.cli import admin, audit, devices, fleet, policy, rollout
 from cityward.entrypoints.cli.context import CTX, _user
 from cityward.entrypoints.cli.render import EXIT_FAILED, err, exit_code, out, show_error
 from cityward.errors import CitywardError
@@ -36,6 +36,8 @@ app.add_typer(fleet.discover_app, name="discover")
 app.add_typer(policy.app, name="policy")
 app.add_typer(policy.waivers_app, name="waivers")
 app.add_typer(audit.app, name="audit")
+app.add_typer(rollout.firmware_app, name="firmware")
+app.add_typer(rollout.app, name="rollout")
 app.command()(fleet.connect)
 app.add_typer(sim_app, name="sim", help="The simulated city: thousands of devices speaking the protocol (device side).")
 

@@ -1,0 +1,264 @@
+"""Rollouts: one operation carried to many devices in waves, safely. Pure rules, no I/O.
+
+A rollout's progress is never stored twice: the campaign's and each wave's status are derived from
+the per-device action counts and the one control state an operator sets (running, paused,
+aborted). The rules here decide which devices go in which wave, whether a wave may advance, and
+whether a zone's maintenance window lets work start now.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from cronsim import CronSim, CronSimError
+
+from cityward.domain.zones import MaintenanceWindow
+from cityward.errors import Problem
+
+
+class Operation(StrEnum):
+    UPGRADE_FIRMWARE = "upgrade_firmware"
+    ROLLBACK_FIRMWARE = "rollback_firmware"
+    SET_CONFIG = "set_config"
+    ROTATE_PASSWORD = "rotate_password"  # noqa: S105 - an operation name, not a password
+    RENEW_CERTIFICATE = "renew_certificate"
+    REBOOT = "reboot"
+    QUARANTINE = "quarantine"
+    RELEASE = "release"
+
+
+# The device protocol action each operation sends (docs/protocol.md §1).
+DEVICE_ACTION: dict[Operation, str] = {
+    Operation.UPGRADE_FIRMWARE: "upgrade_firmware", Operation.ROLLBACK_FIRMWARE: "rollback_firmware",
+    Operation.SET_CONFIG: "set_config", Operation.ROTATE_PASSWORD: "set_password",
+    Operation.RENEW_CERTIFICATE: "install_certificate", Operation.REBOOT: "reboot",
+    Operation.QUARANTINE: "quarantine", Operation.RELEASE: "release",
+}
+# A quarantined device still takes these (it must be fixable while isolated).
+ALLOWED_IN_QUARANTINE = frozenset({Operation.UPGRADE_FIRMWARE, Operation.ROTATE_PASSWORD,
+                                   Operation.RENEW_CERTIFICATE, Operation.RELEASE, Operation.REBOOT})
+# Rough seconds one device takes, for the plan's estimate.
+TYPICAL_SECONDS: dict[Operation, float] = {
+    Operation.UPGRADE_FIRMWARE: 90.0, Operation.ROLLBACK_FIRMWARE: 30.0, Operation.SET_CONFIG: 1.0,
+    Operation.ROTATE_PASSWORD: 1.0, Operation.RENEW_CERTIFICATE: 2.0, Operation.REBOOT: 20.0,
+    Operation.QUARANTINE: 1.0, Operation.RELEASE: 1.0,
+}
+
+
+class ActionStatus(StrEnum):
+    PENDING = "pending"  # waiting for its wave, its window or a free slot
+    RUNNING = "running"  # a command is out (claimed, with a lease)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # every attempt failed
+    SKIPPED = "skipped"  # never sent: the plan's reason
+    CANCELLED = "cancelled"  # never sent: the rollout was aborted
+
+
+TERMINAL = frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.SKIPPED, ActionStatus.CANCELLED})
+
+
+class Control(StrEnum):
+    """What an operator asked for; everything else is derived."""
+
+    AWAITING_APPROVAL = "awaiting_approval"
+    READY = "ready"  # created (and approved where needed), not started
+    RUNNING = "running"
+    PAUSED = "paused"
+    ABORTED = "aborted"
+
+
+class FailureAction(StrEnum):
+    PAUSE = "pause"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class WaveOptions:
+    """How a rollout advances: hawkBit's groups and thresholds, with a canary first."""
+
+    canary: int = 1  # devices in the first wave
+    percentages: tuple[int, ...] = (10, 50, 100)  # cumulative share of the fleet done after each later wave
+    concurrency: int = 50  # device actions in flight at once
+    timeout_s: float = 120.0  # per attempt
+    retries: int = 1  # extra attempts after a failed one
+    success_threshold: int = 90  # % of a wave's devices that must succeed before the next starts
+    failure_threshold: int = 10  # % of a wave's devices failed, or (below)
+    failure_count: int | None = None  # failures in a wave, whichever comes first
+    on_failure: FailureAction = FailureAction.PAUSE
+
+    def problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        if self.canary < 0:
+            found.append(Problem("must be 0 or more", field="canary"))
+        pcts = self.percentages
+        if not pcts or any(not 0 < p <= 100 for p in pcts) or list(pcts) != sorted(set(pcts)) or pcts[-1] != 100:
+            found.append(Problem("must be growing percentages between 1 and 100, ending at 100", field="waves"))
+        if not 1 <= self.concurrency <= 10_000:
+            found.append(Problem("must be between 1 and 10000", field="concurrency"))
+        if not 1 <= self.timeout_s <= 24 * 3600:
+            found.append(Problem("must be between 1 second and 24 hours", field="timeout"))
+        if not 0 <= self.retries <= 10:
+            found.append(Problem("must be between 0 and 10", field="retries"))
+        if not 0 <= self.success_threshold <= 100:
+            found.append(Problem("must be a percentage", field="success_threshold"))
+        if not 0 <= self.failure_threshold <= 100:
+            found.append(Problem("must be a percentage", field="failure_threshold"))
+        if self.failure_count is not None and self.failure_count < 1:
+            found.append(Problem("must be 1 or more", field="failure_count"))
+        return found
+
+
+def plan_waves(devices: Sequence[str], groups: Mapping[str, str], options: WaveOptions) -> list[list[str]]:
+    """Split `devices` into waves: the canary, then cumulative percentages of all of them.
+
+    The order interleaves `groups` (device -> zone/product), so the canary and every early wave
+    sample each group instead of taking one street first."""
+    by_group: dict[str, list[str]] = {}
+    for d in sorted(devices):
+        by_group.setdefault(groups.get(d, ""), []).append(d)
+    order: list[str] = []
+    queues = [by_group[g] for g in sorted(by_group)]
+    for i in range(max((len(q) for q in queues), default=0)):
+        order.extend(q[i] for q in queues if i < len(q))
+    total = len(order)
+    waves: list[list[str]] = []
+    done = min(options.canary, total)
+    if done:
+        waves.append(order[:done])
+    for pct in options.percentages:
+        upto = max(done, math.ceil(total * pct / 100))
+        if upto > done:
+            waves.append(order[done:upto])
+            done = upto
+    return waves
+
+
+class Verdict(StrEnum):
+    WAIT = "wait"  # actions still pending or running
+    ADVANCE = "advance"  # the wave is done and good enough
+    PAUSE = "pause"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class WaveCounts:
+    size: int  # devices planned in the wave (skipped ones excluded)
+    succeeded: int = 0
+    failed: int = 0
+    running: int = 0
+    pending: int = 0
+
+    @classmethod
+    def of(cls, statuses: Iterable[str]) -> WaveCounts:
+        c = Counter(statuses)
+        size = sum(n for s, n in c.items() if s not in (ActionStatus.SKIPPED, ActionStatus.CANCELLED))
+        return cls(size, c[ActionStatus.SUCCEEDED], c[ActionStatus.FAILED], c[ActionStatus.RUNNING],
+                   c[ActionStatus.PENDING])
+
+
+def wave_verdict(counts: WaveCounts, options: WaveOptions) -> Verdict:
+    """Failures stop a wave as soon as they pass the threshold (no need to wait for the rest);
+    a finished wave advances only with enough successes."""
+    if counts.size == 0:
+        return Verdict.ADVANCE
+    too_many = (counts.failed * 100 > options.failure_threshold * counts.size
+                or (options.failure_count is not None and counts.failed >= options.failure_count))
+    if too_many:
+        return Verdict.PAUSE if options.on_failure is FailureAction.PAUSE else Verdict.ABORT
+    if counts.pending or counts.running:
+        return Verdict.WAIT
+    if counts.succeeded * 100 < options.success_threshold * counts.size:
+        return Verdict.PAUSE if options.on_failure is FailureAction.PAUSE else Verdict.ABORT
+    return Verdict.ADVANCE
+
+
+def campaign_status(control: Control, counts: Mapping[str, int]) -> str:
+    """Mender-style derived status from the control state and the action counts."""
+    active = counts.get(ActionStatus.PENDING, 0) + counts.get(ActionStatus.RUNNING, 0)
+    if control is Control.ABORTED:
+        return "aborted" if not counts.get(ActionStatus.RUNNING, 0) else "aborting"
+    if control in (Control.AWAITING_APPROVAL, Control.READY, Control.PAUSED):
+        return control.value
+    if active:
+        return "running"
+    return "finished with failures" if counts.get(ActionStatus.FAILED, 0) else "succeeded"
+
+
+# --- maintenance windows -----------------------------------------------------------------------
+
+
+def window_problems(window: MaintenanceWindow, now: datetime) -> list[Problem]:
+    """A window must parse and open at least once in the coming year."""
+    found = window.problems()
+    if found:
+        return found
+    try:
+        nxt = next_opening(window, now)
+    except CronSimError as exc:
+        return [Problem(f"bad cron expression: {exc}", field="cron")]
+    if nxt is None or nxt - now > timedelta(days=366):
+        return [Problem(f"the window {window.cron!r} never opens in the coming year", field="cron")]
+    return []
+
+
+def _local(window: MaintenanceWindow, at: datetime) -> datetime:
+    return at.astimezone(ZoneInfo(window.timezone)).replace(tzinfo=None, second=0, microsecond=0)
+
+
+def window_open(window: MaintenanceWindow, at: datetime) -> bool:
+    """Is `at` (aware) inside an opening of the window (in the window's own time zone)?"""
+    local = _local(window, at)
+    try:
+        start = next(CronSim(window.cron, local + timedelta(seconds=1), reverse=True))
+    except (StopIteration, CronSimError):
+        return False
+    return local < start + timedelta(minutes=window.duration_minutes)
+
+
+def next_opening(window: MaintenanceWindow, at: datetime) -> datetime | None:
+    """`at` itself when the window is open, else the next start (aware, UTC); None if never."""
+    if window_open(window, at):
+        return at
+    local = _local(window, at)
+    try:
+        start = next(CronSim(window.cron, local))
+    except StopIteration:
+        return None
+    return start.replace(tzinfo=ZoneInfo(window.timezone)).astimezone(at.tzinfo)
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Skip:
+    device_id: str
+    reason: str
+
+
+@dataclass
+class PlanSummary:
+    """What `rollout plan` shows before anything runs."""
+
+    waves: list[list[str]]
+    skipped: list[Skip]
+    windows: dict[str, str] = field(default_factory=dict)  # zone -> "open now" / "opens at …"
+    needs_approval: bool = False
+    approval_zones: list[str] = field(default_factory=list)
+    estimated: timedelta = timedelta(0)
+
+    @property
+    def devices(self) -> int:
+        return sum(len(w) for w in self.waves)
+
+
+def estimate(waves: Sequence[Sequence[str]], operation: Operation, options: WaveOptions) -> timedelta:
+    """Each wave runs in ceil(n / concurrency) rounds of the operation's typical time."""
+    per = TYPICAL_SECONDS[operation]
+    return timedelta(seconds=sum(math.ceil(len(w) / options.concurrency) * per for w in waves))

@@ -1,0 +1,415 @@
+"""Carries out stored rollouts: advances waves, claims device actions, sends commands, records results.
+
+Safe to kill at any moment. Every decision is written before it is acted on: an action is claimed
+(status running, a command id, a lease) in one transaction before its command goes out, and a
+result changes an action only while that action is still running under that command id. A
+restarted executor finds running actions whose lease expired and sends the *same* command id
+again: a device that applied it answers with its stored result instead of applying it twice.
+Several executors (one per `cityward worker`) share the work through the database: claims use
+`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer at a time anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import socket
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from cityward.adapters.drivers.base import DriverError, Endpoint
+from cityward.adapters.drivers.http import HttpDriver
+from cityward.adapters.drivers.mqtt import MqttDriver, MqttLink
+from cityward.adapters.secretbox import SecretBox
+from cityward.adapters.storage.models import (
+    DesiredConfigRow,
+    DeviceRow,
+    FirmwareReleaseRow,
+    RolloutActionRow,
+    RolloutRow,
+    RolloutWaveRow,
+)
+from cityward.adapters.storage.uow import UnitOfWork, UnitOfWorkFactory
+from cityward.domain.organizations import Caller, OrgKind, Role
+from cityward.domain.rollouts import (
+    DEVICE_ACTION,
+    ActionStatus,
+    Control,
+    Operation,
+    Verdict,
+    WaveCounts,
+    wave_verdict,
+    window_open,
+)
+from cityward.domain.telemetry import Command
+from cityward.services import broker, credentials, firmware
+from cityward.services.rollouts import _windows, options_of
+
+log = logging.getLogger("cityward.rollouts")
+LEASE_GRACE = timedelta(seconds=30)  # beyond the command's own timeout
+SYSTEM = Caller(actor="system:rollout-executor", org_id=0, org_name="cityward", org_kind=OrgKind.CITY,
+                role=Role.ADMIN)
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    mqtt_url: str | None
+    firmware_store: Path
+    listen: str = "127.0.0.1:0"  # the firmware download server devices fetch images from
+    tick: float = 0.5
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    action_id: int
+    rollout_id: int
+    device_id: str
+    protocol: str
+    address: str | None
+    command_id: str
+    action: str
+    params: dict[str, Any]
+    timeout: float
+    secret: str | None  # rotate_password: the new password this attempt sets
+
+
+def firmware_token(key: bytes, sha256: str) -> str:
+    """An unguessable download path per image: only devices told the URL can fetch it."""
+    return hmac.new(key, f"firmware-download/{sha256}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class Executor:
+    def __init__(self, uow_factory: UnitOfWorkFactory, box: SecretBox, secret_key: bytes,
+                 options: ExecutorOptions) -> None:
+        self.uow = uow_factory
+        self.box = box
+        self.key = secret_key
+        self.options = options
+        self.inflight: dict[int, asyncio.Task[None]] = {}
+        self.base_url = ""
+        self.sent = 0
+        self.results: dict[str, int] = defaultdict(int)
+        self._mqtt: MqttDriver | None = None
+        self._http: HttpDriver | None = None
+        self._verified: dict[int, dict[str, Any]] = {}
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, until_done: set[int] | None = None) -> None:
+        """Work until `stop` is set, or until every rollout in `until_done` has nothing left to do."""
+        async with contextlib.AsyncExitStack() as stack:
+            await self._serve_firmware(stack)
+            self._http = await stack.enter_async_context(HttpDriver(timeout=10.0))
+            if self.options.mqtt_url:
+                url = await asyncio.to_thread(broker.platform_broker_url, self.uow, self.box, self.options.mqtt_url)
+                client_id = f"cityward-exec-{self.options.name}"[:64]
+                link = await stack.enter_async_context(MqttLink(url, client_id=client_id))
+                self._mqtt = MqttDriver(link, orphan=lambda r, rej: log.debug("%s", rej.detail))
+                pump = asyncio.create_task(link.run())
+                stack.callback(pump.cancel)
+            try:
+                while not stop.is_set():
+                    busy = await self.tick()
+                    if until_done is not None and not busy & until_done and not self.inflight:
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.options.tick)
+            finally:
+                for task in self.inflight.values():
+                    task.cancel()  # their actions stay claimed; the lease brings them back
+                await asyncio.gather(*self.inflight.values(), return_exceptions=True)
+
+    async def tick(self) -> set[int]:
+        """One round over the running rollouts; returns those with work still open."""
+        dispatches, busy = await asyncio.to_thread(self._claim_all)
+        for d in dispatches:
+            self.inflight[d.action_id] = asyncio.create_task(self._perform(d))
+        return busy
+
+    # --- claiming (one transaction per rollout) ------------------------------------------------------
+
+    def _claim_all(self) -> tuple[list[Dispatch], set[int]]:
+        with self.uow() as uow:
+            ids = list(uow.session.scalars(select(RolloutRow.id).where(
+                RolloutRow.control.in_([Control.RUNNING, Control.ABORTED])).order_by(RolloutRow.id)))
+        out: list[Dispatch] = []
+        busy: set[int] = set()
+        for rid in ids:
+            found, open_work = self._claim(rid)
+            out += found
+            if open_work:
+                busy.add(rid)
+        return out, busy
+
+    def _claim(self, rollout_id: int) -> tuple[list[Dispatch], bool]:
+        with self.uow(write=True) as uow:
+            s = uow.session
+            row = s.scalar(select(RolloutRow).where(RolloutRow.id == rollout_id).with_for_update())
+            if row is None:
+                return [], False
+            now = uow.clock()
+            running = s.scalar(select(func.count()).select_from(RolloutActionRow).where(
+                RolloutActionRow.rollout_id == rollout_id, RolloutActionRow.status == ActionStatus.RUNNING)) or 0
+            if row.control == Control.ABORTED:  # running commands finish; nothing new starts
+                uow.commit()
+                return self._expired(s, uow, row, now, limit=0), running > 0
+            wave = self._advance(s, uow, row, now)
+            if wave is None or row.control != Control.RUNNING:
+                uow.commit()
+                return [], running > 0
+            opts = options_of(row)
+            dispatches = self._expired(s, uow, row, now, limit=running)
+            free = opts.concurrency - running
+            if free > 0:
+                windows = _windows(s)
+                open_zones = [z for z, w in windows.items() if w is None or window_open(w, now)]
+                q = (select(RolloutActionRow).join(DeviceRow, DeviceRow.id == RolloutActionRow.device_id)
+                     .where(RolloutActionRow.rollout_id == rollout_id, RolloutActionRow.wave == wave,
+                            RolloutActionRow.status == ActionStatus.PENDING, DeviceRow.zone_id.in_(open_zones))
+                     .order_by(RolloutActionRow.id).limit(free))
+                if uow.dialect == "postgresql":
+                    q = q.with_for_update(skip_locked=True, of=RolloutActionRow)
+                for action in s.scalars(q):
+                    action.attempts += 1
+                    action.command_id = f"rollout-{rollout_id}-{action.id}-{action.attempts}"
+                    if row.operation == Operation.ROTATE_PASSWORD:
+                        action.secret = self.box.seal(action.device_id, f"rollout:{action.command_id}",
+                                                      secrets.token_urlsafe(24))
+                    dispatches.append(self._dispatch(s, uow, row, action, now))
+            uow.commit()
+            return dispatches, True
+
+    def _expired(self, s: Session, uow: UnitOfWork, row: RolloutRow, now: datetime, limit: int) -> list[Dispatch]:
+        """Running actions nobody is following any more (their executor died): the same command again."""
+        q = (select(RolloutActionRow).where(RolloutActionRow.rollout_id == row.id,
+                                            RolloutActionRow.status == ActionStatus.RUNNING,
+                                            RolloutActionRow.lease_until < now,
+                                            RolloutActionRow.id.not_in(list(self.inflight) or [-1]))
+             .order_by(RolloutActionRow.id))
+        if limit:
+            q = q.limit(limit)
+        if uow.dialect == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        out = []
+        for action in s.scalars(q):
+            log.info("rollout %s: %s: resending %s (its executor stopped following it)", row.id, action.device_id,
+                     action.command_id)
+            out.append(self._dispatch(s, uow, row, action, now))
+        return out
+
+    def _dispatch(self, s: Session, uow: UnitOfWork, row: RolloutRow, action: RolloutActionRow,
+                  now: datetime) -> Dispatch:
+        opts = options_of(row)
+        action.status = ActionStatus.RUNNING.value
+        action.lease_until = now + timedelta(seconds=opts.timeout_s) + LEASE_GRACE
+        action.claimed_by = self.options.name
+        action.updated_at = now
+        device = s.get(DeviceRow, action.device_id)
+        assert device is not None and action.command_id is not None
+        secret = (self.box.open(action.device_id, f"rollout:{action.command_id}", action.secret)
+                  if action.secret is not None else None)
+        params = self._params(s, Operation(row.operation), dict(row.params), secret)
+        return Dispatch(action.id, row.id, action.device_id, device.protocol or "mqtt", device.address,
+                        action.command_id, DEVICE_ACTION[Operation(row.operation)], params, opts.timeout_s, secret)
+
+    def _params(self, s: Session, op: Operation, stored: dict[str, Any], secret: str | None) -> dict[str, Any]:
+        if op is Operation.UPGRADE_FIRMWARE:
+            return self._firmware_params(s, int(stored["release"]))
+        if op is Operation.SET_CONFIG:
+            desired = s.get(DesiredConfigRow, int(stored["config"]))
+            assert desired is not None
+            return {"config": desired.config, "config_hash": desired.config_hash}
+        if op is Operation.ROTATE_PASSWORD:
+            return {"password": secret}
+        if op is Operation.QUARANTINE:
+            return {"reason": stored.get("reason", "")}
+        return {}
+
+    def _firmware_params(self, s: Session, release_id: int) -> dict[str, Any]:
+        if release_id not in self._verified:
+            # Verified once more (hash and signature) by this executor before it offers the image.
+            view, _image = firmware.verified_image(self.uow, self.options.firmware_store, release_id)
+            rel = s.get(FirmwareReleaseRow, release_id)
+            assert rel is not None
+            self._verified[release_id] = {
+                "url": f"{self.base_url}/firmware/{firmware_token(self.key, view.sha256)}/{view.sha256}",
+                "version": view.version, "size": view.size, "sha256": view.sha256, "signature": rel.signature,
+                "key_id": view.key_id}
+        return dict(self._verified[release_id])
+
+    def _advance(self, s: Session, uow: UnitOfWork, row: RolloutRow, now: datetime) -> int | None:
+        """The wave now being worked on, after closing finished waves; None when all are done.
+        A wave past its failure threshold pauses or aborts the rollout here."""
+        opts = options_of(row)
+        counts: dict[int, dict[str, int]] = defaultdict(dict)
+        for number, status, n in s.execute(select(RolloutActionRow.wave, RolloutActionRow.status, func.count())
+                                           .where(RolloutActionRow.rollout_id == row.id)
+                                           .group_by(RolloutActionRow.wave, RolloutActionRow.status)):
+            counts[number][status] = n
+        for wave in s.scalars(select(RolloutWaveRow).where(RolloutWaveRow.rollout_id == row.id)
+                              .order_by(RolloutWaveRow.number)):
+            c = counts.get(wave.number, {})
+            wc = WaveCounts(size=sum(n for st, n in c.items() if st not in (ActionStatus.SKIPPED,
+                                                                           ActionStatus.CANCELLED)),
+                            succeeded=c.get(ActionStatus.SUCCEEDED, 0), failed=c.get(ActionStatus.FAILED, 0),
+                            running=c.get(ActionStatus.RUNNING, 0), pending=c.get(ActionStatus.PENDING, 0))
+            if wave.finished_at is not None:
+                continue
+            if wave.started_at is None:
+                wave.started_at = now
+            if wave.verdict == "resumed":  # an operator accepted its failures
+                verdict = Verdict.WAIT if wc.pending or wc.running else Verdict.ADVANCE
+            else:
+                verdict = wave_verdict(wc, opts)
+            if verdict is Verdict.WAIT:
+                return wave.number
+            if verdict is Verdict.ADVANCE:
+                wave.finished_at = now
+                wave.verdict = wave.verdict or Verdict.ADVANCE.value
+                uow.record(SYSTEM, "rollout.wave_finished", "rollout", row.id, after={
+                    "wave": wave.number, "succeeded": wc.succeeded, "failed": wc.failed, "size": wc.size})
+                continue
+            reason = (f"wave {wave.number}: {wc.failed} of {wc.size} failed, {wc.succeeded} succeeded "
+                      f"(thresholds: {opts.failure_threshold} % failed"
+                      + (f" or {opts.failure_count}" if opts.failure_count else "")
+                      + f", {opts.success_threshold} % to succeed)")
+            wave.verdict = verdict.value
+            before = row.control
+            if verdict is Verdict.PAUSE:
+                row.control = Control.PAUSED.value
+            else:
+                row.control = Control.ABORTED.value
+                wave.finished_at = now
+                s.execute(update(RolloutActionRow).where(
+                    RolloutActionRow.rollout_id == row.id, RolloutActionRow.status == ActionStatus.PENDING)
+                    .values(status=ActionStatus.CANCELLED.value, detail="rollout aborted", updated_at=now))
+            row.control_reason, row.updated_at = reason, now
+            uow.record(SYSTEM, f"rollout.{'paused' if verdict is Verdict.PAUSE else 'aborted'}", "rollout", row.id,
+                       before={"control": before}, after={"control": row.control, "reason": reason})
+            return None
+        return None
+
+    # --- one device ---------------------------------------------------------------------------------
+
+    async def _perform(self, d: Dispatch) -> None:
+        try:
+            now = datetime.now(UTC)
+            command = Command(command_id=d.command_id, action=d.action, issued_at=now,
+                              expires_at=now + timedelta(seconds=d.timeout), params=d.params)
+            self.sent += 1
+            status, detail = await self._send(d, command, None)
+            if status == "auth" and d.secret is not None:
+                # A rotated HTTP password is in force the moment the device applies it: follow the
+                # same command with the new one (the device answers from its stored result).
+                status, detail = await self._send(d, command, d.secret)
+            if status == "auth":
+                status = "failed"
+            self.results[status] += 1
+            await asyncio.to_thread(self._finish, d, status, detail)
+        except Exception:  # a bug, not a device problem: the lease brings the action back
+            log.exception("rollout %s: %s: unexpected error", d.rollout_id, d.device_id)
+        finally:
+            self.inflight.pop(d.action_id, None)
+
+    async def _send(self, d: Dispatch, command: Command, password: str | None) -> tuple[str, str | None]:
+        try:
+            if d.protocol == "http":
+                assert self._http is not None
+                if password is None:
+                    found = await asyncio.to_thread(credentials.load_secrets, self.uow, self.box, credentials.ADMIN,
+                                                    [d.device_id])
+                    password = found.get(d.device_id)
+                driver: Any = self._http
+                endpoint = Endpoint(d.device_id, d.address, password)
+            else:
+                if self._mqtt is None:
+                    return "failed", "no MQTT broker configured for this executor"
+                driver, endpoint = self._mqtt, Endpoint(d.device_id)
+            last = None
+            async for result in driver.send(endpoint, command, timeout=d.timeout):
+                last = result
+            assert last is not None
+            return last.status, last.detail
+        except DriverError as exc:
+            if exc.reason == "auth":
+                return "auth", str(exc)
+            return "failed", f"{exc.reason}: {exc}"[:500]
+
+    def _finish(self, d: Dispatch, status: str, detail: str | None) -> None:
+        with self.uow(write=True) as uow:
+            s = uow.session
+            action = s.get(RolloutActionRow, d.action_id)
+            row = s.get(RolloutRow, d.rollout_id)
+            if (action is None or row is None or action.status != ActionStatus.RUNNING
+                    or action.command_id != d.command_id):
+                return  # a result for an action already decided changes nothing
+            now = uow.clock()
+            retries = options_of(row).retries
+            if status == "succeeded":
+                new = ActionStatus.SUCCEEDED
+            elif action.attempts <= retries and row.control != Control.ABORTED:
+                new = ActionStatus.PENDING  # another attempt, with a new command id
+            else:
+                new = ActionStatus.FAILED
+            action.status, action.detail, action.lease_until, action.updated_at = new.value, (detail or status)[:500], \
+                None, now
+            if new is ActionStatus.SUCCEEDED and d.secret is not None:
+                credentials.store_secrets(s, self.box, credentials.ADMIN, {d.device_id: d.secret}, now)
+            action.secret = None  # a retry generates its own; a success is kept as the device's password
+            uow.record(SYSTEM, f"rollout.device_{new.value}", "device", d.device_id, after={
+                "rollout": d.rollout_id, "command_id": d.command_id, "attempt": action.attempts,
+                "result": status, "detail": (detail or "")[:200]})
+            uow.commit()
+
+    # --- firmware downloads --------------------------------------------------------------------------
+
+    async def _serve_firmware(self, stack: contextlib.AsyncExitStack) -> None:
+        """Devices fetch images from the executor that told them the URL; the path carries a
+        per-image token, and only verified images in the store are served."""
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import FileResponse, PlainTextResponse, Response
+        from starlette.routing import Route
+
+        store, key = self.options.firmware_store, self.key
+
+        async def image(request: Request) -> Response:
+            sha, token = request.path_params["sha256"], request.path_params["token"]
+            if len(sha) != 64 or not hmac.compare_digest(token, firmware_token(key, sha)):
+                return PlainTextResponse("not found", status_code=404)
+            path = store / sha
+            if not path.is_file():
+                return PlainTextResponse("not found", status_code=404)
+            return FileResponse(path, media_type="application/octet-stream")
+
+        host, _, port = self.options.listen.rpartition(":")
+        app = Starlette(routes=[Route("/firmware/{token}/{sha256}", image)])
+        server = uvicorn.Server(uvicorn.Config(app, host=host or "127.0.0.1", port=int(port or 0),
+                                               log_level="warning", lifespan="off"))
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # ours, not its
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        bound = server.servers[0].sockets[0].getsockname()
+        self.base_url = f"http://{bound[0]}:{bound[1]}"
+
+        async def stop_server() -> None:
+            server.should_exit = True
+            await task
+
+        stack.push_async_callback(stop_server)

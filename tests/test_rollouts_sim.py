@@ -1,0 +1,106 @@
+"""Rollouts against the simulated city, over the real broker and real sockets: a firmware upgrade in
+waves that pauses at its failure threshold and finishes once resumed (the simulator's own counters
+show nothing applied twice; only the faulty device fails), and password rotation over MQTT and
+HTTP (the new password is stored encrypted and works)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from cityward.adapters.drivers.base import Endpoint
+from cityward.adapters.drivers.http import HttpDriver
+from cityward.bootstrap import Platform
+from cityward.domain.organizations import Caller
+from cityward.domain.rollouts import Operation, WaveOptions
+from cityward.services import credentials, inventory, rollouts
+from cityward.services.rollout_executor import Executor
+from cityward.services.rollouts import RolloutRequest, Target
+from tests.conftest import caller_for
+from tests.rollout_city import LiveCity, live_city
+
+pytestmark = pytest.mark.parametrize("platform", ["postgresql"], indirect=True)
+HEALTHY = ("none", None, "slow", "flaky")
+
+
+def _run(executor: Executor, *ids: int, limit: float = 90) -> None:
+    async def main() -> None:
+        await asyncio.wait_for(executor.run(asyncio.Event(), until_done=set(ids)), limit)
+    asyncio.run(main())
+
+
+def _go(live: LiveCity, req: RolloutRequest) -> int:
+    rid, summary = rollouts.create(live.platform.uow, live.city, req, live.store)
+    if summary.needs_approval:  # a critical zone: another city user approves
+        rollouts.approve(live.platform.uow, caller_for(live.platform, live.city.org_name), rid)
+    rollouts.start(live.platform.uow, live.city, rid)
+    return rid
+
+
+def _firmware_rollout(live: LiveCity) -> None:
+    """The product of a device whose upgrades fail: the wave holding it pauses at the first failure
+    (failure_count=1); resumed, the rollout finishes with that failure and nothing else."""
+    mqtt = [r for r in live.rows if r["protocol"] == "mqtt"]
+    views = {r["id"]: inventory.get_device(live.platform.uow, live.city, r["id"]) for r in mqtt}
+    faulty = next(d for d in views if live.sim.device(d)["fault"] in ("upgrade_fails", "upgrade_bricks"))
+    product = (views[faulty].manufacturer, views[faulty].origin_model)
+    targets = [d for d, v in views.items() if (v.manufacturer, v.origin_model) == product]
+    assert len(targets) >= 3
+    release = live.release(product[0], product[1], "77.1.0", b"\x7fELF new image " * 4000)
+    req = RolloutRequest("fw", Operation.UPGRADE_FIRMWARE, Target(device_ids=tuple(targets)),
+                         WaveOptions(canary=1, percentages=(50, 100), concurrency=4, timeout_s=8, retries=1,
+                                     failure_count=1),
+                         release=release.id)
+    rid = _go(live, req)
+    _run(live.executor(), rid)
+    view = rollouts.get(live.platform.uow, live.city, rid)
+    assert view.status == "paused" and "1 of" in (view.control_reason or ""), view
+    rollouts.resume(live.platform.uow, live.city, rid)
+    _run(live.executor(), rid)
+    view = rollouts.get(live.platform.uow, live.city, rid)
+    failed = {a.device_id for a in rollouts.actions(live.platform.uow, live.city, rid, status="failed")}
+    assert view.status == "finished with failures" and len(view.waves) >= 2, view
+    for device_id in targets:
+        truth = live.sim.device(device_id)
+        assert all(n == 1 for n in truth["applied"].values()), f"{device_id} applied a command twice"
+        if truth["fault"] in ("upgrade_fails", "upgrade_bricks"):
+            assert device_id in failed and truth["firmware_version"] != "77.1.0"
+        else:
+            assert device_id not in failed and truth["firmware_version"] == "77.1.0", truth
+    # The faulty device was tried twice (retries=1), each time under its own command id.
+    assert view.counts.get("failed", 0) == len(failed) >= 1
+
+
+def _password_rollout(live: LiveCity) -> None:
+    http = [r["id"] for r in live.rows if r["protocol"] == "http"
+            and live.sim.device(r["id"])["fault"] in HEALTHY][:3]
+    mqtt = [r["id"] for r in live.rows if r["protocol"] == "mqtt"
+            and live.sim.device(r["id"])["fault"] in HEALTHY][:3]
+    before = credentials.load_secrets(live.platform.uow, live.box, credentials.ADMIN, http + mqtt)
+    req = RolloutRequest("rotate", Operation.ROTATE_PASSWORD, Target(device_ids=tuple(http + mqtt)),
+                         WaveOptions(canary=1, percentages=(100,), concurrency=3, timeout_s=15))
+    rid = _go(live, req)
+    _run(live.executor(), rid)
+    view = rollouts.get(live.platform.uow, live.city, rid)
+    assert view.status == "succeeded", (view, rollouts.actions(live.platform.uow, live.city, rid))
+    after = credentials.load_secrets(live.platform.uow, live.box, credentials.ADMIN, http + mqtt)
+    assert set(after) == set(http + mqtt) and all(after[d] != before.get(d) for d in after)
+    assert len(set(after.values())) == len(after) and all(len(p) >= 24 for p in after.values())
+    for d in http + mqtt:
+        assert live.sim.device(d)["credential_state"] == "unique"
+
+    async def polls() -> None:  # the stored password is the one the HTTP device now takes
+        async with HttpDriver() as drv:
+            for d in http:
+                row = next(r for r in live.rows if r["id"] == d)
+                state = await drv.read_state(Endpoint(d, row["address"], after[d]))
+                assert state.device_id == d
+    asyncio.run(polls())
+
+
+def test_rollouts_on_the_simulated_city(platform: Platform, city: Caller, tmp_path: Path) -> None:
+    with live_city(platform, city, tmp_path) as live:
+        _firmware_rollout(live)
+        _password_rollout(live)
