@@ -57,7 +57,7 @@ from cityward.services import broker, credentials, firmware
 from cityward.services.rollouts import _windows, options_of
 
 log = logging.getLogger("cityward.rollouts")
-LEASE_GRACE = timedelta(seconds=30)  # beyond the command's own timeout
+REASK_TIMEOUT = 5.0  # asking a silent device again about a command it may have taken
 SYSTEM = Caller(actor="system:rollout-executor", org_id=0, org_name="cityward", org_kind=OrgKind.CITY,
                 role=Role.ADMIN)
 
@@ -68,6 +68,9 @@ class ExecutorOptions:
     firmware_store: Path
     listen: str = "127.0.0.1:0"  # the firmware download server devices fetch images from
     tick: float = 0.5
+    # How long past a command's own timeout its claim holds: after that, another executor (or
+    # this one, restarted) takes the action over and sends the same command again.
+    lease_grace: float = 30.0
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
 
@@ -213,7 +216,7 @@ class Executor:
                   now: datetime) -> Dispatch:
         opts = options_of(row)
         action.status = ActionStatus.RUNNING.value
-        action.lease_until = now + timedelta(seconds=opts.timeout_s) + LEASE_GRACE
+        action.lease_until = now + timedelta(seconds=opts.timeout_s + REASK_TIMEOUT + self.options.lease_grace)
         action.claimed_by = self.options.name
         action.updated_at = now
         device = s.get(DeviceRow, action.device_id)
@@ -310,6 +313,11 @@ class Executor:
                               expires_at=now + timedelta(seconds=d.timeout), params=d.params)
             self.sent += 1
             status, detail = await self._send(d, command, None)
+            if status == "failed" and (detail or "").startswith("timeout"):
+                # The device may have taken the command and be slow to say so: ask once more under
+                # the same id (it answers from its stored result) before a retry with a new id
+                # could make it act twice.
+                status, detail = await self._send(d, command, None, timeout=min(d.timeout, REASK_TIMEOUT))
             if status == "auth" and d.secret is not None:
                 # A rotated HTTP password is in force the moment the device applies it: follow the
                 # same command with the new one (the device answers from its stored result).
@@ -323,7 +331,8 @@ class Executor:
         finally:
             self.inflight.pop(d.action_id, None)
 
-    async def _send(self, d: Dispatch, command: Command, password: str | None) -> tuple[str, str | None]:
+    async def _send(self, d: Dispatch, command: Command, password: str | None,
+                    timeout: float | None = None) -> tuple[str, str | None]:
         try:
             if d.protocol == "http":
                 assert self._http is not None
@@ -338,7 +347,7 @@ class Executor:
                     return "failed", "no MQTT broker configured for this executor"
                 driver, endpoint = self._mqtt, Endpoint(d.device_id)
             last = None
-            async for result in driver.send(endpoint, command, timeout=d.timeout):
+            async for result in driver.send(endpoint, command, timeout=timeout or d.timeout):
                 last = result
             assert last is not None
             return last.status, last.detail

@@ -337,14 +337,17 @@ def run(
                                                                  "to do (default: keep running).")] = None,
     mqtt_url: Annotated[str | None, typer.Option(help="Broker URL (default CITYWARD_MQTT_URL).")] = None,
     no_mqtt: Annotated[bool, typer.Option("--no-mqtt", help="HTTP devices only.")] = False,
+    lease_grace: Annotated[float, typer.Option(
+        help="Seconds past a command's timeout before a stopped executor's claim is taken over.", min=0)] = 30.0,
 ) -> None:
-    """Carry out started rollouts in this process (the one-machine executor), with live progress."""
+    """Carry out started rollouts in this process (the one-machine executor)."""
     from cityward.services.rollout_executor import Executor, ExecutorOptions
 
     platform = CTX.platform
     settings = platform.settings
     options = ExecutorOptions(mqtt_url=None if no_mqtt else (mqtt_url or settings.mqtt_url),
-                              firmware_store=settings.firmware_dir, listen=settings.firmware_listen)
+                              firmware_store=settings.firmware_dir, listen=settings.firmware_listen,
+                              lease_grace=lease_grace)
     executor = Executor(platform.uow, secret_box(platform), settings.secret_key_bytes(), options)
 
     async def main() -> None:

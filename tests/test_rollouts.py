@@ -1,0 +1,201 @@
+"""Rollout planning and control on both backends: what is planned, skipped and refused (with
+nothing stored and nothing sent), approvals, responsibility, maintenance windows, and results that
+arrive for actions already decided."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import func, select
+
+from cityward.adapters.secretbox import SecretBox
+from cityward.adapters.storage.models import RolloutActionRow, RolloutRow
+from cityward.bootstrap import Platform
+from cityward.domain.firmware import signed_message
+from cityward.domain.organizations import Caller, Role
+from cityward.domain.rollouts import Operation, WaveOptions
+from cityward.domain.zones import MaintenanceWindow
+from cityward.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from cityward.services import firmware, organizations, rollouts, zones
+from cityward.services.inventory import DeviceFilter
+from cityward.services.rollout_executor import Dispatch, Executor, ExecutorOptions
+from cityward.services.rollouts import RolloutRequest, Target
+from tests.conftest import caller_for
+from tests.helpers import csv_bytes, device, import_csv
+
+HEADER = ["id", "kind", "brand", "model", "firmware_version", "zone", "protocol", "serial", "mac"]
+KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"test manufacturer key").digest())
+OTHER_KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"someone else").digest())
+
+
+def _pub(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def _sign(key: Ed25519PrivateKey, brand: str, model: str, version: str, image: bytes) -> str:
+    digest = hashlib.sha256(image).hexdigest()
+    return base64.b64encode(key.sign(signed_message(brand, model, version, digest))).decode()
+
+
+@pytest.fixture
+def fleet(platform: Platform, city: Caller) -> Caller:
+    zones.create_zone(platform.uow, city, "north")
+    zones.create_zone(platform.uow, city, "south")
+    zones.create_zone(platform.uow, city, "hospital", "critical")
+    zones.create_zone(platform.uow, city, "tunnel", window=MaintenanceWindow("0 0 31 2 *", 60))  # 31 February
+    organizations.create_org(platform.uow, city, "Acme Integrators", "integrator")
+    zones.assign_duty(platform.uow, city, "north", "maintain", "Acme Integrators")
+    rows = [device(i, zone="north" if i <= 4 else "south", protocol="mqtt") for i in range(1, 9)]
+    rows += [device(20, zone="hospital", protocol="mqtt"), device(30, zone="tunnel", protocol="mqtt"),
+             device(40, zone="south", brand="Other", model="O1", protocol="mqtt"),
+             device(50, zone="south")]  # no protocol: unreachable
+    import_csv(platform, city, csv_bytes(rows, HEADER), create_missing=True)
+    return city
+
+
+def _req(op: Operation = Operation.REBOOT, **target: object) -> RolloutRequest:
+    return RolloutRequest("test", op, Target(**target),  # type: ignore[arg-type]
+                          WaveOptions(canary=1, percentages=(50, 100), concurrency=2))
+
+
+def _stored(platform: Platform) -> tuple[int, int]:
+    with platform.uow() as uow:
+        return (uow.session.scalar(select(func.count()).select_from(RolloutRow)) or 0,
+                uow.session.scalar(select(func.count()).select_from(RolloutActionRow)) or 0)
+
+
+def test_plan_is_a_dry_run_and_create_stores_it(platform: Platform, fleet: Caller, tmp_path: Path) -> None:
+    req = _req(selector=DeviceFilter(zone="south"))
+    plan = rollouts.plan(platform.uow, fleet, req, tmp_path)
+    assert _stored(platform) == (0, 0)
+    assert plan.devices == 5 and [len(w) for w in plan.waves] == [1, 2, 2]
+    assert {(s.device_id, s.reason) for s in plan.skipped} == {
+        ("SL-00050", "no way to reach it (protocol or address missing in the inventory)")}
+    assert plan.windows == {"south": "no window: any time"} and not plan.needs_approval
+    rid, _ = rollouts.create(platform.uow, fleet, req, tmp_path)
+    view = rollouts.get(platform.uow, fleet, rid)
+    assert (view.status, view.total, view.skipped) == ("ready", 5, 1)
+    assert [w.size for w in view.waves] == [1, 2, 2]
+
+
+def test_bad_targets_and_options_are_refused(platform: Platform, fleet: Caller, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="zone 'nowhere'"):
+        rollouts.plan(platform.uow, fleet, _req(selector=DeviceFilter(zone="nowhere")), tmp_path)
+    with pytest.raises(InvalidInput, match="no devices match"):
+        rollouts.plan(platform.uow, fleet, _req(selector=DeviceFilter(kind="toaster")), tmp_path)
+    with pytest.raises(InvalidInput, match="never opens"):
+        rollouts.create(platform.uow, fleet, _req(selector=DeviceFilter(zone="tunnel")), tmp_path)
+    with pytest.raises(InvalidInput, match="all 1 matching devices are skipped"):
+        rollouts.create(platform.uow, fleet, _req(device_ids=("SL-00050",)), tmp_path)
+    bad = RolloutRequest("x", Operation.REBOOT, Target(), WaveOptions(canary=-1, percentages=(60, 30)))
+    with pytest.raises(InvalidInput) as info:
+        rollouts.create(platform.uow, fleet, bad, tmp_path)
+    assert {p.field for p in info.value.problems} == {"canary", "waves"}
+    with pytest.raises(InvalidInput, match="needs --release"):
+        rollouts.create(platform.uow, fleet, _req(Operation.UPGRADE_FIRMWARE), tmp_path)
+    assert _stored(platform) == (0, 0)
+
+
+def test_one_rollout_per_device_at_a_time(platform: Platform, fleet: Caller, tmp_path: Path) -> None:
+    first, _ = rollouts.create(platform.uow, fleet, _req(selector=DeviceFilter(zone="north")), tmp_path)
+    with pytest.raises(InvalidInput, match="skipped") as info:
+        rollouts.create(platform.uow, fleet, _req(selector=DeviceFilter(zone="north")), tmp_path)
+    assert info.value.problems[0].field == f"in rollout {first} already (one rollout per device at a time)"
+    second, plan = rollouts.create(platform.uow, fleet, _req(device_ids=("SL-00001", "SL-00002", "SL-00005")),
+                                   tmp_path)
+    assert {s.device_id for s in plan.skipped} == {"SL-00001", "SL-00002"} and plan.devices == 1
+    rollouts.abort(platform.uow, fleet, first)  # an aborted rollout frees its devices
+    third, plan = rollouts.create(platform.uow, fleet, _req(selector=DeviceFilter(zone="north")), tmp_path)
+    assert third > second and plan.devices == 4
+
+
+def test_critical_zones_need_another_users_approval(platform: Platform, fleet: Caller, tmp_path: Path) -> None:
+    rid, plan = rollouts.create(platform.uow, fleet, _req(selector=DeviceFilter(zone="hospital")), tmp_path)
+    assert plan.needs_approval and plan.approval_zones == ["hospital"]
+    with pytest.raises(Conflict, match="awaiting_approval"):
+        rollouts.start(platform.uow, fleet, rid)
+    with pytest.raises(PermissionDenied, match="created by you"):
+        rollouts.approve(platform.uow, fleet, rid)
+    with pytest.raises(PermissionDenied, match="city operator"):
+        rollouts.approve(platform.uow, caller_for(platform, "Acme Integrators", Role.ADMIN), rid)
+    rollouts.approve(platform.uow, caller_for(platform, "Springfield"), rid)
+    rollouts.start(platform.uow, fleet, rid)
+    assert rollouts.get(platform.uow, fleet, rid).status == "running"
+
+
+def test_an_integrator_rolls_out_only_where_it_maintains(platform: Platform, fleet: Caller, tmp_path: Path) -> None:
+    acme = caller_for(platform, "Acme Integrators")
+    plan = rollouts.plan(platform.uow, acme, _req(), tmp_path)
+    assert sorted(d for w in plan.waves for d in w) == [f"SL-0000{i}" for i in range(1, 5)]
+    with pytest.raises(InvalidInput, match="not yours") as info:
+        rollouts.plan(platform.uow, acme, _req(device_ids=("SL-00001", "SL-00005")), tmp_path)
+    assert [p.field for p in info.value.problems] == ["device SL-00005"]
+    rid, _ = rollouts.create(platform.uow, fleet, _req(selector=DeviceFilter(zone="south")), tmp_path)
+    with pytest.raises(NotFound):  # the city's rollout is not Acme's to see or steer
+        rollouts.pause(platform.uow, acme, rid)
+
+
+def test_firmware_is_verified_before_it_enters_the_catalog(platform: Platform, fleet: Caller, tmp_path: Path) -> None:
+    store = tmp_path / "fw"
+    firmware.register_key(platform.uow, fleet, "Lumo", "lumo-1", _pub(KEY))
+    image = b"image v2 " * 100
+    good = _sign(KEY, "Lumo", "L100", "2.0.0", image)
+    refusals = [
+        (dict(image=image + b"!", signature=good), "bad signature"),  # tampered image
+        (dict(image=image, signature=_sign(OTHER_KEY, "Lumo", "L100", "2.0.0", image)), "bad signature"),
+        (dict(image=image, signature=_sign(KEY, "Lumo", "L200", "2.0.0", image)), "bad signature"),  # other model
+        (dict(image=image, signature="%%%"), "not base64"),
+        (dict(image=b"", signature=good), "1 byte"),
+    ]
+    for kwargs, message in refusals:
+        with pytest.raises(InvalidInput) as info:
+            firmware.add_release(platform.uow, fleet, store, brand="Lumo", model="L100", version="2.0.0",
+                                 key_id="lumo-1", **kwargs)  # type: ignore[arg-type]
+        assert message in str(info.value.problems), kwargs
+    with pytest.raises(InvalidInput, match="belongs to Lumo, not Other"):
+        firmware.add_release(platform.uow, fleet, store, brand="Other", model="O1", version="2.0.0", image=image,
+                             signature=good, key_id="lumo-1")
+    assert firmware.list_releases(platform.uow) == []
+    assert not store.exists() or not any(store.iterdir())  # nothing refused was kept
+    release = firmware.add_release(platform.uow, fleet, store, brand="Lumo", model="L100", version="2.0.0",
+                                   image=image, signature=good, key_id="lumo-1")
+    plan = rollouts.plan(platform.uow, fleet, RolloutRequest(
+        "fw", Operation.UPGRADE_FIRMWARE, Target(selector=DeviceFilter(zone="south")), release=release.id), store)
+    assert ("SL-00040", "the firmware is for Lumo L100, not this product") in {
+        (s.device_id, s.reason) for s in plan.skipped}
+    (store / release.sha256).write_bytes(image[:-1] + b"?")  # the stored file changes behind our back
+    with pytest.raises(InvalidInput, match="no longer verifies"):
+        rollouts.plan(platform.uow, fleet, RolloutRequest(
+            "fw", Operation.UPGRADE_FIRMWARE, Target(selector=DeviceFilter(zone="south")), release=release.id),
+            store)
+
+
+def test_windows_gate_claims_and_stale_results_change_nothing(platform: Platform, fleet: Caller,
+                                                              tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    closed = MaintenanceWindow(f"0 {(now.hour + 12) % 24} * * *", 60)  # opens twelve hours from now
+    zones.create_zone(platform.uow, fleet, "market", window=closed)
+    import_csv(platform, fleet, csv_bytes([device(60, zone="market", protocol="mqtt")], HEADER))
+    rid, plan = rollouts.create(platform.uow, fleet, RolloutRequest(
+        "r", Operation.REBOOT, Target(device_ids=("SL-00001", "SL-00060")),
+        WaveOptions(canary=0, percentages=(100,), concurrency=10)), tmp_path)
+    assert "opens" in plan.windows["market"]
+    rollouts.start(platform.uow, fleet, rid)
+    executor = Executor(platform.uow, SecretBox(platform.settings.secret_key_bytes()),
+                        platform.settings.secret_key_bytes(), ExecutorOptions(mqtt_url=None, firmware_store=tmp_path))
+    dispatches, busy = executor._claim_all()
+    assert [d.device_id for d in dispatches] == ["SL-00001"] and busy == {rid}  # the market waits for its window
+    first: Dispatch = dispatches[0]
+    executor._finish(first, "succeeded", None)
+    stale = Dispatch(**{**first.__dict__, "command_id": first.command_id + "-old"})
+    executor._finish(stale, "failed", "late answer")  # a result for an action already decided
+    executor._finish(first, "failed", "replayed")
+    done = {a.device_id: a.status for a in rollouts.actions(platform.uow, fleet, rid)}
+    assert done == {"SL-00001": "succeeded", "SL-00060": "pending"}
