@@ -190,9 +190,11 @@ def test_windows_gate_claims_and_stale_results_change_nothing(platform: Platform
     rollouts.start(platform.uow, fleet, rid)
     executor = Executor(platform.uow, SecretBox(platform.settings.secret_key_bytes()),
                         platform.settings.secret_key_bytes(), ExecutorOptions(mqtt_url=None, firmware_store=tmp_path))
-    dispatches, busy = executor._claim_all()
+    claimed, busy = executor.claim_all()
+    dispatches = [d for a, c in claimed if (d := executor.build(a, c)) is not None]
     assert [d.device_id for d in dispatches] == ["SL-00001"] and busy == {rid}  # the market waits for its window
     first: Dispatch = dispatches[0]
+    assert executor.build(first.action_id, "another command") is None
     executor._finish(first, "succeeded", None)
     stale = Dispatch(**{**first.__dict__, "command_id": first.command_id + "-old"})
     executor._finish(stale, "failed", "late answer")  # a result for an action already decided

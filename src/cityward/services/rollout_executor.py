@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,8 +111,9 @@ class Executor:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event, *, until_done: set[int] | None = None) -> None:
-        """Work until `stop` is set, or until every rollout in `until_done` has nothing left to do."""
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Executor]:
+        """The device links and the firmware server, for as long as this executor works."""
         async with contextlib.AsyncExitStack() as stack:
             await self._serve_firmware(stack)
             self._http = await stack.enter_async_context(HttpDriver(timeout=10.0))
@@ -122,6 +124,12 @@ class Executor:
                 self._mqtt = MqttDriver(link, orphan=lambda r, rej: log.debug("%s", rej.detail))
                 pump = asyncio.create_task(link.run())
                 stack.callback(pump.cancel)
+            yield self
+
+    async def run(self, stop: asyncio.Event, *, until_done: set[int] | None = None) -> None:
+        """The one-machine executor: work until `stop` is set, or until every rollout in
+        `until_done` has nothing left to do."""
+        async with self.session():
             try:
                 while not stop.is_set():
                     busy = await self.tick()
@@ -136,18 +144,31 @@ class Executor:
 
     async def tick(self) -> set[int]:
         """One round over the running rollouts; returns those with work still open."""
-        dispatches, busy = await asyncio.to_thread(self._claim_all)
+        claimed, busy = await asyncio.to_thread(self.claim_all)
+        dispatches = await asyncio.to_thread(self._build_all, claimed)
         for d in dispatches:
             self.inflight[d.action_id] = asyncio.create_task(self._perform(d))
         return busy
 
+    def _build_all(self, claimed: list[tuple[int, str]]) -> list[Dispatch]:
+        return [d for a, c in claimed if (d := self.build(a, c)) is not None]
+
+    async def perform(self, action_id: int, command_id: str) -> None:
+        """One claimed action, carried out here (a worker's job)."""
+        d = await asyncio.to_thread(self.build, action_id, command_id)
+        if d is not None:
+            self.inflight[d.action_id] = asyncio.current_task()  # type: ignore[assignment]
+            await self._perform(d)
+
     # --- claiming (one transaction per rollout) ------------------------------------------------------
 
-    def _claim_all(self) -> tuple[list[Dispatch], set[int]]:
+    def claim_all(self) -> tuple[list[tuple[int, str]], set[int]]:
+        """Claim what may start now in every running rollout: (action id, command id) pairs, each
+        already marked running under a lease; and the rollouts that still have work."""
         with self.uow() as uow:
             ids = list(uow.session.scalars(select(RolloutRow.id).where(
                 RolloutRow.control.in_([Control.RUNNING, Control.ABORTED])).order_by(RolloutRow.id)))
-        out: list[Dispatch] = []
+        out: list[tuple[int, str]] = []
         busy: set[int] = set()
         for rid in ids:
             found, open_work = self._claim(rid)
@@ -156,7 +177,7 @@ class Executor:
                 busy.add(rid)
         return out, busy
 
-    def _claim(self, rollout_id: int) -> tuple[list[Dispatch], bool]:
+    def _claim(self, rollout_id: int) -> tuple[list[tuple[int, str]], bool]:
         with self.uow(write=True) as uow:
             s = uow.session
             row = s.scalar(select(RolloutRow).where(RolloutRow.id == rollout_id).with_for_update())
@@ -190,11 +211,12 @@ class Executor:
                     if row.operation == Operation.ROTATE_PASSWORD:
                         action.secret = self.box.seal(action.device_id, f"rollout:{action.command_id}",
                                                       secrets.token_urlsafe(24))
-                    dispatches.append(self._dispatch(s, uow, row, action, now))
+                    dispatches.append(self._lease(row, action, now))
             uow.commit()
             return dispatches, True
 
-    def _expired(self, s: Session, uow: UnitOfWork, row: RolloutRow, now: datetime, limit: int) -> list[Dispatch]:
+    def _expired(self, s: Session, uow: UnitOfWork, row: RolloutRow, now: datetime,
+                 limit: int) -> list[tuple[int, str]]:
         """Running actions nobody is following any more (their executor died): the same command again."""
         q = (select(RolloutActionRow).where(RolloutActionRow.rollout_id == row.id,
                                             RolloutActionRow.status == ActionStatus.RUNNING,
@@ -209,23 +231,35 @@ class Executor:
         for action in s.scalars(q):
             log.info("rollout %s: %s: resending %s (its executor stopped following it)", row.id, action.device_id,
                      action.command_id)
-            out.append(self._dispatch(s, uow, row, action, now))
+            out.append(self._lease(row, action, now))
         return out
 
-    def _dispatch(self, s: Session, uow: UnitOfWork, row: RolloutRow, action: RolloutActionRow,
-                  now: datetime) -> Dispatch:
+    def _lease(self, row: RolloutRow, action: RolloutActionRow, now: datetime) -> tuple[int, str]:
         opts = options_of(row)
         action.status = ActionStatus.RUNNING.value
         action.lease_until = now + timedelta(seconds=opts.timeout_s + REASK_TIMEOUT + self.options.lease_grace)
         action.claimed_by = self.options.name
         action.updated_at = now
-        device = s.get(DeviceRow, action.device_id)
-        assert device is not None and action.command_id is not None
-        secret = (self.box.open(action.device_id, f"rollout:{action.command_id}", action.secret)
-                  if action.secret is not None else None)
-        params = self._params(s, Operation(row.operation), dict(row.params), secret)
-        return Dispatch(action.id, row.id, action.device_id, device.protocol or "mqtt", device.address,
-                        action.command_id, DEVICE_ACTION[Operation(row.operation)], params, opts.timeout_s, secret)
+        assert action.command_id is not None
+        return action.id, action.command_id
+
+    def build(self, action_id: int, command_id: str) -> Dispatch | None:
+        """The command for a claimed action, from the database (None if it is no longer running
+        under this command id): any executor can carry out what another one claimed."""
+        with self.uow() as uow:
+            s = uow.session
+            action = s.get(RolloutActionRow, action_id)
+            if action is None or action.status != ActionStatus.RUNNING or action.command_id != command_id:
+                return None
+            row = s.get(RolloutRow, action.rollout_id)
+            device = s.get(DeviceRow, action.device_id)
+            assert row is not None and device is not None
+            secret = (self.box.open(action.device_id, f"rollout:{command_id}", action.secret)
+                      if action.secret is not None else None)
+            op = Operation(row.operation)
+            return Dispatch(action.id, row.id, action.device_id, device.protocol or "mqtt", device.address,
+                            command_id, DEVICE_ACTION[op], self._params(s, op, dict(row.params), secret),
+                            options_of(row).timeout_s, secret)
 
     def _params(self, s: Session, op: Operation, stored: dict[str, Any], secret: str | None) -> dict[str, Any]:
         if op is Operation.UPGRADE_FIRMWARE:

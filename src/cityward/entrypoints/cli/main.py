@@ -38,6 +38,7 @@ app.add_typer(policy.waivers_app, name="waivers")
 app.add_typer(audit.app, name="audit")
 app.add_typer(rollout.firmware_app, name="firmware")
 app.add_typer(rollout.app, name="rollout")
+app.command("worker")(rollout.worker)
 app.command()(fleet.connect)
 app.add_typer(sim_app, name="sim", help="The simulated city: thousands of devices speaking the protocol (device side).")
 

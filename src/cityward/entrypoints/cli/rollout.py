@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 import time
@@ -364,3 +365,29 @@ def run(
     for rid in rollout_ids or []:
         out.print(_status_table(rollouts.get(platform.uow, CTX.caller, rid)))
 
+
+
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Device actions this worker carries out at once.", min=1)] = 50,
+    name: Annotated[str | None, typer.Option(help="This worker's name in logs and claims.")] = None,
+    mqtt_url: Annotated[str | None, typer.Option(help="Broker URL (default CITYWARD_MQTT_URL).")] = None,
+    lease_grace: Annotated[float, typer.Option(
+        help="Seconds past a command's timeout before a dead worker's claim is taken over.", min=0)] = 30.0,
+) -> None:
+    """A scale-out worker: carries out rollouts with the others, through the PostgreSQL job queue."""
+    from cityward.entrypoints.worker import build_app, run_worker
+    from cityward.services.rollout_executor import Executor, ExecutorOptions
+
+    platform = CTX.platform
+    settings = platform.settings
+    if not settings.database_url.startswith("postgresql"):
+        raise InvalidInput("cityward worker needs PostgreSQL (CITYWARD_DATABASE_URL=postgresql://…); "
+                           "on one machine with SQLite, cityward rollout run carries rollouts out")
+    options = ExecutorOptions(mqtt_url=mqtt_url or settings.mqtt_url, firmware_store=settings.firmware_dir,
+                              listen=settings.firmware_listen, lease_grace=lease_grace)
+    if name:
+        options = dataclasses.replace(options, name=name)
+    executor = Executor(platform.uow, secret_box(platform), settings.secret_key_bytes(), options)
+    err.print(f"worker {options.name}: carrying out rollouts (Ctrl-C stops; claimed work is taken over)")
+    asyncio.run(run_worker(build_app(settings.database_url), executor, concurrency=concurrency,
+                           name=options.name))
