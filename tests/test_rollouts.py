@@ -22,7 +22,7 @@ from cityward.domain.organizations import Caller, Role
 from cityward.domain.rollouts import Operation, WaveOptions
 from cityward.domain.zones import MaintenanceWindow
 from cityward.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from cityward.services import firmware, organizations, rollouts, zones
+from cityward.services import auditlog, credentials, firmware, organizations, rollouts, zones
 from cityward.services.inventory import DeviceFilter
 from cityward.services.rollout_executor import Dispatch, Executor, ExecutorOptions
 from cityward.services.rollouts import RolloutRequest, Target
@@ -201,3 +201,22 @@ def test_windows_gate_claims_and_stale_results_change_nothing(platform: Platform
     executor._finish(first, "failed", "replayed")
     done = {a.device_id: a.status for a in rollouts.actions(platform.uow, fleet, rid)}
     assert done == {"SL-00001": "succeeded", "SL-00060": "pending"}
+
+
+def test_reveal_is_for_admins_holding_the_duty_and_audited(platform: Platform, fleet: Caller) -> None:
+    box = SecretBox(platform.settings.secret_key_bytes())
+    zones.assign_duty(platform.uow, fleet, "north", "credentials", "Acme Integrators")
+    with platform.uow(write=True) as uow:
+        credentials.store_secrets(uow.session, box, credentials.ADMIN, {"SL-00001": "s3cret-" + "x" * 20},
+                                  uow.clock())
+        uow.commit()
+    assert credentials.reveal(platform.uow, box, fleet, "SL-00001") == "s3cret-" + "x" * 20
+    assert credentials.reveal(platform.uow, box, caller_for(platform, "Acme Integrators", Role.ADMIN),
+                              "SL-00001") == "s3cret-" + "x" * 20
+    for who in (caller_for(platform, "Acme Integrators", Role.OPERATOR), caller_for(platform, "Springfield")):
+        with pytest.raises(PermissionDenied):
+            credentials.reveal(platform.uow, box, who, "SL-00001")
+    with pytest.raises(NotFound, match="no admin password"):
+        credentials.reveal(platform.uow, box, fleet, "SL-00002")
+    events = auditlog.list_events(platform.uow, fleet, action="credentials.revealed")
+    assert len(events) == 2 and all("s3cret" not in str(e) for e in events)

@@ -1,7 +1,8 @@
 """Rollouts against the simulated city, over the real broker and real sockets: a firmware upgrade in
 waves that pauses at its failure threshold and finishes once resumed (the simulator's own counters
 show nothing applied twice; only the faulty device fails), and password rotation over MQTT and
-HTTP (the new password is stored encrypted and works)."""
+HTTP (the new password is stored encrypted and works), and a desired configuration applied to the
+devices that drifted from it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from cityward.adapters.drivers.http import HttpDriver
 from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller
 from cityward.domain.rollouts import Operation, WaveOptions
-from cityward.services import credentials, inventory, rollouts
+from cityward.services import configs, credentials, inventory, rollouts
 from cityward.services.rollout_executor import Executor
 from cityward.services.rollouts import RolloutRequest, Target
 from tests.conftest import caller_for
@@ -50,7 +51,7 @@ def _firmware_rollout(live: LiveCity) -> None:
     assert len(targets) >= 3
     release = live.release(product[0], product[1], "77.1.0", b"\x7fELF new image " * 4000)
     req = RolloutRequest("fw", Operation.UPGRADE_FIRMWARE, Target(device_ids=tuple(targets)),
-                         WaveOptions(canary=1, percentages=(50, 100), concurrency=4, timeout_s=8, retries=1,
+                         WaveOptions(canary=1, percentages=(50, 100), concurrency=4, timeout_s=5, retries=1,
                                      failure_count=1),
                          release=release.id)
     rid = _go(live, req)
@@ -100,7 +101,32 @@ def _password_rollout(live: LiveCity) -> None:
     asyncio.run(polls())
 
 
+def _config_rollout(live: LiveCity) -> None:
+    """A desired configuration for one kind; the rollout with no target applies it to exactly the
+    drifted devices it selects, and the devices now run it."""
+    kind = next(r["kind"] for r in live.rows if r["protocol"] == "mqtt")
+    desired = configs.set_desired(live.platform.uow, live.city, "night mode", {"kind": kind},
+                                  {"report_interval_s": 900, "log_level": "warning", "telemetry": True})
+    total, drifted = configs.drift(live.platform.uow, live.city, "night mode")
+    members = {r["id"] for r in live.rows if r["kind"] == kind}
+    assert total == len(members) and {d.device_id for d in drifted} == members  # nothing reported yet
+    req = RolloutRequest("cfg", Operation.SET_CONFIG, Target(), WaveOptions(canary=1, percentages=(100,),
+                                                                             concurrency=5, timeout_s=8),
+                         config="night mode")
+    rid = _go(live, req)
+    _run(live.executor(), rid)
+    done = {a.device_id: a.status for a in rollouts.actions(live.platform.uow, live.city, rid)}
+    assert set(done) == members
+    for d, status in done.items():
+        truth = live.sim.device(d)
+        if status == "succeeded":
+            assert truth["config_hash"] == desired.config_hash
+        else:
+            assert status in ("failed", "skipped") and truth["fault"] not in ("none", None), (d, status)
+
+
 def test_rollouts_on_the_simulated_city(platform: Platform, city: Caller, tmp_path: Path) -> None:
     with live_city(platform, city, tmp_path) as live:
         _firmware_rollout(live)
         _password_rollout(live)
+        _config_rollout(live)

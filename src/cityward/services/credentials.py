@@ -21,9 +21,10 @@ from cityward.adapters.storage.models import DeviceRow, DeviceSecretRow
 from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import require_device_write
-from cityward.domain.organizations import Caller
+from cityward.domain.organizations import Caller, Role
 from cityward.domain.telemetry import DEVICE_ID_PATTERN
-from cityward.errors import InvalidInput, Problem
+from cityward.errors import InvalidInput, NotFound, PermissionDenied, Problem
+from cityward.services import inventory
 
 ADMIN = "admin"  # HTTP admin password
 MQTT = "mqtt"  # broker account password
@@ -116,3 +117,23 @@ def load_secrets(uow_factory: UnitOfWorkFactory, box: SecretBox, purpose: str,
         if device_ids is not None:
             q = q.where(DeviceSecretRow.device_id.in_(sorted(device_ids)))
         return {d: box.open(d, purpose, blob) for d, blob in uow.session.execute(q)}
+
+
+def reveal(uow_factory: UnitOfWorkFactory, box: SecretBox, caller: Caller, device_id: str) -> str:
+    """A device's current admin password, for a person who must log in by hand: a city
+    administrator, or an administrator of the organization holding the device's credentials duty.
+    Every reveal is in the audit log (the secret never is)."""
+    view = inventory.get_device(uow_factory, caller, device_id)  # NotFound outside the caller's scope
+    holder = view.responsible.get("credentials")
+    if not (caller.is_city_admin or (caller.role is Role.ADMIN and holder == caller.org_name)):
+        raise PermissionDenied(f"only a city administrator, or an administrator of {holder or 'the organization'} "
+                               f"holding the credentials duty for {device_id}, may reveal its password")
+    found = load_secrets(uow_factory, box, ADMIN, [view.id])
+    if view.id not in found:
+        raise NotFound(f"no admin password is on record for {device_id}",
+                       hint="rotate it with a rollout (cityward rollout create -o rotate_password) "
+                       "or import the installer's handover")
+    with uow_factory(write=True) as uow:
+        uow.record(caller, "credentials.revealed", "device", view.id, after={"purpose": ADMIN})
+        uow.commit()
+    return found[view.id]

@@ -8,7 +8,7 @@ The executor (services/rollout_executor.py) only carries out what is stored.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from cityward.domain.rollouts import (
 from cityward.domain.zones import Criticality, MaintenanceWindow
 from cityward.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Problem
 from cityward.services import credentials, firmware
+from cityward.services.configs import selector_filter
 from cityward.services.inventory import DeviceFilter, apply_filter
 
 # Which duty a partner must hold on a device to run this operation on it.
@@ -226,6 +227,11 @@ def _plan(s: Session, uow_factory: UnitOfWorkFactory, caller: Caller, req: Rollo
     if problems:
         raise InvalidInput("the rollout's options are not valid", problems)
     params = _params(s, req, store, uow_factory)
+    if req.operation is Operation.SET_CONFIG and req.target == Target():
+        # No target given: the devices the desired configuration is for.
+        desired = s.get(DesiredConfigRow, params["config"])
+        assert desired is not None
+        req = replace(req, target=Target(selector=selector_filter(desired.selector)))
     cands = _candidates(s, caller, req)
     if not cands:
         raise InvalidInput("no devices match the target", hint="check the filters with cityward devices list")

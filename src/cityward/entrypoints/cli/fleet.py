@@ -141,6 +141,14 @@ def provision(
 
 # --- credentials ----------------------------------------------------------------------------------
 
+@credentials_app.command("reveal")
+def reveal(device_id: Annotated[str, typer.Argument(help="The device.")]) -> None:
+    """Print a device's admin password once, for a person who must log in by hand (audited)."""
+    secret = credentials.reveal(CTX.platform.uow, secret_box(CTX.platform), CTX.caller, device_id)
+    err.print(f"admin password of {device_id} (this reveal is in the audit log):")
+    print(secret)
+
+
 @credentials_app.command("import")
 def import_credentials(
     file: Annotated[Path, typer.Argument(help="Handover file: CSV device_id,password or JSON {id: password}.")],

@@ -39,6 +39,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(rollout.firmware_app, name="firmware")
 app.add_typer(rollout.app, name="rollout")
 app.command("worker")(rollout.worker)
+app.add_typer(rollout.config_app, name="config")
 app.command()(fleet.connect)
 app.add_typer(sim_app, name="sim", help="The simulated city: thousands of devices speaking the protocol (device side).")
 

@@ -391,3 +391,56 @@ def worker(
     err.print(f"worker {options.name}: carrying out rollouts (Ctrl-C stops; claimed work is taken over)")
     asyncio.run(run_worker(build_app(settings.database_url), executor, concurrency=concurrency,
                            name=options.name))
+
+
+config_app = typer.Typer(help="Desired configuration per selector, and drift from it.", no_args_is_help=True)
+
+
+@config_app.command("set")
+def config_set(
+    name: Annotated[str, typer.Argument(help="A name for this desired configuration.")],
+    file: Annotated[Path, typer.Option("--file", help="The configuration, a JSON object.")],
+    kind: KindOpt = None, zone: ZoneOpt = None, brand: BrandOpt = None, manufacturer: MfrOpt = None,
+    fw: FwOpt = None, tag: TagOpt = None,
+) -> None:
+    """Set (or replace) what the selected devices should run; apply it with a set_config rollout."""
+    from cityward.services import configs
+
+    try:
+        config = json.loads(_read(file, configs.MAX_CONFIG_BYTES))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{file}: not JSON ({exc})") from None
+    selector = {k: v for k, v in (("kind", kind), ("zone", zone), ("brand", brand), ("manufacturer", manufacturer),
+                                  ("firmware", fw), ("tag", tag)) if v}
+    view = configs.set_desired(CTX.platform.uow, CTX.caller, name, selector, config)
+    out.print(f"desired configuration {view.name} ({view.config_hash[:12]}…) for "
+              + (", ".join(f"{k}={v}" for k, v in view.selector.items()) or "every device"))
+
+
+@config_app.command("list")
+def config_list(json_out: JsonOpt = False) -> None:
+    """Desired configurations."""
+    from cityward.services import configs
+
+    items = configs.list_desired(CTX.platform.uow)
+    if json_out:
+        print_json(items)
+        return
+    out.print(table("desired configurations", ["name", "selector", "hash", "set by"], (
+        (d.name, ", ".join(f"{k}={v}" for k, v in d.selector.items()) or "all", d.config_hash[:12] + "…",
+         d.created_by) for d in items)))
+
+
+@config_app.command("drift")
+def config_drift(name: str, json_out: JsonOpt = False) -> None:
+    """Devices whose reported configuration differs from the desired one."""
+    from cityward.services import configs
+
+    total, drifted = configs.drift(CTX.platform.uow, CTX.caller, name)
+    if json_out:
+        print_json({"devices": total, "drifted": drifted})
+        return
+    out.print(table(f"{name}: {len(drifted):,} of {total:,} devices drifted", ["device", "zone", "reported hash"], (
+        (d.device_id, d.zone, (d.reported_hash or "never reported")[:12]) for d in drifted[:200])))
+    if drifted:
+        out.print(f"apply it: cityward rollout create -o set_config --config {name}")
