@@ -23,6 +23,7 @@ from cityward.entrypoints.api import (
     organizations,
     policies,
     products,
+    rollouts,
     tokens,
     zones,
 )
@@ -79,7 +80,7 @@ def create_app(platform: Platform, *, owns_platform: bool = False) -> FastAPI:
     # caller declare it too, and FastAPI resolves it once per request.
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(current_caller)],
                     responses=COMMON_RESPONSES)
-    for module in (devices, products, zones, organizations, tokens, auditlog, discovery, policies):
+    for module in (devices, products, zones, organizations, tokens, auditlog, discovery, policies, rollouts):
         api.include_router(module.router)
     app.include_router(health)
     app.include_router(api)
