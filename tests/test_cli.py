@@ -106,8 +106,10 @@ def test_integrator_token_is_scoped(cli: Cli) -> None:
 
 def test_demo_once(tmp_path: Path) -> None:
     """The demo imports the city, brings it online through the simulator (a separate process,
-    over the embedded broker and HTTP), and reports what the devices said."""
-    out = Cli(tmp_path)("demo", "--once", "--devices", "2000").stdout
+    over the embedded broker and HTTP), reports what the devices said, audits, remediates in bulk
+    (password rotation and firmware upgrades in waves, one paused and resumed) and audits again."""
+    proc = Cli(tmp_path)("demo", "--once", "--devices", "2000")
+    out = proc.stdout
     assert "2,000 devices" in out and "relabeled" in out and "by true manufacturer" in out
     live = re.search(r"online ([\d,]+) · offline ([\d,]+) · never reported ([\d,]+)", out)
     assert live, out
@@ -115,6 +117,14 @@ def test_demo_once(tmp_path: Path) -> None:
     assert online > 1800 and online + offline + never == 2000  # a few devices play the "offline" fault
     assert "credentials reported" in out and "telnet" in out and ", 0 rejected, 0" in out
     assert "cityward baseline over 2,000 devices" in out and "CRED-001" in out and "worst by zone" in out
+    assert "rotate default passwords" in out and "upgrade " in out and "approved by local:night-shift" in out
+    assert re.search(r"rollout \d+ paused: wave \d+: \d+ of \d+ failed", proc.stderr + out)
+    rows = {m.group(1): (float(m.group(2).replace(",", "")), float(m.group(3).replace(",", "")))
+            for m in re.finditer(r"│ (score|CRED-001 devices|FW-001 devices)\s+│ ([\d.,]+)\s+│ ([\d.,]+)", out)}
+    assert set(rows) == {"score", "CRED-001 devices", "FW-001 devices"}, out
+    assert rows["score"][1] > rows["score"][0]
+    assert rows["CRED-001 devices"][1] < rows["CRED-001 devices"][0] / 10  # default passwords all but gone
+    assert rows["FW-001 devices"][1] < rows["FW-001 devices"][0]
 
 
 def test_demo_without_live_devices(tmp_path: Path) -> None:

@@ -48,7 +48,14 @@ def test_executor_killed_repeatedly_applies_nothing_twice(platform: Platform, ci
         while time.monotonic() < deadline:
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             if kills < KILLS:
-                time.sleep(rng.uniform(1.5, 4.0))  # start-up takes about a second: kill mid-work
+                # Kill mid-work: once this executor has finished something (start-up takes a
+                # moment, longer on a busy machine), at a random instant soon after.
+                before = rollouts.get(platform.uow, city, rid).done
+                started = time.monotonic()
+                while (rollouts.get(platform.uow, city, rid).done == before and proc.poll() is None
+                       and time.monotonic() - started < 60):
+                    time.sleep(0.1)
+                time.sleep(rng.uniform(0.0, 0.8))
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                     kills += 1

@@ -43,6 +43,9 @@ DEVICE_ACTION: dict[Operation, str] = {
 # A quarantined device still takes these (it must be fixable while isolated).
 ALLOWED_IN_QUARANTINE = frozenset({Operation.UPGRADE_FIRMWARE, Operation.ROTATE_PASSWORD,
                                    Operation.RENEW_CERTIFICATE, Operation.RELEASE, Operation.REBOOT})
+# Every rollout command id starts so (rollout-{rollout}-{action}-{attempt}): other listeners on
+# the result topics know whose it is.
+ROLLOUT_COMMAND_PREFIX = "rollout-"
 # Rough seconds one device takes, for the plan's estimate.
 TYPICAL_SECONDS: dict[Operation, float] = {
     Operation.UPGRADE_FIRMWARE: 90.0, Operation.ROLLBACK_FIRMWARE: 30.0, Operation.SET_CONFIG: 1.0,

@@ -25,6 +25,7 @@ from cityward.adapters.secretbox import SecretBox
 from cityward.adapters.storage.models import BrokerRouteRow, DeviceRow
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.organizations import Caller
+from cityward.domain.rollouts import ROLLOUT_COMMAND_PREFIX
 from cityward.domain.telemetry import SECRET_PARAMS, Message, Rejected, Result
 from cityward.errors import InvalidInput, Problem
 from cityward.services import broker, commands, credentials, ingestion, inventory
@@ -138,7 +139,11 @@ class Connector:
 
     def _orphan(self, result: Result, rejected: Rejected) -> None:
         """A result for a command this process is not following: stored if the command is known
-        and still open (sent by another process, e.g. `devices command`), else rejected."""
+        and still open (sent by another process, e.g. `devices command`), else rejected. Results
+        of rollout commands belong to the rollout executor that sent them: not ours to judge."""
+        if result.command_id.startswith(ROLLOUT_COMMAND_PREFIX):
+            return
+
         async def record() -> None:
             if not await asyncio.to_thread(commands.record_result, self.uow, result):
                 self.ingestor.reject(rejected)

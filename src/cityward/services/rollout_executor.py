@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from cityward.adapters.drivers.base import DriverError, Endpoint
 from cityward.adapters.drivers.http import HttpDriver
-from cityward.adapters.drivers.mqtt import MqttDriver, MqttLink
+from cityward.adapters.drivers.mqtt import RESULTS_ONLY, MqttDriver, MqttLink
 from cityward.adapters.secretbox import SecretBox
 from cityward.adapters.storage.models import (
     DesiredConfigRow,
@@ -45,6 +45,7 @@ from cityward.adapters.storage.uow import UnitOfWork, UnitOfWorkFactory
 from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.domain.rollouts import (
     DEVICE_ACTION,
+    ROLLOUT_COMMAND_PREFIX,
     ActionStatus,
     Control,
     Operation,
@@ -108,6 +109,7 @@ class Executor:
         self._mqtt: MqttDriver | None = None
         self._http: HttpDriver | None = None
         self._verified: dict[int, dict[str, Any]] = {}
+        self._outcomes: asyncio.Queue[tuple[Dispatch, str, str | None, asyncio.Future[None]]] | None = None
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -120,11 +122,17 @@ class Executor:
             if self.options.mqtt_url:
                 url = await asyncio.to_thread(broker.platform_broker_url, self.uow, self.box, self.options.mqtt_url)
                 client_id = f"cityward-exec-{self.options.name}"[:64]
-                link = await stack.enter_async_context(MqttLink(url, client_id=client_id))
+                link = await stack.enter_async_context(MqttLink(url, client_id=client_id, subscriptions=RESULTS_ONLY))
                 self._mqtt = MqttDriver(link, orphan=lambda r, rej: log.debug("%s", rej.detail))
                 pump = asyncio.create_task(link.run())
                 stack.callback(pump.cancel)
-            yield self
+            self._outcomes = asyncio.Queue()
+            writer = asyncio.create_task(self._write_outcomes())
+            try:
+                yield self
+            finally:
+                writer.cancel()
+                self._outcomes = None
 
     async def run(self, stop: asyncio.Event, *, until_done: set[int] | None = None) -> None:
         """The one-machine executor: work until `stop` is set, or until every rollout in
@@ -207,7 +215,7 @@ class Executor:
                     q = q.with_for_update(skip_locked=True, of=RolloutActionRow)
                 for action in s.scalars(q):
                     action.attempts += 1
-                    action.command_id = f"rollout-{rollout_id}-{action.id}-{action.attempts}"
+                    action.command_id = f"{ROLLOUT_COMMAND_PREFIX}{rollout_id}-{action.id}-{action.attempts}"
                     if row.operation == Operation.ROTATE_PASSWORD:
                         action.secret = self.box.seal(action.device_id, f"rollout:{action.command_id}",
                                                       secrets.token_urlsafe(24))
@@ -359,7 +367,7 @@ class Executor:
             if status == "auth":
                 status = "failed"
             self.results[status] += 1
-            await asyncio.to_thread(self._finish, d, status, detail)
+            await self._record(d, status, detail)
         except Exception:  # a bug, not a device problem: the lease brings the action back
             log.exception("rollout %s: %s: unexpected error", d.rollout_id, d.device_id)
         finally:
@@ -391,30 +399,62 @@ class Executor:
             return "failed", f"{exc.reason}: {exc}"[:500]
 
     def _finish(self, d: Dispatch, status: str, detail: str | None) -> None:
+        self._finish_many([(d, status, detail)])
+
+    def _finish_many(self, outcomes: list[tuple[Dispatch, str, str | None]]) -> None:
+        """Results written in one transaction (each with its audit event): one commit per batch,
+        not per device, keeps thousands of results a second within one database writer."""
         with self.uow(write=True) as uow:
             s = uow.session
-            action = s.get(RolloutActionRow, d.action_id)
-            row = s.get(RolloutRow, d.rollout_id)
-            if (action is None or row is None or action.status != ActionStatus.RUNNING
-                    or action.command_id != d.command_id):
-                return  # a result for an action already decided changes nothing
             now = uow.clock()
-            retries = options_of(row).retries
-            if status == "succeeded":
-                new = ActionStatus.SUCCEEDED
-            elif action.attempts <= retries and row.control != Control.ABORTED:
-                new = ActionStatus.PENDING  # another attempt, with a new command id
-            else:
-                new = ActionStatus.FAILED
-            action.status, action.detail, action.lease_until, action.updated_at = new.value, (detail or status)[:500], \
-                None, now
-            if new is ActionStatus.SUCCEEDED and d.secret is not None:
-                credentials.store_secrets(s, self.box, credentials.ADMIN, {d.device_id: d.secret}, now)
-            action.secret = None  # a retry generates its own; a success is kept as the device's password
-            uow.record(SYSTEM, f"rollout.device_{new.value}", "device", d.device_id, after={
-                "rollout": d.rollout_id, "command_id": d.command_id, "attempt": action.attempts,
-                "result": status, "detail": (detail or "")[:200]})
+            for d, status, detail in outcomes:
+                action = s.get(RolloutActionRow, d.action_id)
+                row = s.get(RolloutRow, d.rollout_id)
+                if (action is None or row is None or action.status != ActionStatus.RUNNING
+                        or action.command_id != d.command_id):
+                    continue  # a result for an action already decided changes nothing
+                if status == "succeeded":
+                    new = ActionStatus.SUCCEEDED
+                elif action.attempts <= options_of(row).retries and row.control != Control.ABORTED:
+                    new = ActionStatus.PENDING  # another attempt, with a new command id
+                else:
+                    new = ActionStatus.FAILED
+                action.status, action.detail = new.value, (detail or status)[:500]
+                action.lease_until, action.updated_at = None, now
+                if new is ActionStatus.SUCCEEDED and d.secret is not None:
+                    credentials.store_secrets(s, self.box, credentials.ADMIN, {d.device_id: d.secret}, now)
+                action.secret = None  # a retry generates its own; a success is kept as the device's password
+                uow.record(SYSTEM, f"rollout.device_{new.value}", "device", d.device_id, after={
+                    "rollout": d.rollout_id, "command_id": d.command_id, "attempt": action.attempts,
+                    "result": status, "detail": (detail or "")[:200]})
             uow.commit()
+
+    async def _record(self, d: Dispatch, status: str, detail: str | None) -> None:
+        """Hand a result to the batch writer and wait until it is stored."""
+        if self._outcomes is None:  # no session (tests driving one action)
+            await asyncio.to_thread(self._finish, d, status, detail)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._outcomes.put((d, status, detail, done))
+        await done
+
+    async def _write_outcomes(self) -> None:
+        assert self._outcomes is not None
+        while True:
+            batch = [await self._outcomes.get()]
+            while not self._outcomes.empty() and len(batch) < 500:
+                batch.append(self._outcomes.get_nowait())
+            try:
+                await asyncio.to_thread(self._finish_many, [(d, st, de) for d, st, de, _f in batch])
+            except Exception as exc:  # the database refused: those actions come back by their lease
+                log.error("storing %d rollout results failed: %s", len(batch), exc)
+                for *_rest, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for *_rest, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
 
     # --- firmware downloads --------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from cityward.domain.telemetry import Command, Message, Rejected, Result, State
 log = logging.getLogger("cityward.mqtt")
 
 SUBSCRIPTIONS = tuple(f"cityward/v1/+/{c}" for c in ("hello", "state", "status", "result"))
+RESULTS_ONLY = ("cityward/v1/+/result",)  # a link that only sends commands (a rollout executor)
 
 
 @dataclass(frozen=True)
@@ -69,15 +70,20 @@ class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
             raise
 
 
+_CLIENT_LOG = logging.getLogger("cityward.mqtt.client")
+
+
 class MqttLink:
     """One connection as the platform account; dispatches what devices publish."""
 
     def __init__(self, url: str, *, client_id: str = "cityward-platform",
-                 on_message: Callable[[str, bytes], None] | None = None, max_queued: int = 200_000) -> None:
+                 on_message: Callable[[str, bytes], None] | None = None, max_queued: int = 200_000,
+                 subscriptions: tuple[str, ...] = SUBSCRIPTIONS) -> None:
         self.address = parse_broker_url(url)
         self.client_id = client_id
         self.on_message = on_message
         self.max_queued = max_queued
+        self.subscriptions = subscriptions
         self._client: aiomqtt.Client | None = None
         self._result_sinks: list[Callable[[str, bytes], None]] = []
         self._state_waiters: dict[str, asyncio.Future[bytes]] = {}
@@ -91,11 +97,13 @@ class MqttLink:
         self._client = aiomqtt.Client(
             a.host, a.port, username=a.username, password=a.password, identifier=self.client_id,
             clean_session=True, keepalive=30, queue_type=_CountingQueue, max_queued_incoming_messages=self.max_queued,
-            tls_params=aiomqtt.TLSParameters() if a.tls else None,
+            tls_params=aiomqtt.TLSParameters() if a.tls else None, logger=_CLIENT_LOG,
         )
+        # Hundreds of commands published at once are the point of a rollout, not a warning.
+        self._client.pending_calls_threshold = 10_000
         try:
             await self._client.__aenter__()
-            for topic in SUBSCRIPTIONS:
+            for topic in self.subscriptions:
                 await self._client.subscribe(topic, qos=1)
         except aiomqtt.MqttError as exc:
             self._client = None

@@ -18,11 +18,12 @@ from cityward.domain.organizations import Caller
 from cityward.entrypoints.cli.audit import show_report
 from cityward.entrypoints.cli.context import _user
 from cityward.entrypoints.cli.livecity import LiveCity
+from cityward.entrypoints.cli.remediation import remediate
 from cityward.entrypoints.cli.render import err, out, table
 from cityward.entrypoints.reports import html
 from cityward.errors import Conflict
 from cityward.services import catalog, inventory, organizations, setup, tokens, zones
-from cityward.services.audit import run_audit, trend
+from cityward.services.audit import AuditReport, run_audit, trend
 from cityward.services.overview import fleet_overview, live_overview
 from cityward.services.policies import policy_to_audit
 from cityward.sim.city import DemoCity, generate_city, write_catalog_csv, write_inventory_csv
@@ -48,7 +49,9 @@ def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: 
         try:
             if city_live is not None:
                 bring_online(platform, caller, city_live, devices)
-            audit_posture(platform, caller)
+            before = audit_posture(platform, caller)
+            if city_live is not None:
+                remediate_and_reaudit(platform, caller, city_live, seed, before)
             if serve:
                 issued = tokens.create_token(platform.uow, caller, caller.org_name, "demo session",
                                              "admin", timedelta(days=1))
@@ -71,17 +74,41 @@ def bring_online(platform: Platform, caller: Caller, city_live: LiveCity, device
     show_live(platform, caller, city_live.stats())
 
 
-def audit_posture(platform: Platform, caller: Caller) -> None:
+def audit_posture(platform: Platform, caller: Caller, *, show: bool = True) -> AuditReport:
     """The policy in force (the baseline at first) over the city: top failing rules, worst zones,
     who has most to do."""
     chosen = policy_to_audit(platform.uow)
     with out.status(f"auditing the fleet against {chosen.policy.name}…"):
         report = run_audit(platform.uow, caller, chosen.policy, chosen.text, version=chosen.version)
-    show_report(report, top=8)
+    if show:
+        show_report(report, top=8)
     target = Path(f"audit-{report.run_id}.html")
     target.write_text(html.render(report, trend(platform.uow, caller, report.policy), caller.org_name),
                       encoding="utf-8")
     out.print(f"HTML report: {target.resolve()}")
+    return report
+
+
+def remediate_and_reaudit(platform: Platform, caller: Caller, city_live: LiveCity, seed: int,
+                          before: AuditReport) -> None:
+    """Fix the worst findings in bulk (waves, live progress), let the devices report, audit again."""
+    out.rule("remediation in bulk")
+    views = remediate(platform, caller, city_live, seed)
+    out.print(table("rollouts", ["id", "rollout", "status", "succeeded", "failed", "skipped"], (
+        (str(v.id), v.name, v.status, f"{v.counts.get('succeeded', 0):,}", f"{v.counts.get('failed', 0):,}",
+         f"{v.skipped:,}") for v in views)))
+    with out.status("waiting for the devices to report their new state…"):
+        city_live.settle_changes()
+    after = audit_posture(platform, caller, show=False)
+    rules = ("CRED-001", "FW-001")
+    count = {r.run_id: {rid: n for rid, _t, _s, n in r.by_rule} for r in (before, after)}
+    out.print(table("posture before and after", ["", "before", "after"], [
+        ("score", f"{before.score}", f"{after.score}"),
+        ("findings", f"{before.findings.height:,}", f"{after.findings.height:,}"),
+        *((f"{rule} devices", f"{count[before.run_id].get(rule, 0):,}", f"{count[after.run_id].get(rule, 0):,}")
+          for rule in rules),
+        ("resolved since the first audit", "", f"{after.resolved.height:,}"),
+    ]))
 
 
 def show_live(platform: Platform, caller: Caller, stats: dict[str, Any]) -> None:

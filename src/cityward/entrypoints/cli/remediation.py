@@ -1,0 +1,169 @@
+"""The demo's remediation: after the audit, fix the worst findings in bulk, in waves, with live
+progress, through the same services an operator uses; then audit again.
+
+The demo plays the simulated city's manufacturers too: it registers their signing keys and uploads
+signed images for the catalog's minimum versions (the simulator derives those keys from the seed,
+so the images verify on the devices exactly as real signed firmware would).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from sqlalchemy import select
+
+from cityward.adapters.storage.models import AuditFindingRow, AuditRunRow, DeviceRow, ProductRow
+from cityward.bootstrap import Platform
+from cityward.domain.organizations import Caller
+from cityward.domain.rollouts import Operation, WaveOptions
+from cityward.entrypoints.cli.fleet import secret_box
+from cityward.entrypoints.cli.livecity import LiveCity
+from cityward.entrypoints.cli.render import err, out
+from cityward.services import firmware, organizations, rollouts
+from cityward.services.rollout_executor import Executor, ExecutorOptions
+from cityward.services.rollouts import RolloutRequest, RolloutView, Target
+
+MAX_FIRMWARE_PRODUCTS = 5
+DEMO_IMAGE = b"cityward demo firmware image\n" * 2048
+
+
+def _outdated_products(platform: Platform, caller: Caller) -> list[tuple[str, str, str, list[str]]]:
+    """(manufacturer, model, minimum version, device ids) of the true products with most FW-001
+    findings in the caller's latest audit."""
+    with platform.uow() as uow:
+        s = uow.session
+        run = s.scalar(select(AuditRunRow.id).where(AuditRunRow.scope_org_id == caller.org_id)
+                       .order_by(AuditRunRow.id.desc()).limit(1))
+        rows = s.execute(
+            select(ProductRow.origin_brand, ProductRow.origin_model, ProductRow.min_firmware, DeviceRow.id)
+            .join(DeviceRow, DeviceRow.product_id == ProductRow.id)
+            .join(AuditFindingRow, AuditFindingRow.device_id == DeviceRow.id)
+            .where(AuditFindingRow.run_id == run, AuditFindingRow.rule_id == "FW-001",
+                   ProductRow.min_firmware.is_not(None))).all()
+    by_product: dict[tuple[str, str, str], list[str]] = {}
+    for brand, model, version, device_id in rows:
+        if version:
+            by_product.setdefault((brand, model, version), []).append(device_id)
+    ranked = sorted(by_product.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:MAX_FIRMWARE_PRODUCTS]
+    return [(b, m, v, ids) for (b, m, v), ids in ranked]
+
+
+def _publish_firmware(platform: Platform, caller: Caller, seed: int, brand: str, model: str, version: str) -> int:
+    """Play the manufacturer: its key (once) and a signed image of `version`."""
+    from cryptography.hazmat.primitives import serialization
+
+    from cityward.sim.keys import key_id, public_key, sign_firmware
+
+    kid = key_id(brand, seed)
+    if kid not in {k.key_id for k in firmware.list_keys(platform.uow)}:
+        raw = public_key(brand, seed).public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        firmware.register_key(platform.uow, caller, brand, kid, base64.b64encode(raw).decode())
+    existing = [r for r in firmware.list_releases(platform.uow)
+                if (r.brand, r.model, r.version) == (brand, model, version)]
+    if existing:
+        return existing[0].id
+    image = DEMO_IMAGE + f"{brand} {model} {version}\n".encode()
+    _sha, signature, _kid = sign_firmware(brand, model, version, image, seed)
+    return firmware.add_release(platform.uow, caller, platform.settings.firmware_dir, brand=brand, model=model,
+                                version=version, image=image, signature=signature, key_id=kid,
+                                notes="demo: the catalog's minimum version").id
+
+
+def _start(platform: Platform, caller: Caller, approver: Caller, req: RolloutRequest) -> int | None:
+    try:
+        rid, summary = rollouts.create(platform.uow, caller, req, platform.settings.firmware_dir)
+    except Exception as exc:
+        err.print(f"[yellow]{req.name}: {exc}[/]")
+        return None
+    note = f" · approved by {approver.actor} (critical zones: {', '.join(summary.approval_zones)})" \
+        if summary.needs_approval else ""
+    if summary.needs_approval:
+        rollouts.approve(platform.uow, approver, rid)
+    rollouts.start(platform.uow, caller, rid)
+    out.print(f"rollout {rid}: {req.name} — {summary.devices:,} devices in {len(summary.waves)} waves, "
+              f"{len(summary.skipped):,} skipped{note}")
+    return rid
+
+
+def _panel(views: list[RolloutView]) -> Group:
+    panels = []
+    for v in views:
+        bars = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                        TextColumn("{task.fields[tally]}"))
+        for w in v.waves:
+            done = sum(w.counts.get(s, 0) for s in ("succeeded", "failed", "cancelled"))
+            tally = " ".join(f"{s} {w.counts[s]:,}" for s in ("succeeded", "failed", "running") if w.counts.get(s))
+            bars.add_task(f"wave {w.number}", total=max(w.size, 1), completed=done, tally=tally)
+        panels.append(Panel(bars, title=f"rollout {v.id}: {v.name} — {v.status}"))
+    return Group(*panels)
+
+
+def _follow(platform: Platform, caller: Caller, ids: list[int], running: Future[Any]) -> None:
+    """Live progress until every rollout in `ids` is over; a paused one is shown and resumed (the
+    demo's operator accepts the failures it stopped for)."""
+    resumed: set[int] = set()
+    views = [rollouts.get(platform.uow, caller, r) for r in ids]
+    deadline = time.monotonic() + 600
+    with Live(_panel(views), console=err, refresh_per_second=4, transient=not err.is_terminal) as live:
+        while not running.done() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            views = [rollouts.get(platform.uow, caller, r) for r in ids]
+            live.update(_panel(views))
+            for v in views:
+                if v.status == "paused" and v.id not in resumed:
+                    live.console.print(f"[yellow]rollout {v.id} paused: {v.control_reason}[/] — the operator "
+                                       "reviews the failed devices and resumes")
+                    rollouts.resume(platform.uow, caller, v.id)
+                    resumed.add(v.id)
+            if all(v.status in ("succeeded", "finished with failures", "aborted") for v in views):
+                return
+
+
+def remediate(platform: Platform, caller: Caller, city_live: LiveCity, seed: int) -> list[RolloutView]:
+    """Rotate default passwords, then upgrade outdated firmware, across the city in waves; a wave
+    that crosses its failure threshold pauses, and the demo's operator resumes it."""
+    approver = organizations.local_operator(platform.uow, "night-shift")  # a second city operator
+    executor = Executor(platform.uow, secret_box(platform), platform.settings.secret_key_bytes(),
+                        ExecutorOptions(mqtt_url=city_live.url, firmware_store=platform.settings.firmware_dir,
+                                        tick=0.3, name="demo"))
+    stop = asyncio.Event()
+    running: Future[Any] = asyncio.run_coroutine_threadsafe(executor.run(stop), city_live.loop)
+    done: list[int] = []
+    try:
+        rid = _start(platform, caller, approver, RolloutRequest(
+            "rotate default passwords (CRED-001)", Operation.ROTATE_PASSWORD, Target(failing_rule="CRED-001"),
+            WaveOptions(canary=5, percentages=(25, 100), concurrency=100, timeout_s=30, retries=1,
+                        failure_threshold=20)))
+        if rid is not None:
+            _follow(platform, caller, [rid], running)
+            done.append(rid)
+        upgrades: list[int] = []
+        for n, (brand, model, version, devices) in enumerate(_outdated_products(platform, caller)):
+            release = _publish_firmware(platform, caller, seed, brand, model, version)
+            out.print(f"firmware {brand} {model} {version} signed by its manufacturer, verified and added "
+                      f"({len(devices):,} devices below it)")
+            strict = n == 0  # the first one stops at its second failure: upgrades in this city can fail
+            rid = _start(platform, caller, approver, RolloutRequest(
+                f"upgrade {brand} {model} to {version} (FW-001)", Operation.UPGRADE_FIRMWARE,
+                Target(failing_rule="FW-001", device_ids=tuple(devices)),
+                WaveOptions(canary=3, percentages=(100,), concurrency=150, timeout_s=15, retries=0,
+                            failure_count=2 if strict else None, failure_threshold=100 if strict else 25,
+                            success_threshold=0 if strict else 75),
+                release=release))
+            if rid is not None:
+                upgrades.append(rid)
+        if upgrades:
+            _follow(platform, caller, upgrades, running)
+            done += upgrades
+    finally:
+        city_live.loop.call_soon_threadsafe(stop.set)
+        running.result(60)
+    return [rollouts.get(platform.uow, caller, r) for r in done]
