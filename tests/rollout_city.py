@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
@@ -57,6 +58,27 @@ class LiveCity:
                                     version=version, image=image, signature=signature, key_id=kid)
 
 
+def import_rows(platform: Platform, city: Caller, rows: list[dict[str, str]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    inventory.import_devices(platform.uow, city, io.BytesIO(buf.getvalue().encode()), "inv.csv", FileFormat.CSV)
+
+
+def provision_accounts(platform: Platform, city: Caller, box: SecretBox,
+                       out: Path) -> tuple[str, dict[str, Any], list[BrokerAccount]]:
+    """Broker accounts as `cityward mqtt provision` makes them: (bundle file, bundle, accounts
+    for a private Mosquitto, the platform's own included)."""
+    report = broker.provision(platform.uow, city, box, out, broker_url="mqtt://127.0.0.1:1")
+    bundle = json.loads(Path(report.files["bundle"]).read_text())
+    platform_pw = broker.platform_password(platform.uow, box)
+    assert platform_pw is not None
+    accounts = [BrokerAccount("cityward-platform", platform_pw, "platform")]
+    accounts += [BrokerAccount(d, v["password"], "device") for d, v in bundle["devices"].items()]
+    return report.files["bundle"], bundle, accounts
+
+
 @contextmanager
 def live_city(platform: Platform, city: Caller, tmp_path: Path, *, devices: int = 60, seed: int = 11,
               extra: tuple[str, ...] = ()) -> Iterator[LiveCity]:
@@ -64,22 +86,13 @@ def live_city(platform: Platform, city: Caller, tmp_path: Path, *, devices: int 
     demo = generate_city(devices, seed)
     install_city(platform, city, demo)
     rows = list(iter_device_rows(demo, seed, id_prefix=prefix))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    inventory.import_devices(platform.uow, city, io.BytesIO(buf.getvalue().encode()), "inv.csv", FileFormat.CSV)
+    import_rows(platform, city, rows)
     box = SecretBox(platform.settings.secret_key_bytes())
-    report = broker.provision(platform.uow, city, box, tmp_path / "prov", broker_url="mqtt://127.0.0.1:1")
-    bundle = json.loads(Path(report.files["bundle"]).read_text())
-    platform_pw = broker.platform_password(platform.uow, box)
-    assert platform_pw is not None
-    accounts = [BrokerAccount("cityward-platform", platform_pw, "platform")]
-    accounts += [BrokerAccount(d, v["password"], "device") for d, v in bundle["devices"].items()]
+    bundle_file, _bundle, accounts = provision_accounts(platform, city, box, tmp_path / "prov")
     handover = tmp_path / "handover.csv"
     with private_mosquitto(tmp_path, accounts) as b, simulator(
             "--devices", str(devices), "--seed", str(seed), "--id-prefix", prefix, "--mqtt-url", b.url,
-            "--credentials", report.files["bundle"], "--handover", str(handover), "--state-interval", "2",
+            "--credentials", bundle_file, "--handover", str(handover), "--state-interval", "2",
             "--time-scale", "0.02", *extra) as sim:
         with handover.open("rb") as fh:
             credentials.import_handover(platform.uow, city, box, fh, "handover.csv")

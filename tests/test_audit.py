@@ -11,7 +11,7 @@ import pytest
 from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller, Role
 from cityward.domain.policy.document import parse_policy
-from cityward.services import audit, organizations, zones
+from cityward.services import audit, configs, organizations, zones
 from tests.conftest import caller_for
 from tests.helpers import csv_bytes, device, import_csv, ingest
 
@@ -45,9 +45,12 @@ rules:
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
-def _report(platform: Platform, dev: str, seq: int, credential: str, services: list[str]) -> None:
+def _report(platform: Platform, dev: str, seq: int, credential: str, services: list[str],
+            config_hash: str | None = None) -> None:
     body = {"v": 1, "device_id": dev, "seq": seq, "boot_id": "b", "at": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "firmware_version": "1.2.3", "services": services, "credential": {"state": credential}}
+    if config_hash:
+        body["config_hash"] = config_hash
 
     ingest(platform, f"cityward/v1/{dev}/state", json.dumps(body).encode())
 
@@ -109,3 +112,27 @@ def test_empty_scope_and_bad_fail_on(platform: Platform, city: Caller) -> None:
     assert (report.devices, report.findings.height, report.score) == (0, 0, 100.0)
     with pytest.raises(Exception, match="--fail-on"):
         audit.parse_fail_on("catastrophic")
+
+
+DRIFT = b"""
+name: drift
+rules:
+  - id: CONF-001
+    title: Configuration drift
+    rationale: r
+    severity: medium
+    condition: config_drift
+    controls: {nist_ir_8259a: [device_configuration]}
+    remediation: apply_configuration
+"""
+
+
+def test_config_drift_is_measured_against_the_desired_configuration(platform: Platform, fleet: Caller) -> None:
+    configs.set_desired(platform.uow, fleet, "north lights", {"zone": "north"}, {"dim_level": 60})
+    digest = configs.config_hash({"dim_level": 60})
+    _report(platform, "SL-00001", 2, "unique", [], config_hash=digest)  # north-harbour, inside north: as desired
+    _report(platform, "SL-00002", 2, "unique", [], config_hash="0" * 64)  # north: drifted
+    _report(platform, "SL-00003", 2, "unique", [], config_hash="0" * 64)  # south: nothing desired there
+    report = audit.run_audit(platform.uow, fleet, parse_policy(DRIFT, "d.yaml"), DRIFT, NOW)
+    found = report.finding_list()
+    assert [(f.device_id, f.evidence) for f in found] == [("SL-00002", {"config_drift": True})]

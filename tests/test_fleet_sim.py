@@ -10,10 +10,8 @@ from the inventory, and last wills when the city goes dark.
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import io
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,20 +21,19 @@ import pytest
 from sqlalchemy import select
 
 from cityward.adapters.drivers.base import Endpoint
-from cityward.adapters.inventory_files import FileFormat
-from cityward.adapters.mosquitto import BrokerAccount
 from cityward.adapters.secretbox import SecretBox
 from cityward.adapters.storage.models import DeviceStateRow
 from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller
 from cityward.domain.telemetry import Command
 from cityward.entrypoints.cli.demo import install_city
-from cityward.services import broker, commands, credentials, discovery, inventory
+from cityward.services import commands, credentials, discovery, inventory
 from cityward.services.connectivity import ConnectOptions, Connector
-from cityward.sim.city import COLUMNS, generate_city, iter_device_rows
+from cityward.sim.city import generate_city, iter_device_rows
 from cityward.sim.keys import sign_firmware
 from tests.brokers import private_mosquitto
 from tests.helpers import eventually
+from tests.rollout_city import import_rows, provision_accounts
 from tests.sim.helpers import RunningSim, simulator, unique_prefix
 
 pytestmark = pytest.mark.parametrize("platform", ["sqlite"], indirect=True)
@@ -130,24 +127,14 @@ def test_platform_and_simulated_city(platform: Platform, city: Caller, tmp_path:
     assert len(http) >= 4, "the seed must give a few HTTP devices"
     missing = http[-2:]  # installed in the street, never entered into the inventory
     kept = [r for r in rows if r not in missing]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
-    w.writeheader()
-    w.writerows(kept)
-    inventory.import_devices(platform.uow, city, io.BytesIO(buf.getvalue().encode()), "inv.csv",
-                             FileFormat.CSV)
+    import_rows(platform, city, kept)
     box = SecretBox(platform.settings.secret_key_bytes())
-    report = broker.provision(platform.uow, city, box, tmp_path / "prov", broker_url="mqtt://127.0.0.1:1")
-    bundle = json.loads(Path(report.files["bundle"]).read_text())
+    bundle_file, bundle, accounts = provision_accounts(platform, city, box, tmp_path / "prov")
     assert "platform" not in bundle  # the platform's account is never handed to installers
-    platform_pw = broker.platform_password(platform.uow, box)
-    assert platform_pw is not None
-    accounts = [BrokerAccount("cityward-platform", platform_pw, "platform")]
-    accounts += [BrokerAccount(d, v["password"], "device") for d, v in bundle["devices"].items()]
     handover = tmp_path / "handover.csv"
     with private_mosquitto(tmp_path, accounts) as b, simulator(
             "--devices", str(DEVICES), "--seed", str(SEED), "--id-prefix", prefix, "--mqtt-url", b.url,
-            "--credentials", report.files["bundle"], "--handover", str(handover), "--state-interval", "2",
+            "--credentials", bundle_file, "--handover", str(handover), "--state-interval", "2",
             "--time-scale", "0.05") as sim:
         with handover.open("rb") as fh:
             # The handover lists every HTTP device the installer set up, including the two the

@@ -37,8 +37,10 @@ class Settings(BaseSettings):
     api_port: int = 8000
     # Verified firmware images, one file per SHA-256 (content-addressed, written once).
     firmware_dir: Path = Path("cityward-firmware")
-    # Where devices download firmware from: the executor serves it here (host:port, port 0: any).
+    # Where devices download firmware from: the executor serves it here (host:port, port 0: any),
+    # and tells devices this base URL (default: the address it listens on).
     firmware_listen: str = "127.0.0.1:0"
+    firmware_url: str | None = None
     # Upper bound for an inventory upload over the API; the CLI streams files of any size.
     max_upload_bytes: int = Field(default=1 << 30, gt=0)
     token: SecretStr | None = None  # CITYWARD_TOKEN: act as this API token from the CLI

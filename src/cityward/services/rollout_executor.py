@@ -69,6 +69,7 @@ class ExecutorOptions:
     mqtt_url: str | None
     firmware_store: Path
     listen: str = "127.0.0.1:0"  # the firmware download server devices fetch images from
+    public_url: str | None = None  # the base URL devices are told (behind NAT, or listening on 0.0.0.0)
     tick: float = 0.5
     # How long past a command's own timeout its claim holds: after that, another executor (or
     # this one, restarted) takes the action over and sends the same command again.
@@ -489,7 +490,7 @@ class Executor:
                 task.result()
             await asyncio.sleep(0.02)
         bound = server.servers[0].sockets[0].getsockname()
-        self.base_url = f"http://{bound[0]}:{bound[1]}"
+        self.base_url = (self.options.public_url or f"http://{bound[0]}:{bound[1]}").rstrip("/")
 
         async def stop_server() -> None:
             server.should_exit = True

@@ -13,11 +13,18 @@ from sqlalchemy.orm import Session
 
 from cityward.adapters.policy_polars import FACT_SCHEMA, VKEY, with_version_keys
 from cityward.adapters.storage.frames import read_frame
-from cityward.adapters.storage.models import DeviceRow, DeviceStateRow, ProductRow, ZoneResponsibilityRow, ZoneRow
+from cityward.adapters.storage.models import (
+    DesiredConfigRow,
+    DeviceRow,
+    DeviceStateRow,
+    ProductRow,
+    ZoneResponsibilityRow,
+    ZoneRow,
+)
 from cityward.adapters.storage.scoping import scope_clause, zone_tree
 from cityward.domain.access import DeviceScope
 from cityward.domain.products import product_key
-from cityward.domain.responsibility import DEVICE_COLUMN, Duty, zone_holder
+from cityward.domain.responsibility import DEVICE_COLUMN, Duty, zone_chain, zone_holder
 
 _DAY = 86_400.0
 
@@ -41,6 +48,7 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
             DeviceStateRow.password_changed_at, cast(DeviceStateRow.services, Text).label("services_json"),
             cast(DeviceStateRow.remote_access, Text).label("remote_json"), DeviceStateRow.cert_expires_at,
             DeviceStateRow.quarantined, DeviceStateRow.firmware_version.label("state_firmware"),
+            DeviceStateRow.config_hash, ProductRow.brand_key, ProductRow.origin_brand_key,
         )
         .join(ProductRow, ProductRow.id == DeviceRow.product_id)
         .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
@@ -73,7 +81,7 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
         pl.col("remote_json").str.json_decode(pl.List(pl.String)).alias("remote_access"),
         (-_days("cert_expires_at", now)).alias("cert_expires_in"),
         pl.col("quarantined").cast(pl.Boolean),
-        pl.lit(None, dtype=pl.Boolean).alias("config_drift"),  # desired configuration: bulk operations
+        _config_drift(session).alias("config_drift"),
         pl.col("origin_brand").str.to_lowercase().str.strip_chars().is_in(banned).alias("manufacturer_prohibited"),
         pl.lit(None, dtype=pl.Boolean).alias("known_exploited"),  # vulnerability intelligence
         pl.lit(None, dtype=pl.Boolean).alias("firmware_signed"),  # firmware catalog
@@ -90,6 +98,35 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
     return _responsibility(session, frame)
 
 
+def _config_drift(session: Session) -> pl.Expr:
+    """True when the device reported a configuration other than the desired one that applies to
+    it (the first desired configuration, by age, whose selector matches); null when none applies
+    or it never reported one. Over the raw columns of load_facts."""
+    parents = zone_tree(session)
+    names = dict(session.execute(select(ZoneRow.id, ZoneRow.name)).all())
+    desired = session.execute(select(DesiredConfigRow.selector, DesiredConfigRow.config_hash)
+                              .order_by(DesiredConfigRow.id.desc())).all()
+    drift = pl.lit(None, dtype=pl.Boolean)
+    for selector, digest in desired:  # newest first, so the oldest match ends up outermost
+        match = pl.lit(True)
+        if "kind" in selector:
+            match &= pl.col("kind") == selector["kind"].lower()
+        if "zone" in selector:
+            top = next((z for z, n in names.items() if n == selector["zone"]), None)
+            inside = [z for z in parents if top is not None and top in zone_chain(z, parents)]
+            match &= pl.col("zone_id").is_in(inside)
+        if "brand" in selector:
+            match &= pl.col("brand_key") == product_key(selector["brand"], "")[0]
+        if "manufacturer" in selector:
+            match &= pl.col("origin_brand_key") == product_key(selector["manufacturer"], "")[0]
+        if "firmware" in selector:
+            match &= pl.col("inv_firmware") == selector["firmware"]
+        if "tag" in selector:
+            match &= pl.col("tags").str.contains(f";{selector['tag']};", literal=True).fill_null(False)
+        drift = pl.when(match).then(pl.col("config_hash") != digest).otherwise(drift)
+    return drift
+
+
 def _raw_schema() -> dict[str, Any]:
     """The query's columns, in select order, with their types."""
     text, utc = pl.String, pl.Datetime("us", "UTC")
@@ -100,7 +137,7 @@ def _raw_schema() -> dict[str, Any]:
         **{f"_override_{d.value}": pl.Int64 for d in Duty},
         "online": pl.Boolean, "last_seen": utc, "credential_state": text, "password_changed_at": utc,
         "services_json": text, "remote_json": text, "cert_expires_at": utc, "quarantined": pl.Boolean,
-        "state_firmware": text,
+        "state_firmware": text, "config_hash": text, "brand_key": text, "origin_brand_key": text,
     }
 
 

@@ -348,7 +348,7 @@ def run(
     settings = platform.settings
     options = ExecutorOptions(mqtt_url=None if no_mqtt else (mqtt_url or settings.mqtt_url),
                               firmware_store=settings.firmware_dir, listen=settings.firmware_listen,
-                              lease_grace=lease_grace)
+                              public_url=settings.firmware_url, lease_grace=lease_grace)
     executor = Executor(platform.uow, secret_box(platform), settings.secret_key_bytes(), options)
 
     async def main() -> None:
@@ -384,7 +384,8 @@ def worker(
         raise InvalidInput("cityward worker needs PostgreSQL (CITYWARD_DATABASE_URL=postgresql://…); "
                            "on one machine with SQLite, cityward rollout run carries rollouts out")
     options = ExecutorOptions(mqtt_url=mqtt_url or settings.mqtt_url, firmware_store=settings.firmware_dir,
-                              listen=settings.firmware_listen, lease_grace=lease_grace)
+                              listen=settings.firmware_listen, public_url=settings.firmware_url,
+                              lease_grace=lease_grace)
     if name:
         options = dataclasses.replace(options, name=name)
     executor = Executor(platform.uow, secret_box(platform), settings.secret_key_bytes(), options)
