@@ -125,8 +125,23 @@ def _config_rollout(live: LiveCity) -> None:
             assert status in ("failed", "skipped") and truth["fault"] not in ("none", None), (d, status)
 
 
+def _certificate_rollout(live: LiveCity) -> None:
+    """The city CA issues each device a new key and certificate; the devices install them."""
+    targets = tuple(r["id"] for r in live.rows if live.sim.device(r["id"])["fault"] in HEALTHY)[:4]
+    req = RolloutRequest("certs", Operation.RENEW_CERTIFICATE, Target(device_ids=targets),
+                         WaveOptions(canary=1, percentages=(100,), concurrency=4, timeout_s=8))
+    rid = _go(live, req)
+    _run(live.executor(), rid)
+    assert rollouts.get(live.platform.uow, live.city, rid).status == "succeeded"
+    for d in targets:
+        certs = live.sim.device(d)["certificates"]
+        assert len(certs) == 1 and "device CA" in certs[0]["issuer"] and certs[0]["subject"] == f"CN={d}"
+        assert certs[0]["not_after"] > "2027-"  # a year from now
+
+
 def test_rollouts_on_the_simulated_city(platform: Platform, city: Caller, tmp_path: Path) -> None:
     with live_city(platform, city, tmp_path) as live:
         _firmware_rollout(live)
         _password_rollout(live)
         _config_rollout(live)
+        _certificate_rollout(live)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -55,7 +56,7 @@ from cityward.domain.rollouts import (
     window_open,
 )
 from cityward.domain.telemetry import Command
-from cityward.services import broker, credentials, firmware
+from cityward.services import broker, city_ca, credentials, firmware
 from cityward.services.rollouts import _windows, options_of
 
 log = logging.getLogger("cityward.rollouts")
@@ -88,7 +89,7 @@ class Dispatch:
     action: str
     params: dict[str, Any]
     timeout: float
-    secret: str | None  # rotate_password: the new password this attempt sets
+    secret: str | None  # the new password, or key and certificate (JSON), this attempt installs
 
 
 def firmware_token(key: bytes, sha256: str) -> str:
@@ -110,6 +111,7 @@ class Executor:
         self._mqtt: MqttDriver | None = None
         self._http: HttpDriver | None = None
         self._verified: dict[int, dict[str, Any]] = {}
+        self._ca: Any = None
         self._outcomes: asyncio.Queue[tuple[Dispatch, str, str | None, asyncio.Future[None]]] | None = None
 
     # --- the loop ------------------------------------------------------------------------------
@@ -217,9 +219,9 @@ class Executor:
                 for action in s.scalars(q):
                     action.attempts += 1
                     action.command_id = f"{ROLLOUT_COMMAND_PREFIX}{rollout_id}-{action.id}-{action.attempts}"
-                    if row.operation == Operation.ROTATE_PASSWORD:
-                        action.secret = self.box.seal(action.device_id, f"rollout:{action.command_id}",
-                                                      secrets.token_urlsafe(24))
+                    fresh = self._fresh_secret(Operation(row.operation), action.device_id)
+                    if fresh is not None:  # stored before it is sent, so a re-send carries the same
+                        action.secret = self.box.seal(action.device_id, f"rollout:{action.command_id}", fresh)
                     dispatches.append(self._lease(row, action, now))
             uow.commit()
             return dispatches, True
@@ -270,6 +272,18 @@ class Executor:
                             command_id, DEVICE_ACTION[op], self._params(s, op, dict(row.params), secret),
                             options_of(row).timeout_s, secret)
 
+    def _fresh_secret(self, op: Operation, device_id: str) -> str | None:
+        """What an attempt installs on the device: a new password, or a new key and certificate
+        from the city CA (JSON)."""
+        if op is Operation.ROTATE_PASSWORD:
+            return secrets.token_urlsafe(24)
+        if op is Operation.RENEW_CERTIFICATE:
+            if self._ca is None:
+                self._ca = city_ca.ensure(self.uow, self.box, SYSTEM)
+            certificate, private_key = city_ca.issue(self._ca, device_id)
+            return json.dumps({"certificate": certificate, "private_key": private_key})
+        return None
+
     def _params(self, s: Session, op: Operation, stored: dict[str, Any], secret: str | None) -> dict[str, Any]:
         if op is Operation.UPGRADE_FIRMWARE:
             return self._firmware_params(s, int(stored["release"]))
@@ -279,6 +293,10 @@ class Executor:
             return {"config": desired.config, "config_hash": desired.config_hash}
         if op is Operation.ROTATE_PASSWORD:
             return {"password": secret}
+        if op is Operation.RENEW_CERTIFICATE:
+            assert secret is not None
+            issued: dict[str, Any] = json.loads(secret)
+            return issued
         if op is Operation.QUARANTINE:
             return {"reason": stored.get("reason", "")}
         return {}
@@ -361,7 +379,7 @@ class Executor:
                 # the same id (it answers from its stored result) before a retry with a new id
                 # could make it act twice.
                 status, detail = await self._send(d, command, None, timeout=min(d.timeout, REASK_TIMEOUT))
-            if status == "auth" and d.secret is not None:
+            if status == "auth" and d.secret is not None and d.action == "set_password":
                 # A rotated HTTP password is in force the moment the device applies it: follow the
                 # same command with the new one (the device answers from its stored result).
                 status, detail = await self._send(d, command, d.secret)
@@ -422,7 +440,7 @@ class Executor:
                     new = ActionStatus.FAILED
                 action.status, action.detail = new.value, (detail or status)[:500]
                 action.lease_until, action.updated_at = None, now
-                if new is ActionStatus.SUCCEEDED and d.secret is not None:
+                if new is ActionStatus.SUCCEEDED and d.secret is not None and d.action == "set_password":
                     credentials.store_secrets(s, self.box, credentials.ADMIN, {d.device_id: d.secret}, now)
                 action.secret = None  # a retry generates its own; a success is kept as the device's password
                 uow.record(SYSTEM, f"rollout.device_{new.value}", "device", d.device_id, after={

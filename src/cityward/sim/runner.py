@@ -288,6 +288,7 @@ class Agent:
             "unreachable": self.unreachable,
             "credential_state": d.credential_state, "password": d.password, "boot_id": d.boot_id,
             "seq": d.seq, "config_hash": d.config_hash, "key_id": d.key_id,
+            "certificates": [c.as_json() for c in d.certificates],
         }
 
 

@@ -456,3 +456,14 @@ class RolloutActionRow(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     detail: Mapped[str | None] = mapped_column(String(500))
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class CityCaRow(Base):
+    """The city's device certificate authority: its certificate, and its private key sealed with
+    the city's secret key. One row; created on first use."""
+
+    __tablename__ = "city_ca"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    certificate: Mapped[str] = mapped_column(Text)
+    private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)

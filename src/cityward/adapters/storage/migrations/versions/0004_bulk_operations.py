@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-25 22:47:05.728487
+Create Date: 2026-11-25 23:46:35.454067
 """
 
 from __future__ import annotations
@@ -17,6 +17,13 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('city_ca',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('certificate', sa.Text(), nullable=False),
+    sa.Column('private_key', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_city_ca'))
+    )
     op.create_table('desired_configs',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
@@ -126,3 +133,4 @@ def downgrade() -> None:
 
     op.drop_table('firmware_keys')
     op.drop_table('desired_configs')
+    op.drop_table('city_ca')
