@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
@@ -220,3 +221,27 @@ def test_reveal_is_for_admins_holding_the_duty_and_audited(platform: Platform, f
         credentials.reveal(platform.uow, box, fleet, "SL-00002")
     events = auditlog.list_events(platform.uow, fleet, action="credentials.revealed")
     assert len(events) == 2 and all("s3cret" not in str(e) for e in events)
+
+
+def test_certificates_come_from_the_city_ca_and_stay_secret(platform: Platform, fleet: Caller,
+                                                            tmp_path: Path) -> None:
+    rid, _ = rollouts.create(platform.uow, fleet, RolloutRequest(
+        "certs", Operation.RENEW_CERTIFICATE, Target(device_ids=("SL-00001", "SL-00002")),
+        WaveOptions(canary=0, percentages=(100,))), tmp_path)
+    rollouts.start(platform.uow, fleet, rid)
+    executor = Executor(platform.uow, SecretBox(platform.settings.secret_key_bytes()),
+                        platform.settings.secret_key_bytes(), ExecutorOptions(mqtt_url=None, firmware_store=tmp_path))
+    claimed, _ = executor.claim_all()
+    built = [executor.build(a, c) for a, c in claimed]
+    assert len(built) == 2 and all(d is not None for d in built)
+    first = built[0]
+    assert first is not None
+    cert = x509.load_pem_x509_certificate(first.params["certificate"].encode())
+    key = serialization.load_pem_private_key(first.params["private_key"].encode(), password=None)
+    assert cert.subject.rfc4514_string() == f"CN={first.device_id}" and "device CA" in cert.issuer.rfc4514_string()
+    assert cert.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo) \
+        == key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert executor.build(first.action_id, first.command_id) == first  # a re-send carries the same key
+    events = auditlog.list_events(platform.uow, fleet, limit=1000)
+    assert any(e.action == "city_ca.created" for e in events)
+    assert not any("PRIVATE KEY" in str(e) for e in events)

@@ -177,8 +177,12 @@ class Executor:
         """Claim what may start now in every running rollout: (action id, command id) pairs, each
         already marked running under a lease; and the rollouts that still have work."""
         with self.uow() as uow:
-            ids = list(uow.session.scalars(select(RolloutRow.id).where(
-                RolloutRow.control.in_([Control.RUNNING, Control.ABORTED])).order_by(RolloutRow.id)))
+            active = uow.session.execute(select(RolloutRow.id, RolloutRow.operation).where(
+                RolloutRow.control.in_([Control.RUNNING, Control.ABORTED])).order_by(RolloutRow.id)).all()
+        ids = [rid for rid, _op in active]
+        if self._ca is None and any(op == Operation.RENEW_CERTIFICATE for _rid, op in active):
+            # Its own write transaction, so not inside a claim (SQLite has one writer at a time).
+            self._ca = city_ca.ensure(self.uow, self.box, SYSTEM)
         out: list[tuple[int, str]] = []
         busy: set[int] = set()
         for rid in ids:
@@ -198,14 +202,15 @@ class Executor:
             running = s.scalar(select(func.count()).select_from(RolloutActionRow).where(
                 RolloutActionRow.rollout_id == rollout_id, RolloutActionRow.status == ActionStatus.RUNNING)) or 0
             if row.control == Control.ABORTED:  # running commands finish; nothing new starts
+                expired = self._expired(s, uow, row, now)
                 uow.commit()
-                return self._expired(s, uow, row, now, limit=0), running > 0
+                return expired, running > 0
             wave = self._advance(s, uow, row, now)
             if wave is None or row.control != Control.RUNNING:
                 uow.commit()
                 return [], running > 0
             opts = options_of(row)
-            dispatches = self._expired(s, uow, row, now, limit=running)
+            dispatches = self._expired(s, uow, row, now)
             free = opts.concurrency - running
             if free > 0:
                 windows = _windows(s)
@@ -226,16 +231,13 @@ class Executor:
             uow.commit()
             return dispatches, True
 
-    def _expired(self, s: Session, uow: UnitOfWork, row: RolloutRow, now: datetime,
-                 limit: int) -> list[tuple[int, str]]:
+    def _expired(self, s: Session, uow: UnitOfWork, row: RolloutRow, now: datetime) -> list[tuple[int, str]]:
         """Running actions nobody is following any more (their executor died): the same command again."""
         q = (select(RolloutActionRow).where(RolloutActionRow.rollout_id == row.id,
                                             RolloutActionRow.status == ActionStatus.RUNNING,
                                             RolloutActionRow.lease_until < now,
                                             RolloutActionRow.id.not_in(list(self.inflight) or [-1]))
              .order_by(RolloutActionRow.id))
-        if limit:
-            q = q.limit(limit)
         if uow.dialect == "postgresql":
             q = q.with_for_update(skip_locked=True)
         out = []
@@ -278,8 +280,7 @@ class Executor:
         if op is Operation.ROTATE_PASSWORD:
             return secrets.token_urlsafe(24)
         if op is Operation.RENEW_CERTIFICATE:
-            if self._ca is None:
-                self._ca = city_ca.ensure(self.uow, self.box, SYSTEM)
+            assert self._ca is not None, "claim_all loads the city CA first"
             certificate, private_key = city_ca.issue(self._ca, device_id)
             return json.dumps({"certificate": certificate, "private_key": private_key})
         return None
