@@ -61,8 +61,8 @@ def test_two_workers_one_killed(platform: Platform, city: Caller, tmp_path: Path
             for name in ("w1", "w2")}
         try:
             rollouts.start(platform.uow, city, rid)
-            _wait("both workers at work", lambda: {"w1", "w2"} <= _claimers(platform, rid)
-                  or rollouts.get(platform.uow, city, rid).done >= len(targets) // 3, 90)
+            # Kill w1 once it holds claims of its own (on a busy machine either worker may start first).
+            _wait("w1 at work", lambda: "w1" in _claimers(platform, rid), 90)
             at_kill = rollouts.get(platform.uow, city, rid).done
             claimed_by_w1 = "w1" in _claimers(platform, rid)
             workers["w1"].send_signal(signal.SIGKILL)

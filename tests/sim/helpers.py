@@ -75,7 +75,7 @@ class RunningSim:
 
 
 @contextmanager
-def simulator(*args: str, timeout: float = 25.0) -> Iterator[RunningSim]:
+def simulator(*args: str, timeout: float = 60.0) -> Iterator[RunningSim]:
     """Run `python -m cityward.sim run ARGS` until its READY line; kill it (SIGKILL) at the end."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", "cityward.sim", "run", *args], stdout=subprocess.PIPE,
