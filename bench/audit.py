@@ -31,7 +31,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 import psycopg
+from pgtemp import Database  # bench/pgtemp.py
 from procstat import status_kb  # bench/procstat.py: the script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -455,25 +455,6 @@ def _platform(url: str) -> Any:
 
 def _pg_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
-
-
-class Database:
-    """A fresh PostgreSQL database, created on the admin connection and dropped afterwards."""
-
-    def __init__(self, pg_admin: str) -> None:
-        self.pg_admin = pg_admin
-        self.name = f"cityward_bench_{uuid.uuid4().hex[:8]}"
-        base = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        self.url = f"{base}/{self.name}"
-
-    def __enter__(self) -> Database:
-        with psycopg.connect(self.pg_admin, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{self.name}"')
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with psycopg.connect(self.pg_admin, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 def prepare(url: str, devices: int, seed: int) -> dict[str, float]:

@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
+from pgtemp import Database  # bench/pgtemp.py
 from procstat import status_kb  # bench/procstat.py: the script's folder is on sys.path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -171,25 +171,6 @@ def plan_city(args: argparse.Namespace, prefix: str) -> CityPlan:
 
 
 # --- infrastructure: database, broker, simulator ------------------------------------------------
-
-
-class Database:
-    """A fresh PostgreSQL database, created on the admin connection and dropped afterwards."""
-
-    def __init__(self, pg_admin: str) -> None:
-        self.pg_admin = pg_admin
-        self.name = f"cityward_bench_{uuid.uuid4().hex[:8]}"
-        base = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        self.url = f"{base}/{self.name}"
-
-    def __enter__(self) -> Database:
-        with psycopg.connect(self.pg_admin, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{self.name}"')
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with psycopg.connect(self.pg_admin, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 def _free_port() -> int:
