@@ -91,6 +91,9 @@ def test_findings_evidence_responsibility_and_diff(platform: Platform, fleet: Ca
     assert (zones_score["north"].devices, zones_score["north"].failing) == (1, 0)  # SL-00002: low only
     assert (zones_score["north-harbour"].failing, zones_score["south"].failing) == (1, 1)
 
+    by_product = audit.failing_by_product(platform.uow, fleet, "CRED-001")  # what a rollout would target
+    assert [(p.manufacturer, p.device_ids) for p in by_product] == [("Lumo", ["SL-00001", "SL-00003"])]
+
     _report(platform, "SL-00001", 2, "unique", ["telnet"])  # the password was rotated
     second = audit.run_audit(platform.uow, fleet, policy, POLICY, NOW + timedelta(hours=1))
     assert second.resolved_pairs() == [("SL-00001", "CRED-001")]

@@ -14,13 +14,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cityward.adapters.policy_polars import compile_condition
 from cityward.adapters.storage.fleet_facts import load_facts
 from cityward.adapters.storage.frames import read_frame, write_frame
-from cityward.adapters.storage.models import AuditFindingRow, AuditRunRow, OrganizationRow, WaiverRow, ZoneRow
+from cityward.adapters.storage.models import (
+    AuditFindingRow,
+    AuditRunRow,
+    DeviceRow,
+    OrganizationRow,
+    ProductRow,
+    WaiverRow,
+    ZoneRow,
+)
 from cityward.adapters.storage.scoping import zone_tree
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import require_device_details
@@ -259,13 +267,46 @@ def run_audit(uow_factory: UnitOfWorkFactory, caller: Caller, policy: Policy, po
     return report
 
 
+def latest_run_id(session: Session, caller: Caller, policy_name: str | None = None) -> int | None:
+    """The caller's organization's most recent audit run (of one policy, or of any)."""
+    q = select(func.max(AuditRunRow.id)).where(AuditRunRow.scope_org_id == caller.org_id)
+    if policy_name is not None:
+        q = q.where(AuditRunRow.policy_name == policy_name)
+    return session.scalar(q)
+
+
+@dataclass(frozen=True)
+class ProductFindings:
+    manufacturer: str  # the true manufacturer's brand and model, and the labelled product's minimum
+    model: str
+    min_firmware: str | None
+    device_ids: list[str]
+
+
+def failing_by_product(uow_factory: UnitOfWorkFactory, caller: Caller, rule_id: str) -> list[ProductFindings]:
+    """Devices with an unwaived finding of `rule_id` in the caller's latest run, grouped by true
+    product (most devices first): what a remediation rollout per product would target."""
+    require_device_details(caller)
+    with uow_factory() as uow:
+        s = uow.session
+        rows = s.execute(
+            select(ProductRow.origin_brand, ProductRow.origin_model, ProductRow.min_firmware, DeviceRow.id)
+            .join(DeviceRow, DeviceRow.product_id == ProductRow.id)
+            .join(AuditFindingRow, AuditFindingRow.device_id == DeviceRow.id)
+            .where(AuditFindingRow.run_id == latest_run_id(s, caller), AuditFindingRow.rule_id == rule_id,
+                   AuditFindingRow.waiver_id.is_(None))).all()
+    grouped: dict[tuple[str, str, str | None], list[str]] = {}
+    for brand, model, minimum, device_id in rows:
+        grouped.setdefault((brand, model, minimum), []).append(device_id)
+    ranked = sorted(grouped.items(), key=lambda kv: (-len(kv[1]), kv[0][0], kv[0][1], kv[0][2] or ""))
+    return [ProductFindings(b, m, v, sorted(ids)) for (b, m, v), ids in ranked]
+
+
 def _previous_findings(uow_factory: UnitOfWorkFactory, caller: Caller, policy_name: str) -> pl.DataFrame:
     """(device_id, rule_id, first_seen_run) of the caller's last run of this policy (or none)."""
     with uow_factory() as uow:
         s = uow.session
-        previous = s.scalar(select(AuditRunRow.id).where(
-            AuditRunRow.policy_name == policy_name, AuditRunRow.scope_org_id == caller.org_id)
-            .order_by(AuditRunRow.id.desc()).limit(1))
+        previous = latest_run_id(s, caller, policy_name)
         return read_frame(s, select(AuditFindingRow.device_id, AuditFindingRow.rule_id,
                                     AuditFindingRow.first_seen_run)
                           .where(AuditFindingRow.run_id == (previous or 0)),

@@ -57,7 +57,7 @@ from cityward.domain.rollouts import (
 )
 from cityward.domain.telemetry import Command
 from cityward.services import broker, city_ca, credentials, firmware
-from cityward.services.rollouts import _windows, options_of
+from cityward.services.rollouts import options_of, zone_windows
 
 log = logging.getLogger("cityward.rollouts")
 REASK_TIMEOUT = 5.0  # asking a silent device again about a command it may have taken
@@ -213,7 +213,7 @@ class Executor:
             dispatches = self._expired(s, uow, row, now)
             free = opts.concurrency - running
             if free > 0:
-                windows = _windows(s)
+                windows = zone_windows(s)
                 open_zones = [z for z, w in windows.items() if w is None or window_open(w, now)]
                 q = (select(RolloutActionRow).join(DeviceRow, DeviceRow.id == RolloutActionRow.device_id)
                      .where(RolloutActionRow.rollout_id == rollout_id, RolloutActionRow.wave == wave,

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from cityward.adapters.storage.models import (
     AuditFindingRow,
-    AuditRunRow,
     DesiredConfigRow,
     DeviceRow,
     DeviceSecretRow,
@@ -54,6 +53,7 @@ from cityward.domain.rollouts import (
 from cityward.domain.zones import Criticality, MaintenanceWindow
 from cityward.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Problem
 from cityward.services import credentials, firmware
+from cityward.services.audit import latest_run_id
 from cityward.services.configs import selector_filter
 from cityward.services.inventory import DeviceFilter, apply_filter
 
@@ -146,7 +146,7 @@ def _candidates(s: Session, caller: Caller, req: RolloutRequest) -> list[_Candid
         q = q.where(responsible_clause(s, caller.org_id, frozenset({DUTY_FOR.get(req.operation, Duty.MAINTAIN)})))
     q = apply_filter(s, q, req.target.selector)
     if req.target.failing_rule:
-        latest = s.scalar(select(func.max(AuditRunRow.id)).where(AuditRunRow.scope_org_id == caller.org_id))
+        latest = latest_run_id(s, caller)
         if latest is None:
             raise InvalidInput("no audit has been run yet: run cityward audit run first")
         failing = (select(AuditFindingRow.device_id).where(
@@ -168,7 +168,7 @@ def _candidates(s: Session, caller: Caller, req: RolloutRequest) -> list[_Candid
     return found
 
 
-def _windows(s: Session) -> dict[int, MaintenanceWindow | None]:
+def zone_windows(s: Session) -> dict[int, MaintenanceWindow | None]:
     """Each zone's window: its own, else the nearest one up the zone tree."""
     parents = zone_tree(s)
     own = {zid: MaintenanceWindow(**mw) for zid, mw in s.execute(select(ZoneRow.id, ZoneRow.maintenance_window))
@@ -249,7 +249,7 @@ def _plan(s: Session, uow_factory: UnitOfWorkFactory, caller: Caller, req: Rollo
             by_reason[sk.reason] += 1
         raise InvalidInput(f"no device is left to roll out to: all {len(cands)} matching devices are skipped",
                            [Problem(f"{n} device(s)", field=r) for r, n in sorted(by_reason.items())])
-    windows = _windows(s)
+    windows = zone_windows(s)
     notes: dict[str, str] = {}
     for zone_id, zone in sorted({(c.zone_id, c.zone) for c in chosen}, key=lambda t: t[1]):
         window = windows.get(zone_id)

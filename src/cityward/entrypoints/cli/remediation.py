@@ -18,42 +18,19 @@ from rich.console import Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-from sqlalchemy import select
 
-from cityward.adapters.storage.models import AuditFindingRow, AuditRunRow, DeviceRow, ProductRow
 from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller
 from cityward.domain.rollouts import Operation, WaveOptions
 from cityward.entrypoints.cli.fleet import secret_box
 from cityward.entrypoints.cli.livecity import LiveCity
 from cityward.entrypoints.cli.render import err, out
-from cityward.services import firmware, organizations, rollouts
+from cityward.services import audit, firmware, organizations, rollouts
 from cityward.services.rollout_executor import Executor, ExecutorOptions
 from cityward.services.rollouts import RolloutRequest, RolloutView, Target
 
 MAX_FIRMWARE_PRODUCTS = 5
 DEMO_IMAGE = b"cityward demo firmware image\n" * 2048
-
-
-def _outdated_products(platform: Platform, caller: Caller) -> list[tuple[str, str, str, list[str]]]:
-    """(manufacturer, model, minimum version, device ids) of the true products with most FW-001
-    findings in the caller's latest audit."""
-    with platform.uow() as uow:
-        s = uow.session
-        run = s.scalar(select(AuditRunRow.id).where(AuditRunRow.scope_org_id == caller.org_id)
-                       .order_by(AuditRunRow.id.desc()).limit(1))
-        rows = s.execute(
-            select(ProductRow.origin_brand, ProductRow.origin_model, ProductRow.min_firmware, DeviceRow.id)
-            .join(DeviceRow, DeviceRow.product_id == ProductRow.id)
-            .join(AuditFindingRow, AuditFindingRow.device_id == DeviceRow.id)
-            .where(AuditFindingRow.run_id == run, AuditFindingRow.rule_id == "FW-001",
-                   ProductRow.min_firmware.is_not(None))).all()
-    by_product: dict[tuple[str, str, str], list[str]] = {}
-    for brand, model, version, device_id in rows:
-        if version:
-            by_product.setdefault((brand, model, version), []).append(device_id)
-    ranked = sorted(by_product.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:MAX_FIRMWARE_PRODUCTS]
-    return [(b, m, v, ids) for (b, m, v), ids in ranked]
 
 
 def _publish_firmware(platform: Platform, caller: Caller, seed: int, brand: str, model: str, version: str) -> int:
@@ -146,7 +123,10 @@ def remediate(platform: Platform, caller: Caller, city_live: LiveCity, seed: int
             _follow(platform, caller, [rid], running)
             done.append(rid)
         upgrades: list[int] = []
-        for n, (brand, model, version, devices) in enumerate(_outdated_products(platform, caller)):
+        outdated = [p for p in audit.failing_by_product(platform.uow, caller, "FW-001") if p.min_firmware]
+        for n, product in enumerate(outdated[:MAX_FIRMWARE_PRODUCTS]):
+            brand, model, version, devices = product.manufacturer, product.model, str(product.min_firmware), \
+                product.device_ids
             release = _publish_firmware(platform, caller, seed, brand, model, version)
             out.print(f"firmware {brand} {model} {version} signed by its manufacturer, verified and added "
                       f"({len(devices):,} devices below it)")

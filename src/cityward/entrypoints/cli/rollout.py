@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
+from cityward.domain.firmware import MAX_IMAGE_BYTES
 from cityward.domain.rollouts import FailureAction, WaveOptions
 from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.devices import (
@@ -83,7 +84,7 @@ def firmware_add(
     sbom: Annotated[Path | None, typer.Option(help="CycloneDX SBOM (JSON) of the image.")] = None,
 ) -> None:
     """Verify (hash and signature, as a device will) and add an image to the catalog."""
-    data = _read(image, firmware_limit())
+    data = _read(image, MAX_IMAGE_BYTES)
     sig = signature
     if signature.startswith("@"):
         sig = _read(Path(signature[1:]), 4096).decode("utf-8", "replace").strip()
@@ -100,12 +101,6 @@ def firmware_add(
                                 sbom=doc, source=str(image))
     out.print(f"firmware release {view.id}: {view.brand} {view.model} {view.version} "
               f"({view.size:,} bytes, sha256 {view.sha256[:16]}…) verified and added")
-
-
-def firmware_limit() -> int:
-    from cityward.domain.firmware import MAX_IMAGE_BYTES
-
-    return MAX_IMAGE_BYTES
 
 
 def _read(path: Path, limit: int) -> bytes:
