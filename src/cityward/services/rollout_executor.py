@@ -92,6 +92,21 @@ class Dispatch:
     secret: str | None  # the new password, or key and certificate (JSON), this attempt installs
 
 
+async def _connect(url: str, client_id: str, attempts: int = 4) -> MqttLink:
+    """The executor's broker link, retried with backoff: a busy broker is no reason to give up."""
+    delay = 1.0
+    for attempt in range(1, attempts + 1):
+        try:
+            return await MqttLink(url, client_id=client_id, subscriptions=RESULTS_ONLY).__aenter__()
+        except DriverError as exc:
+            if attempt == attempts:
+                raise
+            log.warning("rollout executor: %s; retrying in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
 def firmware_token(key: bytes, sha256: str) -> str:
     """An unguessable download path per image: only devices told the URL can fetch it."""
     return hmac.new(key, f"firmware-download/{sha256}".encode(), hashlib.sha256).hexdigest()[:32]
@@ -125,7 +140,8 @@ class Executor:
             if self.options.mqtt_url:
                 url = await asyncio.to_thread(broker.platform_broker_url, self.uow, self.box, self.options.mqtt_url)
                 client_id = f"cityward-exec-{self.options.name}"[:64]
-                link = await stack.enter_async_context(MqttLink(url, client_id=client_id, subscriptions=RESULTS_ONLY))
+                link = await _connect(url, client_id)
+                stack.push_async_exit(link.__aexit__)
                 self._mqtt = MqttDriver(link, orphan=lambda r, rej: log.debug("%s", rej.detail))
                 pump = asyncio.create_task(link.run())
                 stack.callback(pump.cancel)

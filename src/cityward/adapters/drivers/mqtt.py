@@ -98,6 +98,7 @@ class MqttLink:
             a.host, a.port, username=a.username, password=a.password, identifier=self.client_id,
             clean_session=True, keepalive=30, queue_type=_CountingQueue, max_queued_incoming_messages=self.max_queued,
             tls_params=aiomqtt.TLSParameters() if a.tls else None, logger=_CLIENT_LOG,
+            timeout=30,  # a broker busy with a whole city can take more than the default 10 s to answer
         )
         # Hundreds of commands published at once are the point of a rollout, not a warning.
         self._client.pending_calls_threshold = 10_000
