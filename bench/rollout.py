@@ -435,6 +435,7 @@ class Run:
     span_s: float = 0.0  # start → last result stored (database times)
     cpu_s: float = 0.0
     sent: int = 0  # commands sent (every attempt, re-asks not counted)
+    reasked: int = 0  # commands sent again under the same id to a device that went silent
     pauses: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     pause_reasons: list[str] = field(default_factory=list)
@@ -452,6 +453,7 @@ class Run:
         return {"rollout": self.rollout, "devices": self.devices, "plan_s": round(self.plan_s, 3),
                 "wall_s": round(self.wall_s, 3), "start_to_last_result_s": round(self.span_s, 3),
                 "devices_per_s": round(self.rate, 1), "cpu_s": round(self.cpu_s, 3), "commands_sent": self.sent,
+                "reasked_same_id": self.reasked,
                 "cpu_ms_per_action": round(self.cpu_ms_per_action, 3),
                 "cpu_share_of_a_core": round(self.cpu_s / self.wall_s, 3) if self.wall_s else None,
                 "pauses": self.pauses,
@@ -484,7 +486,7 @@ async def _drive(bench: Bench, run: Run, label: str, progress: Progress) -> None
                 progress.update(task, completed=done, tally=" ".join(f"{k} {v:,}" for k, v in sorted(c.items())))
             await asyncio.sleep(executor.options.tick)
         run.wall_s, run.cpu_s = time.monotonic() - t0, time.process_time() - cpu0
-        run.sent = executor.sent
+        run.sent, run.reasked = executor.sent, executor.reasked
     run.counts = await asyncio.to_thread(bench.counts, run.rollout)
     run.span_s = await asyncio.to_thread(bench.span, run.rollout)
     run.waves = await asyncio.to_thread(bench.waves, run.rollout)
@@ -724,7 +726,8 @@ def report(result: dict[str, Any]) -> None:
                       f"≥ {GOAL_CONFIG_RATE:.0f} /s", _met(a["devices_per_s"] >= GOAL_CONFIG_RATE))
         c = a["check"]
         table.add_row("(a) check: config hash on every device, command applied once", f"{c['succeeded']:,} succeeded",
-                      "", _ok(c["ok"]) + (f" {c['not_succeeded']} not succeeded" if c["not_succeeded"] else ""))
+                      "", _ok(c["ok"]) + (f" {c['not_succeeded']} not succeeded" if c["not_succeeded"] else "")
+                      + f"; {a['reasked_same_id']} re-asked (same id)")
     b = result.get("firmware")
     if b:
         c = b["check"]

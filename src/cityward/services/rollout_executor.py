@@ -61,6 +61,8 @@ from cityward.services.rollouts import options_of, zone_windows
 
 log = logging.getLogger("cityward.rollouts")
 REASK_TIMEOUT = 5.0  # asking a silent device again about a command it may have taken
+_IN_CHUNK = 500  # ids per IN (...) list: well within SQLite's bound-parameter limit
+_PER_DEVICE_PARAMS = (Operation.ROTATE_PASSWORD, Operation.RENEW_CERTIFICATE)  # the rest: one set per rollout
 SYSTEM = Caller(actor="system:rollout-executor", org_id=0, org_name="cityward", org_kind=OrgKind.CITY,
                 role=Role.ADMIN)
 
@@ -75,6 +77,9 @@ class ExecutorOptions:
     # How long past a command's own timeout its claim holds: after that, another executor (or
     # this one, restarted) takes the action over and sends the same command again.
     lease_grace: float = 30.0
+    # A device silent this long is asked again under the same command id (doubling each time): a
+    # result lost in a dropped link comes back in seconds, not after the whole timeout.
+    reask_after: float | None = 4.0
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
 
@@ -90,6 +95,7 @@ class Dispatch:
     params: dict[str, Any]
     timeout: float
     secret: str | None  # the new password, or key and certificate (JSON), this attempt installs
+    password: str | None = field(default=None, repr=False)  # the HTTP device's admin password now
 
 
 async def _connect(url: str, client_id: str, attempts: int = 4) -> MqttLink:
@@ -128,6 +134,11 @@ class Executor:
         self._verified: dict[int, dict[str, Any]] = {}
         self._ca: Any = None
         self._outcomes: asyncio.Queue[tuple[Dispatch, str, str | None, asyncio.Future[None]]] | None = None
+
+    @property
+    def reasked(self) -> int:
+        """Commands sent again, under the same id, to a device that went silent."""
+        return self._mqtt.reasked if self._mqtt is not None else 0
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -172,13 +183,10 @@ class Executor:
     async def tick(self) -> set[int]:
         """One round over the running rollouts; returns those with work still open."""
         claimed, busy = await asyncio.to_thread(self.claim_all)
-        dispatches = await asyncio.to_thread(self._build_all, claimed)
+        dispatches = await asyncio.to_thread(self.build_many, claimed) if claimed else []
         for d in dispatches:
             self.inflight[d.action_id] = asyncio.create_task(self._perform(d))
         return busy
-
-    def _build_all(self, claimed: list[tuple[int, str]]) -> list[Dispatch]:
-        return [d for a, c in claimed if (d := self.build(a, c)) is not None]
 
     async def perform(self, action_id: int, command_id: str) -> None:
         """One claimed action, carried out here (a worker's job)."""
@@ -275,20 +283,46 @@ class Executor:
     def build(self, action_id: int, command_id: str) -> Dispatch | None:
         """The command for a claimed action, from the database (None if it is no longer running
         under this command id): any executor can carry out what another one claimed."""
+        built = self.build_many([(action_id, command_id)])
+        return built[0] if built else None
+
+    def build_many(self, claims: list[tuple[int, str]]) -> list[Dispatch]:
+        """`build` for many claims at once: a few set-wise reads, not a round of reads per device
+        (at thousands of devices a second, per-row loads were most of the executor's CPU)."""
+        wanted = dict(claims)
+        out: list[Dispatch] = []
         with self.uow() as uow:
             s = uow.session
-            action = s.get(RolloutActionRow, action_id)
-            if action is None or action.status != ActionStatus.RUNNING or action.command_id != command_id:
-                return None
-            row = s.get(RolloutRow, action.rollout_id)
-            device = s.get(DeviceRow, action.device_id)
-            assert row is not None and device is not None
-            secret = (self.box.open(action.device_id, f"rollout:{command_id}", action.secret)
-                      if action.secret is not None else None)
-            op = Operation(row.operation)
-            return Dispatch(action.id, row.id, action.device_id, device.protocol or "mqtt", device.address,
-                            command_id, DEVICE_ACTION[op], self._params(s, op, dict(row.params), secret),
-                            options_of(row).timeout_s, secret)
+            ids = sorted(wanted)
+            found: list[tuple[RolloutActionRow, str | None, str | None]] = []
+            for i in range(0, len(ids), _IN_CHUNK):
+                q = (select(RolloutActionRow, DeviceRow.protocol, DeviceRow.address)
+                     .join(DeviceRow, DeviceRow.id == RolloutActionRow.device_id)
+                     .where(RolloutActionRow.id.in_(ids[i:i + _IN_CHUNK]),
+                            RolloutActionRow.status == ActionStatus.RUNNING))
+                found += [(a, protocol, address) for a, protocol, address in s.execute(q)
+                          if a.command_id == wanted[a.id]]
+            rollouts = {r.id: r for r in s.scalars(select(RolloutRow).where(
+                RolloutRow.id.in_({a.rollout_id for a, _p, _a in found})))}
+            http = [a.device_id for a, protocol, _a in found if protocol == "http"]
+            passwords = credentials.load_secrets(self.uow, self.box, credentials.ADMIN, http) if http else {}
+            shared: dict[int, dict[str, Any]] = {}  # parameters that are the same for every device of a rollout
+            for action, protocol, address in found:
+                row = rollouts[action.rollout_id]
+                op = Operation(row.operation)
+                command_id = wanted[action.id]
+                secret = (self.box.open(action.device_id, f"rollout:{command_id}", action.secret)
+                          if action.secret is not None else None)
+                if op in _PER_DEVICE_PARAMS:
+                    params = self._params(s, op, dict(row.params), secret)
+                else:
+                    if row.id not in shared:
+                        shared[row.id] = self._params(s, op, dict(row.params), None)
+                    params = dict(shared[row.id])
+                out.append(Dispatch(action.id, row.id, action.device_id, protocol or "mqtt", address, command_id,
+                                    DEVICE_ACTION[op], params, options_of(row).timeout_s, secret,
+                                    passwords.get(action.device_id)))
+        return out
 
     def _fresh_secret(self, op: Operation, device_id: str) -> str | None:
         """What an attempt installs on the device: a new password, or a new key and certificate
@@ -390,12 +424,12 @@ class Executor:
             command = Command(command_id=d.command_id, action=d.action, issued_at=now,
                               expires_at=now + timedelta(seconds=d.timeout), params=d.params)
             self.sent += 1
-            status, detail = await self._send(d, command, None)
+            status, detail = await self._send(d, command, d.password)
             if status == "failed" and (detail or "").startswith("timeout"):
                 # The device may have taken the command and be slow to say so: ask once more under
                 # the same id (it answers from its stored result) before a retry with a new id
                 # could make it act twice.
-                status, detail = await self._send(d, command, None, timeout=min(d.timeout, REASK_TIMEOUT))
+                status, detail = await self._send(d, command, d.password, timeout=min(d.timeout, REASK_TIMEOUT))
             if status == "auth" and d.secret is not None and d.action == "set_password":
                 # A rotated HTTP password is in force the moment the device applies it: follow the
                 # same command with the new one (the device answers from its stored result).
@@ -414,18 +448,15 @@ class Executor:
         try:
             if d.protocol == "http":
                 assert self._http is not None
-                if password is None:
-                    found = await asyncio.to_thread(credentials.load_secrets, self.uow, self.box, credentials.ADMIN,
-                                                    [d.device_id])
-                    password = found.get(d.device_id)
                 driver: Any = self._http
                 endpoint = Endpoint(d.device_id, d.address, password)
             else:
                 if self._mqtt is None:
                     return "failed", "no MQTT broker configured for this executor"
                 driver, endpoint = self._mqtt, Endpoint(d.device_id)
+            extra = {"reask_after": self.options.reask_after} if driver is self._mqtt else {}
             last = None
-            async for result in driver.send(endpoint, command, timeout=timeout or d.timeout):
+            async for result in driver.send(endpoint, command, timeout=timeout or d.timeout, **extra):
                 last = result
             assert last is not None
             return last.status, last.detail
@@ -438,31 +469,42 @@ class Executor:
         self._finish_many([(d, status, detail)])
 
     def _finish_many(self, outcomes: list[tuple[Dispatch, str, str | None]]) -> None:
-        """Results written in one transaction (each with its audit event): one commit per batch,
-        not per device, keeps thousands of results a second within one database writer."""
+        """Results written in one transaction (each with its audit event): one commit and a few
+        set-wise statements per batch, not per device, keep thousands of results a second within
+        one database writer."""
         with self.uow(write=True) as uow:
             s = uow.session
             now = uow.clock()
-            for d, status, detail in outcomes:
-                action = s.get(RolloutActionRow, d.action_id)
-                row = s.get(RolloutRow, d.rollout_id)
-                if (action is None or row is None or action.status != ActionStatus.RUNNING
-                        or action.command_id != d.command_id):
-                    continue  # a result for an action already decided changes nothing
-                if status == "succeeded":
-                    new = ActionStatus.SUCCEEDED
-                elif action.attempts <= options_of(row).retries and row.control != Control.ABORTED:
-                    new = ActionStatus.PENDING  # another attempt, with a new command id
-                else:
-                    new = ActionStatus.FAILED
-                action.status, action.detail = new.value, (detail or status)[:500]
-                action.lease_until, action.updated_at = None, now
-                if new is ActionStatus.SUCCEEDED and d.secret is not None and d.action == "set_password":
-                    credentials.store_secrets(s, self.box, credentials.ADMIN, {d.device_id: d.secret}, now)
-                action.secret = None  # a retry generates its own; a success is kept as the device's password
-                uow.record(SYSTEM, f"rollout.device_{new.value}", "device", d.device_id, after={
-                    "rollout": d.rollout_id, "command_id": d.command_id, "attempt": action.attempts,
-                    "result": status, "detail": (detail or "")[:200]})
+            ids = sorted({d.action_id for d, _st, _de in outcomes})
+            with s.no_autoflush:  # read everything first; the changes go out in one flush
+                actions: dict[int, RolloutActionRow] = {}
+                for i in range(0, len(ids), _IN_CHUNK):
+                    actions.update((a.id, a) for a in s.scalars(select(RolloutActionRow).where(
+                        RolloutActionRow.id.in_(ids[i:i + _IN_CHUNK]))))
+                rows = {r.id: r for r in s.scalars(select(RolloutRow).where(
+                    RolloutRow.id.in_({d.rollout_id for d, _st, _de in outcomes})))}
+                passwords: dict[str, str] = {}
+                for d, status, detail in outcomes:
+                    action, row = actions.get(d.action_id), rows.get(d.rollout_id)
+                    if (action is None or row is None or action.status != ActionStatus.RUNNING
+                            or action.command_id != d.command_id):
+                        continue  # a result for an action already decided changes nothing
+                    if status == "succeeded":
+                        new = ActionStatus.SUCCEEDED
+                    elif action.attempts <= options_of(row).retries and row.control != Control.ABORTED:
+                        new = ActionStatus.PENDING  # another attempt, with a new command id
+                    else:
+                        new = ActionStatus.FAILED
+                    action.status, action.detail = new.value, (detail or status)[:500]
+                    action.lease_until, action.updated_at = None, now
+                    if new is ActionStatus.SUCCEEDED and d.secret is not None and d.action == "set_password":
+                        passwords[d.device_id] = d.secret
+                    action.secret = None  # a retry generates its own; a success is kept as the device's password
+                    uow.record(SYSTEM, f"rollout.device_{new.value}", "device", d.device_id, after={
+                        "rollout": d.rollout_id, "command_id": d.command_id, "attempt": action.attempts,
+                        "result": status, "detail": (detail or "")[:200]})
+            if passwords:
+                credentials.store_secrets(s, self.box, credentials.ADMIN, passwords, now)
             uow.commit()
 
     async def _record(self, d: Dispatch, status: str, detail: str | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
@@ -186,6 +187,7 @@ class MqttDriver:
         # Recently finished commands: a late or replayed result for them is recognised as such.
         self._finished: OrderedDict[str, str] = OrderedDict()
         self._remember = remember
+        self.reasked = 0  # commands sent again to a silent device (see `send`)
         link._result_sinks.append(self.on_result_message)
 
     def on_result_message(self, topic: str, payload: bytes) -> None:
@@ -223,22 +225,41 @@ class MqttDriver:
         assert isinstance(decoded.payload, State)
         return decoded.payload
 
-    async def send(self, device: Endpoint, command: Command, *, timeout: float = 60.0) -> AsyncGenerator[Result, None]:
-        """Publish the command and yield its results until a terminal one (or raise on timeout)."""
+    async def send(self, device: Endpoint, command: Command, *, timeout: float = 60.0,
+                   reask_after: float | None = None) -> AsyncGenerator[Result, None]:
+        """Publish the command and yield its results until a terminal one (or raise on timeout).
+
+        With `reask_after`, a device silent for that long is sent the same command again, then
+        after twice as long, and so on: a result lost when a device's link dropped comes back
+        from its store of results (protocol §1), not after the whole timeout. The same command
+        id is never applied twice, so asking again is always safe."""
         queue: asyncio.Queue[Result] = asyncio.Queue()
         self._waiting[command.command_id] = (device.device_id, queue)
-        deadline = time.monotonic() + timeout
+        topic, payload = f"cityward/v1/{device.device_id}/cmd", telemetry.encode(command)
+        now = time.monotonic()
+        deadline = now + timeout
+        interval = reask_after
+        reask_at = now + interval if interval else math.inf
         try:
-            await self.link.publish(f"cityward/v1/{device.device_id}/cmd", telemetry.encode(command))
+            await self.link.publish(topic, payload)
             while True:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
                 if left <= 0:
                     raise DriverError("timeout", f"{device.device_id} did not finish command "
                                       f"{command.command_id} within {timeout:g} s")
+                if now >= reask_at and interval:
+                    interval *= 2
+                    reask_at = now + interval
+                    self.reasked += 1
+                    await self.link.publish(topic, payload)
+                    continue
                 try:
-                    result = await asyncio.wait_for(queue.get(), left)
+                    result = await asyncio.wait_for(queue.get(), min(left, reask_at - now))
                 except TimeoutError:
                     continue
+                if interval:
+                    reask_at = time.monotonic() + interval  # silence counts from the last word
                 yield result
                 if result.terminal:
                     return
@@ -247,4 +268,3 @@ class MqttDriver:
             self._finished[command.command_id] = device.device_id
             while len(self._finished) > self._remember:
                 self._finished.popitem(last=False)
-
