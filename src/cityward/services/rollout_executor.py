@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cityward.adapters.drivers.base import DriverError, Endpoint
@@ -200,9 +200,15 @@ class Executor:
     def claim_all(self) -> tuple[list[tuple[int, str]], set[int]]:
         """Claim what may start now in every running rollout: (action id, command id) pairs, each
         already marked running under a lease; and the rollouts that still have work."""
+        # Finished rollouts are not visited again: a running one with a wave still open, or an
+        # aborted one with commands still out, is all that can have work.
+        open_wave = exists().where(RolloutWaveRow.rollout_id == RolloutRow.id, RolloutWaveRow.finished_at.is_(None))
+        still_out = exists().where(RolloutActionRow.rollout_id == RolloutRow.id,
+                                   RolloutActionRow.status == ActionStatus.RUNNING)
         with self.uow() as uow:
-            active = uow.session.execute(select(RolloutRow.id, RolloutRow.operation).where(
-                RolloutRow.control.in_([Control.RUNNING, Control.ABORTED])).order_by(RolloutRow.id)).all()
+            active = uow.session.execute(select(RolloutRow.id, RolloutRow.operation).where(or_(
+                and_(RolloutRow.control == Control.RUNNING, open_wave),
+                and_(RolloutRow.control == Control.ABORTED, still_out))).order_by(RolloutRow.id)).all()
         ids = [rid for rid, _op in active]
         if self._ca is None and any(op == Operation.RENEW_CERTIFICATE for _rid, op in active):
             # Its own write transaction, so not inside a claim (SQLite has one writer at a time).

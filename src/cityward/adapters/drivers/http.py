@@ -24,9 +24,15 @@ class HttpDriver:
     def __init__(self, *, timeout: float = 5.0, poll_interval: float = 0.25, max_connections: int = 200) -> None:
         self.timeout = timeout
         self.poll_interval = poll_interval
+        # Requests wait here, not in httpx's pool: the pool rescans its whole queue on every
+        # connection change, which at a thousand devices queued for 200 connections took a core
+        # and let the queued requests time out. A device's timeout starts when its turn comes.
+        self._slots = asyncio.Semaphore(max_connections)
+        # No keep-alive: a fleet is thousands of hosts each asked a few times, so an idle
+        # connection is seldom reused, and every idle one is checked on each request.
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=0))
 
     async def __aenter__(self) -> HttpDriver:
         return self
@@ -44,18 +50,18 @@ class HttpDriver:
         url = f"http://{_host(device.address)}{BASE}{path}"
         basic = httpx.BasicAuth("admin", device.password) if auth and device.password is not None else None
         try:
-            async with asyncio.timeout(self.timeout):
-                async with self._client.stream(method, url, auth=basic, content=body,
-                                               headers={"content-type": content_type} if body else None) as resp:
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in resp.aiter_raw():
-                        size += len(chunk)
-                        if size > MAX_ANSWER_BYTES:
-                            raise DriverError("protocol", f"{device.device_id} answered more than "
-                                              f"{MAX_ANSWER_BYTES} bytes to {method} {path}")
-                        chunks.append(chunk)
-                    return resp.status_code, b"".join(chunks)
+            headers = {"content-type": content_type} if body else None
+            async with (self._slots, asyncio.timeout(self.timeout),
+                        self._client.stream(method, url, auth=basic, content=body, headers=headers) as resp):
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.aiter_raw():
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        raise DriverError("protocol", f"{device.device_id} answered more than "
+                                          f"{MAX_ANSWER_BYTES} bytes to {method} {path}")
+                    chunks.append(chunk)
+                return resp.status_code, b"".join(chunks)
         except TimeoutError:
             raise DriverError("timeout", f"{device.device_id} at {device.address} did not answer {method} {path} "
                               f"within {self.timeout:g} s") from None
