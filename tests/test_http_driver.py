@@ -118,3 +118,27 @@ def test_unusable_addresses_are_driver_errors(address: str) -> None:
                 return exc.reason
         return "no error"
     assert asyncio.run(go()) in ("config", "unreachable")
+
+
+def test_queued_requests_wait_for_a_slot_without_losing_their_timeout() -> None:
+    """Many devices at once: each request's timeout starts when it gets a connection, so a queue
+    longer than the pool does not turn into timeouts."""
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.3)
+        await answer(200, json.dumps(STATE).encode())(reader, writer)
+
+    async def main() -> tuple[list[object], float]:
+        server = await asyncio.start_server(slow, "127.0.0.1", 0)
+        ep = Endpoint("SL-1", f"127.0.0.1:{server.sockets[0].getsockname()[1]}", "pw")
+        try:
+            async with HttpDriver(timeout=0.6, max_connections=2) as driver:
+                t0 = asyncio.get_running_loop().time()
+                got = await asyncio.gather(*(driver.read_state(ep) for _ in range(8)), return_exceptions=True)
+                return got, asyncio.get_running_loop().time() - t0
+        finally:
+            server.close()
+
+    got, took = asyncio.run(main())
+    assert [type(g).__name__ for g in got] == ["State"] * 8
+    assert took >= 1.1, f"two at a time, 0.3 s each: eight take four rounds, not {took:.2f} s"
