@@ -40,6 +40,7 @@ from cityward.sim.profile import Profile
 
 TOPIC = "cityward/v1/{}/{}"
 PUSH_TIMEOUT = 600.0  # seconds an upgrade with url "push" waits for its image
+DOWNLOADS_AT_ONCE = 50  # firmware downloads in flight across the whole simulated city
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 log = logging.getLogger("cityward.sim")
@@ -456,6 +457,9 @@ class Sim:
         self.connect_gate = asyncio.Semaphore(max(1, options.connect_concurrency))
         self.http_front = HttpFront(self)
         self.http_client: httpx.AsyncClient | None = None
+        # Every simulated device downloads through this one process: a thousand at once wait here,
+        # not in httpx's pool (which rescans its queue on every change and would take the core).
+        self.download_slots = asyncio.Semaphore(DOWNLOADS_AT_ONCE)
         self.last_connect_error = ""
         self.started = time.monotonic()
         self.ready_after: float | None = None
@@ -484,7 +488,7 @@ class Sim:
 
     async def download(self, url: str, size: int) -> bytes:
         assert self.http_client is not None
-        async with self.http_client.stream("GET", url) as response:
+        async with self.download_slots, self.http_client.stream("GET", url) as response:
             response.raise_for_status()
             chunks, total = [], 0
             async for chunk in response.aiter_bytes():
@@ -572,7 +576,9 @@ class Sim:
             self.http_front.bind(http_agents, o.control)
         except OSError as exc:
             raise SimError(str(exc)) from None
-        self.http_client = httpx.AsyncClient(timeout=httpx.Timeout(30.0), follow_redirects=True)
+        self.http_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0), follow_redirects=True,
+            limits=httpx.Limits(max_connections=DOWNLOADS_AT_ONCE, max_keepalive_connections=DOWNLOADS_AT_ONCE))
         try:
             await self.http_front.start()
             if o.handover is not None:
