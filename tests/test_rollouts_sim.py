@@ -7,16 +7,19 @@ devices that drifted from it."""
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 from pathlib import Path
 
 import pytest
 
 from cityward.adapters.drivers.base import Endpoint
 from cityward.adapters.drivers.http import HttpDriver
+from cityward.adapters.inventory_files import FileFormat
 from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller
 from cityward.domain.rollouts import Operation, WaveOptions
-from cityward.services import configs, credentials, inventory, rollouts
+from cityward.services import auditlog, configs, credentials, inventory, rollouts
 from cityward.services.rollout_executor import Executor
 from cityward.services.rollouts import RolloutRequest, Target
 from tests.conftest import caller_for
@@ -74,7 +77,7 @@ def _firmware_rollout(live: LiveCity) -> None:
     assert view.counts.get("failed", 0) == len(failed) >= 1
 
 
-def _password_rollout(live: LiveCity) -> None:
+def _password_rollout(live: LiveCity, caplog: pytest.LogCaptureFixture) -> None:
     http = [r["id"] for r in live.rows if r["protocol"] == "http"
             and live.sim.device(r["id"])["fault"] in HEALTHY][:3]
     mqtt = [r["id"] for r in live.rows if r["protocol"] == "mqtt"
@@ -83,10 +86,20 @@ def _password_rollout(live: LiveCity) -> None:
     req = RolloutRequest("rotate", Operation.ROTATE_PASSWORD, Target(device_ids=tuple(http + mqtt)),
                          WaveOptions(canary=1, percentages=(100,), concurrency=3, timeout_s=15))
     rid = _go(live, req)
-    _run(live.executor(), rid)
+    with caplog.at_level(logging.DEBUG):
+        _run(live.executor(), rid)
     view = rollouts.get(live.platform.uow, live.city, rid)
     assert view.status == "succeeded", (view, rollouts.actions(live.platform.uow, live.city, rid))
     after = credentials.load_secrets(live.platform.uow, live.box, credentials.ADMIN, http + mqtt)
+    # No new password anywhere a person or a partner can read: logs, the rollout's own views, the
+    # audit log, the inventory export; only the encrypted store (and `credentials reveal`) has them.
+    export = io.StringIO()
+    inventory.export_devices(live.platform.uow, live.city, export, FileFormat.JSON)
+    readable = "\n".join([caplog.text, repr(view), repr(rollouts.actions(live.platform.uow, live.city, rid)),
+                          repr(auditlog.list_events(live.platform.uow, live.city, limit=10_000)), export.getvalue()])
+    assert caplog.records, "the executor logged nothing at DEBUG: the check below would prove nothing"
+    leaked = [d for d, pw in after.items() if pw in readable]
+    assert not leaked, f"new passwords of {leaked} appear in logs, rollout views, audit events or exports"
     assert set(after) == set(http + mqtt) and all(after[d] != before.get(d) for d in after)
     assert len(set(after.values())) == len(after) and all(len(p) >= 24 for p in after.values())
     for d in http + mqtt:
@@ -139,9 +152,10 @@ def _certificate_rollout(live: LiveCity) -> None:
         assert certs[0]["not_after"] > "2027-"  # a year from now
 
 
-def test_rollouts_on_the_simulated_city(platform: Platform, city: Caller, tmp_path: Path) -> None:
+def test_rollouts_on_the_simulated_city(platform: Platform, city: Caller, tmp_path: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
     with live_city(platform, city, tmp_path) as live:
         _firmware_rollout(live)
-        _password_rollout(live)
+        _password_rollout(live, caplog)
         _config_rollout(live)
         _certificate_rollout(live)
