@@ -46,7 +46,7 @@ _TABLES = ("audit_events", "api_tokens", "devices", "zone_responsibilities", "pr
            "device_history", "discovered_devices", "device_secrets", "broker_routes", "device_commands",
            "audit_findings", "audit_runs", "policy_acks", "policy_versions", "policy_waivers",
            "rollout_actions", "rollout_waves", "rollouts", "firmware_releases", "firmware_keys", "desired_configs",
-           "city_ca",
+           "city_ca", "vuln_matches", "advisory_entries", "advisories", "kev_entries", "epss_scores",
            "zones", "organizations")
 
 

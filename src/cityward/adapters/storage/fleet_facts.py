@@ -8,16 +8,19 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from cityward.adapters.policy_polars import FACT_SCHEMA, VKEY, with_version_keys
 from cityward.adapters.storage.frames import read_frame
 from cityward.adapters.storage.models import (
+    AdvisoryRow,
     DesiredConfigRow,
     DeviceRow,
     DeviceStateRow,
+    KevEntryRow,
     ProductRow,
+    VulnMatchRow,
     ZoneResponsibilityRow,
     ZoneRow,
 )
@@ -83,7 +86,7 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
         pl.col("quarantined").cast(pl.Boolean),
         _config_drift(session).alias("config_drift"),
         pl.col("origin_brand").str.to_lowercase().str.strip_chars().is_in(banned).alias("manufacturer_prohibited"),
-        pl.lit(None, dtype=pl.Boolean).alias("known_exploited"),  # vulnerability intelligence
+        _known_exploited(session).alias("known_exploited"),
         pl.lit(None, dtype=pl.Boolean).alias("firmware_signed"),  # firmware catalog
         pl.col("zone_id").alias("_zone_id"),
         (pl.col("brand") + " " + pl.col("model")).alias("_product"),
@@ -95,7 +98,17 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
         pl.when(pl.col("min_firmware" + VKEY).is_null() | pl.col("firmware_version" + VKEY).is_null()).then(None)
         .otherwise(pl.col("firmware_version" + VKEY) < pl.col("min_firmware" + VKEY))
         .alias("firmware_below_minimum"))
-    return _responsibility(session, frame)
+    return with_responsibility(session, frame)
+
+
+def _known_exploited(session: Session) -> pl.Expr:
+    """True when a stored advisory match of the device is in CISA KEV; null (unknown) until both
+    advisories and the KEV catalog have been imported, so the rule does not pass blind."""
+    if session.scalar(select(func.count()).select_from(KevEntryRow)) == 0 or \
+            session.scalar(select(func.count()).select_from(AdvisoryRow)) == 0:
+        return pl.lit(None, dtype=pl.Boolean)
+    exploited = session.scalars(select(VulnMatchRow.device_id).where(VulnMatchRow.kev.is_(True)).distinct()).all()
+    return pl.col("id").is_in(list(exploited))
 
 
 def _config_drift(session: Session) -> pl.Expr:
@@ -141,18 +154,20 @@ def _raw_schema() -> dict[str, Any]:
     }
 
 
-def _responsibility(session: Session, frame: pl.DataFrame) -> pl.DataFrame:
-    """`_resp_<duty>`: the device's override, else the holder of its zone (nearest zone up)."""
+def with_responsibility(session: Session, frame: pl.DataFrame,
+                        duties: tuple[Duty, ...] = tuple(Duty)) -> pl.DataFrame:
+    """`_resp_<duty>` from `_override_<duty>` and `_zone_id`: the device's override, else the holder
+    of its zone (nearest zone up)."""
     parents = zone_tree(session)
     assignments = {(z, Duty(d)): o for z, d, o in session.execute(
         select(ZoneResponsibilityRow.zone_id, ZoneResponsibilityRow.duty, ZoneResponsibilityRow.org_id))}
     holders: dict[str, Any] = {}
-    for duty in Duty:
+    for duty in duties:
         by_zone = {z: zone_holder(z, duty, parents, assignments) for z in parents}
         holders[duty.value] = by_zone
     return frame.with_columns(
         pl.coalesce(pl.col(f"_override_{d.value}"),
                     pl.col("_zone_id").replace_strict(holders[d.value], default=None, return_dtype=pl.Int64))
-        .alias(f"_resp_{d.value}") for d in Duty
-    ).drop([f"_override_{d.value}" for d in Duty])
+        .alias(f"_resp_{d.value}") for d in duties
+    ).drop([f"_override_{d.value}" for d in duties])
 

@@ -467,3 +467,111 @@ class CityCaRow(Base):
     certificate: Mapped[str] = mapped_column(Text)
     private_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+# --- vulnerability intelligence ----------------------------------------------------------------
+
+
+class AdvisoryRow(Base):
+    """One advisory document as last imported (a newer revision replaces it; the change is in the
+    audit log and in `previous_revision`/`change`)."""
+
+    __tablename__ = "advisories"
+    __table_args__ = (UniqueConstraint("source", "publisher_key", "doc_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(10))  # csaf | cve5
+    publisher: Mapped[str] = mapped_column(String(200))
+    publisher_key: Mapped[str] = mapped_column(String(200))
+    doc_id: Mapped[str] = mapped_column(String(200))  # CSAF tracking id, or the CVE id
+    title: Mapped[str] = mapped_column(String(500))
+    category: Mapped[str] = mapped_column(String(40))  # csaf_security_advisory, csaf_vex, cve_record, …
+    revision: Mapped[str] = mapped_column(String(40))
+    released_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    cves: Mapped[list[str]] = mapped_column(JSON)
+    url: Mapped[str | None] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))  # of the document as imported
+    unparsed: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # what could not be normalized, and why
+    previous_revision: Mapped[str | None] = mapped_column(String(40))
+    change: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # entries added / removed vs the previous
+    imported_by: Mapped[str] = mapped_column(String(200))
+    imported_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class AdvisoryEntryRow(Base):
+    """One normalized statement: (product identity, version range, status, remediation) for a CVE."""
+
+    __tablename__ = "advisory_entries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    advisory_id: Mapped[int] = mapped_column(ForeignKey("advisories.id", ondelete="CASCADE"), index=True)
+    cve: Mapped[str] = mapped_column(String(32), index=True)
+    vendor: Mapped[str | None] = mapped_column(String(200))
+    product: Mapped[str | None] = mapped_column(String(200))
+    vendor_key: Mapped[str | None] = mapped_column(String(200))
+    product_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    model_pattern: Mapped[str | None] = mapped_column(String(300))  # a model number with * wildcards, as a regex
+    component: Mapped[bool] = mapped_column(Boolean, default=False)  # a software component (SBOM), not a device
+    purl: Mapped[str | None] = mapped_column(String(300))
+    cpe: Mapped[str | None] = mapped_column(String(300))
+    hashes: Mapped[list[str]] = mapped_column(JSON)
+    versions: Mapped[str | None] = mapped_column(String(500))  # the range as written; NULL: every version
+    intervals: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # [{lo, lo_incl, hi, hi_incl}, …]
+    scheme: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(24))  # affected | not_affected | fixed | under_investigation
+    justification: Mapped[str | None] = mapped_column(String(100))  # VEX
+    remediation: Mapped[str | None] = mapped_column(String(30))  # vendor_fix, workaround, mitigation, …
+    remediation_detail: Mapped[str | None] = mapped_column(Text)
+    remediation_url: Mapped[str | None] = mapped_column(String(500))
+    fixed_version: Mapped[str | None] = mapped_column(String(128))
+    cvss: Mapped[float | None] = mapped_column(Float)
+    cvss_vector: Mapped[str | None] = mapped_column(String(200))
+    exploited: Mapped[bool] = mapped_column(Boolean, default=False)  # the advisory says it is exploited
+
+
+class KevEntryRow(Base):
+    """CISA's Known Exploited Vulnerabilities catalog, as last imported."""
+
+    __tablename__ = "kev_entries"
+    cve: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vendor: Mapped[str] = mapped_column(String(200))
+    product: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(500))
+    date_added: Mapped[date] = mapped_column(Date)
+    due_date: Mapped[date | None] = mapped_column(Date)
+    ransomware: Mapped[bool] = mapped_column(Boolean)
+    required_action: Mapped[str | None] = mapped_column(Text)
+    catalog_version: Mapped[str | None] = mapped_column(String(40))
+
+
+class EpssScoreRow(Base):
+    """FIRST's Exploit Prediction Scoring System, one row per CVE, as last imported."""
+
+    __tablename__ = "epss_scores"
+    cve: Mapped[str] = mapped_column(String(32), primary_key=True)
+    epss: Mapped[float] = mapped_column(Float)
+    percentile: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str | None] = mapped_column(String(40))
+    score_date: Mapped[date | None] = mapped_column(Date)
+
+
+class VulnMatchRow(Base):
+    """A device affected by a CVE, after precedence (not-affected, fixed and VEX statements win), with
+    its priority. Replaced per CVE whenever the advisories or the fleet change."""
+
+    __tablename__ = "vuln_matches"
+    __table_args__ = (Index("ix_vuln_matches_cve", "cve"),)
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cve: Mapped[str] = mapped_column(String(32), primary_key=True)
+    advisory_id: Mapped[int] = mapped_column(Integer, index=True)
+    entry_id: Mapped[int] = mapped_column(Integer)
+    via: Mapped[str] = mapped_column(String(10))  # product | origin | component
+    fixed_version: Mapped[str | None] = mapped_column(String(128))
+    remediation: Mapped[str | None] = mapped_column(String(30))
+    cvss: Mapped[float | None] = mapped_column(Float)
+    kev: Mapped[bool] = mapped_column(Boolean)
+    ransomware: Mapped[bool] = mapped_column(Boolean)
+    epss: Mapped[float | None] = mapped_column(Float)
+    priority: Mapped[float] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(10))  # critical | high | medium | low
+    due: Mapped[date] = mapped_column(Date)
+    matched_at: Mapped[datetime] = mapped_column(Timestamp)

@@ -1,0 +1,115 @@
+"""Advisories matched to the fleet as set joins in polars, never a loop over devices.
+
+The fleet is first reduced to its *classes*: distinct (product, firmware) pairs (a million devices
+are a few thousand classes). Classes meet entries on identity — the product's own vendor and model,
+and its true origin's (so a relabeled product inherits its origin's advisories) — then on version:
+each entry's intervals are sortable keys (domain.advisory_versions), compared with the class's
+firmware key of the same scheme. Per class and CVE, precedence: any not-affected or fixed statement
+that matches wins over affected ones. Only then are classes joined back to devices, and each
+(device, CVE) is given its priority.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import polars as pl
+
+from cityward.domain.advisories import PRIORITY_LABELS, PRIORITY_WEIGHTS, UNKNOWN_CVSS
+
+INTERVAL = pl.Struct({"lo": pl.String, "lo_incl": pl.Boolean, "hi": pl.String, "hi_incl": pl.Boolean})
+CLASS_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "semver_key": pl.String, "vendor_key_fw": pl.String}
+IDENTITY_SCHEMA = {"product_id": pl.Int64, "vendor_key": pl.String, "product_key": pl.String, "via": pl.String}
+ENTRY_SCHEMA = {
+    "entry_id": pl.Int64, "advisory_id": pl.Int64, "cve": pl.String, "vendor_key": pl.String,
+    "product_key": pl.String, "model_pattern": pl.String, "status": pl.String, "intervals": pl.List(INTERVAL),
+    "scheme": pl.String, "fixed_version": pl.String, "remediation": pl.String, "cvss": pl.Float64,
+    "exploited": pl.Boolean,
+}
+DEVICE_SCHEMA = {"device_id": pl.String, "product_id": pl.Int64, "firmware": pl.String, "exposed": pl.Boolean,
+                 "zone_criticality": pl.String}
+KEV_SCHEMA = {"cve": pl.String, "kev_due": pl.Date, "ransomware": pl.Boolean}
+EPSS_SCHEMA = {"cve": pl.String, "epss": pl.Float64}
+MATCH_COLUMNS = ("device_id", "cve", "advisory_id", "entry_id", "via", "fixed_version", "remediation", "cvss", "kev",
+                 "ransomware", "epss", "priority", "label", "due", "matched_at")
+CLASS_MATCH_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String, "advisory_id": pl.Int64,
+                      "entry_id": pl.Int64, "via": pl.String, "fixed_version": pl.String, "remediation": pl.String,
+                      "cvss": pl.Float64, "exploited": pl.Boolean}
+
+
+def _in_interval(key: str) -> pl.Expr:
+    k = pl.col(key)
+    low_ok = pl.col("lo").is_null() | (k > pl.col("lo")) | ((k == pl.col("lo")) & pl.col("lo_incl"))
+    high_ok = pl.col("hi").is_null() | (k < pl.col("hi")) | ((k == pl.col("hi")) & pl.col("hi_incl"))
+    unbounded = pl.col("lo").is_null() & pl.col("hi").is_null()  # every version, even one without a key
+    return (k.is_not_null() & low_ok & high_ok) | unbounded
+
+
+def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.DataFrame) -> pl.DataFrame:
+    """(product, firmware) classes affected by each CVE, after precedence (CLASS_MATCH_SCHEMA)."""
+    cls = classes.join(identities, on="product_id")
+    device_entries = entries.filter(pl.col("vendor_key").is_not_null() & pl.col("product_key").is_not_null())
+    exact = cls.join(device_entries.filter(pl.col("model_pattern").is_null()), on=["vendor_key", "product_key"])
+    patterned = (cls.join(entries.filter(pl.col("model_pattern").is_not_null() & pl.col("vendor_key").is_not_null()),
+                          on="vendor_key", suffix="_entry")
+                 .filter(pl.col("product_key").str.contains(pl.col("model_pattern")))
+                 .drop("product_key_entry"))
+    hits = pl.concat([exact, patterned.select(exact.columns)]).with_columns(
+        pl.when(pl.col("scheme") == "semver").then(pl.col("semver_key")).otherwise(pl.col("vendor_key_fw"))
+        .alias("fw_key"))
+    every_version = hits.filter(pl.col("intervals").is_null()).drop("intervals")
+    ranged = (hits.filter(pl.col("intervals").is_not_null()).explode("intervals").unnest("intervals")
+              .filter(_in_interval("fw_key")).drop("lo", "lo_incl", "hi", "hi_incl")
+              .unique(["product_id", "firmware", "entry_id", "via"], keep="first"))
+    matched = pl.concat([every_version, ranged.select(every_version.columns)])
+    if matched.height == 0:
+        return pl.DataFrame(schema=CLASS_MATCH_SCHEMA)
+    keys = ["product_id", "firmware", "cve"]
+    cleared = matched.filter(pl.col("status").is_in(["not_affected", "fixed"])).select(keys).unique()
+    affected = (matched.filter(pl.col("status") == "affected").join(cleared, on=keys, how="anti")
+                .sort(["cvss", "entry_id"], descending=[True, False], nulls_last=True))
+    return (affected.group_by(keys, maintain_order=True)
+            .agg(pl.col("advisory_id").first(), pl.col("entry_id").first(),
+                 pl.col("via").sort().first(),  # "origin" before "product": say when it came through the OEM
+                 pl.col("fixed_version").drop_nulls().first(), pl.col("remediation").drop_nulls().first(),
+                 pl.col("cvss").max(), pl.col("exploited").any())
+            .select(list(CLASS_MATCH_SCHEMA)).cast(CLASS_MATCH_SCHEMA))  # type: ignore[arg-type]
+
+
+def device_matches(devices: pl.DataFrame, class_matches: pl.DataFrame, kev: pl.DataFrame, epss: pl.DataFrame,
+                   now: datetime) -> pl.DataFrame:
+    """Every affected (device, CVE) with its priority, label and due date (MATCH_COLUMNS)."""
+    w = PRIORITY_WEIGHTS
+    m = (devices.join(class_matches, on=["product_id", "firmware"])
+         .join(kev.with_columns(pl.lit(True).alias("kev")), on="cve", how="left")
+         .join(epss, on="cve", how="left")
+         .with_columns(pl.col("kev").fill_null(False), pl.col("ransomware").fill_null(False)))
+    score = (pl.col("cvss").fill_null(UNKNOWN_CVSS) * w["cvss"]
+             + pl.col("kev").cast(pl.Float64) * w["kev"]
+             + pl.col("ransomware").cast(pl.Float64) * w["ransomware"]
+             + (pl.col("exploited") & ~pl.col("kev")).cast(pl.Float64) * w["exploited"]
+             + pl.col("epss").fill_null(0.0) * w["epss"]
+             + pl.col("exposed").fill_null(False).cast(pl.Float64) * w["exposed"]
+             + pl.when(pl.col("zone_criticality") == "critical").then(w["critical_zone"])
+             .when(pl.col("zone_criticality") == "high").then(w["critical_zone"] / 2).otherwise(0.0))
+    label: pl.Expr = pl.lit(PRIORITY_LABELS[-1][0])
+    days: pl.Expr = pl.lit(PRIORITY_LABELS[-1][2])
+    for name, floor, within in reversed(PRIORITY_LABELS[:-1]):
+        label = pl.when(pl.col("priority") >= floor).then(pl.lit(name)).otherwise(label)
+        days = pl.when(pl.col("priority") >= floor).then(pl.lit(within)).otherwise(days)
+    today: date = now.date()
+    return (m.with_columns(score.clip(0.0, 100.0).round(1).alias("priority"))
+            .with_columns(label.alias("label"),
+                          pl.when(pl.col("kev") & pl.col("kev_due").is_not_null()).then(pl.col("kev_due"))
+                          .otherwise(pl.lit(today) + pl.duration(days=days)).alias("due"),
+                          pl.lit(now).alias("matched_at"))
+            .select(MATCH_COLUMNS))
+
+
+def empty_matches() -> pl.DataFrame:
+    return pl.DataFrame(schema={"device_id": pl.String, "cve": pl.String, "advisory_id": pl.Int64,
+                                "entry_id": pl.Int64, "via": pl.String, "fixed_version": pl.String,
+                                "remediation": pl.String, "cvss": pl.Float64, "kev": pl.Boolean,
+                                "ransomware": pl.Boolean, "epss": pl.Float64, "priority": pl.Float64,
+                                "label": pl.String, "due": pl.Date, "matched_at": pl.Datetime("us", "UTC")})
+

@@ -1,0 +1,113 @@
+"""`cityward advisories …` and `cityward vulns …`: vulnerability intelligence matched to the fleet."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cityward.entrypoints.cli.context import CTX
+from cityward.entrypoints.cli.devices import JsonOpt
+from cityward.entrypoints.cli.render import err, out, print_json, table
+from cityward.services import advisories, vulnerabilities
+from cityward.services.vulnerabilities import MatchSummary
+
+advisories_app = typer.Typer(help="Import CSAF advisories, CVE records, the CISA KEV catalog and EPSS scores; match "
+                                  "them to the fleet.", no_args_is_help=True)
+vulns_app = typer.Typer(help="What each vulnerability affects, most urgent first, per responsible organization.",
+                        no_args_is_help=True)
+_LABEL_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "green"}
+
+
+def _summary(s: MatchSummary) -> Table:
+    t = table("fleet matched", ["CVEs", "classes (product, firmware)", "devices affected", "matches",
+                                "critical", "high", "medium", "low", "in KEV", "seconds"], [(
+        f"{s.cves:,}", f"{s.classes:,}", f"{s.devices:,}", f"{s.matches:,}",
+        *(f"{s.by_label.get(label, 0):,}" for label in ("critical", "high", "medium", "low")), f"{s.kev:,}",
+        f"{s.seconds:.2f}")])
+    return t
+
+
+@advisories_app.command("import")
+def import_(
+    source: Annotated[str, typer.Argument(help="A file (JSON, CSV, .gz), a directory, a .zip, or an http(s) URL.")],
+    kind: Annotated[str, typer.Option(help="auto, csaf, cve5, kev or epss.")] = "auto",
+    skip_refused: Annotated[bool, typer.Option(
+        "--skip-refused", help="Import the valid documents even if others are refused.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import advisories and feeds, then re-match the fleet for what they touch."""
+    with out.status(f"reading {source}…"):
+        report = advisories.import_advisories(CTX.platform.uow, CTX.caller, source, kind=kind,
+                                              skip_refused=skip_refused)
+    with out.status("matching the fleet…"):
+        summary = (vulnerabilities.match(CTX.platform.uow, caller=CTX.caller) if report.everything else
+                   vulnerabilities.match(CTX.platform.uow, cves=report.cves, caller=CTX.caller) if report.cves
+                   else None)
+    if json_out:
+        print_json({"imported": report.imported, "replaced": report.replaced, "unchanged": report.unchanged,
+                    "older": report.older, "refused": [str(p) for p in report.refused],
+                    "unparsed": [str(p) for p in report.unparsed], "kev": report.kev, "epss": report.epss,
+                    "match": summary.__dict__ if summary else None})
+        return
+    rows = [(a["id"], a["revision"], "new", f"{a['entries']:,}", ", ".join(a["cves"][:4])) for a in report.imported]
+    rows += [(a["id"], a["revision"], f"replaces {a['change']['from_revision']} "
+              f"(+{a['change']['added']} -{a['change']['removed']} statements)", f"{a['entries']:,}",
+              ", ".join(a["cves"][:4])) for a in report.replaced]
+    rows += [(d, "", "unchanged", "", "") for d in report.unchanged]
+    rows += [(d, "", "older than the stored revision: ignored", "", "") for d in report.older]
+    if rows:
+        out.print(table("advisories", ["id", "revision", "", "statements", "CVEs"], rows))
+    if report.kev is not None:
+        out.print(f"CISA KEV: {report.kev:,} known exploited vulnerabilities")
+    if report.epss is not None:
+        out.print(f"EPSS: {report.epss:,} scores")
+    for p in report.refused:
+        err.print(f"[red]refused[/]: {p}")
+    if report.unparsed:
+        err.print(f"[yellow]{len(report.unparsed)} statement(s) could not be normalized and were left out[/] "
+                  "(not guessed):")
+        for p in report.unparsed[:20]:
+            err.print(f"  {p}")
+    if summary:
+        out.print(_summary(summary))
+
+
+@advisories_app.command("match")
+def match_(json_out: JsonOpt = False) -> None:
+    """Match every advisory against the whole fleet (imports re-match what they touch by themselves)."""
+    with out.status("matching the fleet…"):
+        summary = vulnerabilities.match(CTX.platform.uow, caller=CTX.caller)
+    if json_out:
+        print_json(summary.__dict__)
+        return
+    out.print(_summary(summary))
+
+
+@vulns_app.command("list")
+def list_(
+    cve: Annotated[str | None, typer.Option(help="Only this CVE.")] = None,
+    org: Annotated[str | None, typer.Option(help="Only devices this organization maintains.")] = None,
+    kev: Annotated[bool, typer.Option("--kev", help="Only known exploited vulnerabilities (CISA KEV).")] = False,
+    label: Annotated[str | None, typer.Option(help="critical, high, medium or low.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Affected devices grouped by CVE, product, firmware and maintaining organization, most urgent first."""
+    items = vulnerabilities.exposures(CTX.platform.uow, CTX.caller, cve=cve, organization=org, kev_only=kev,
+                                      label=label, limit=limit)
+    if json_out:
+        print_json(items)
+        return
+    if not items:
+        out.print("no affected devices in your scope (import advisories with `cityward advisories import`)")
+        return
+    out.print(table("vulnerabilities in the fleet, most urgent first", [
+        "priority", "CVE", "KEV", "EPSS", "CVSS", "due", "product", "firmware", "devices", "maintainer", "fix",
+        "advisory"], ((
+            f"[{_LABEL_STYLE.get(e.label, '')}]{e.label} {e.priority:.0f}[/]", e.cve,
+            "yes" + (" (ransomware)" if e.ransomware else "") if e.kev else "",
+            f"{e.epss:.2f}" if e.epss is not None else "", f"{e.cvss:.1f}" if e.cvss is not None else "",
+            str(e.due), e.product + (" (via origin)" if e.via == "origin" else ""), e.firmware, f"{e.devices:,}",
+            e.organization or "—", e.fixed_version or e.remediation or "", e.advisory) for e in items)))

@@ -1,0 +1,249 @@
+"""Importing vulnerability intelligence: CSAF 2.0 advisories, CVE JSON 5 records, the CISA KEV
+catalog and EPSS scores, from a file, a directory, a zip or a URL.
+
+An import is one transaction: every document is read, recognized, validated and normalized
+first; if any is refused, nothing is stored (unless the caller asks to skip the refused ones),
+and the report names each refused document and why. The same document twice changes nothing; a
+newer revision replaces the older and says what changed; an older one is ignored. The fleet is
+then re-matched for the CVEs the import touched (services.vulnerabilities).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+
+from cityward.adapters.advisories import csaf_validation
+from cityward.adapters.advisories.sources import Document, read_source
+from cityward.adapters.storage.models import AdvisoryEntryRow, AdvisoryRow, EpssScoreRow, KevEntryRow
+from cityward.adapters.storage.uow import UnitOfWork, UnitOfWorkFactory
+from cityward.domain import csaf, cve5, feeds
+from cityward.domain.access import require_city_operator
+from cityward.domain.advisories import Advisory, Entry
+from cityward.domain.organizations import Caller
+from cityward.errors import InvalidInput, Problem
+
+KINDS = ("auto", "csaf", "cve5", "kev", "epss")
+
+
+@dataclass
+class ImportReport:
+    imported: list[dict[str, Any]] = field(default_factory=list)  # new documents
+    replaced: list[dict[str, Any]] = field(default_factory=list)  # newer revisions, with what changed
+    unchanged: list[str] = field(default_factory=list)
+    older: list[str] = field(default_factory=list)  # older revisions than the one stored: ignored
+    refused: list[Problem] = field(default_factory=list)
+    unparsed: list[Problem] = field(default_factory=list)  # statements reported, not guessed
+    kev: int | None = None
+    epss: int | None = None
+    cves: set[str] = field(default_factory=set)  # what the fleet must be re-matched for
+    everything: bool = False  # KEV or EPSS changed: every match's priority may change
+
+
+def _json(doc: Document) -> Any:
+    try:
+        return json.loads(doc.data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{doc.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{doc.name}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise InvalidInput(f"{doc.name}: JSON nested too deeply") from None
+
+
+def recognize(doc: Document, kind: str = "auto") -> tuple[str, Any]:
+    """What a document is (csaf, cve5, kev, epss) and its parsed content; refuses what it cannot use."""
+    head = doc.data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"<"):
+        raise InvalidInput(f"{doc.name}: XML; a CycloneDX SBOM is imported with `cityward sbom import`")
+    if head.startswith((b"{", b"[")):
+        data = _json(doc)
+        found = _json_kind(data)
+        if found is None:
+            raise InvalidInput(f"{doc.name}: a JSON document cityward does not recognize (expected a CSAF 2.0 "
+                               "advisory, a CVE JSON 5 record or the CISA KEV catalog)")
+    else:
+        try:
+            text = doc.data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{doc.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        first = text.split("\n", 1)[0]
+        if first.startswith("#model_version") or first.replace(" ", "").startswith("cve,epss"):
+            found, data = "epss", text
+        elif "cveID" in first:
+            found, data = "kev_csv", text
+        else:
+            raise InvalidInput(f"{doc.name}: not a format cityward imports (CSAF, CVE JSON 5, KEV JSON/CSV, EPSS CSV)")
+    if kind != "auto" and found.split("_")[0] != kind:
+        raise InvalidInput(f"{doc.name}: this is {found.split('_')[0]}, not {kind}")
+    return found, data
+
+
+def _json_kind(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("document"), dict) and "csaf_version" in data["document"]:
+        return "csaf"
+    if data.get("dataType") == "CVE_RECORD":
+        return "cve5"
+    if isinstance(data.get("vulnerabilities"), list) and ("catalogVersion" in data or "dateReleased" in data):
+        return "kev"
+    if data.get("bomFormat") == "CycloneDX":
+        return None
+    return None
+
+
+@dataclass
+class _Parsed:
+    advisories: list[tuple[Document, Advisory]] = field(default_factory=list)
+    kev: feeds.KevCatalog | None = None
+    epss: feeds.EpssFeed | None = None
+
+
+def _parse(docs: Iterable[Document], kind: str, report: ImportReport) -> _Parsed:
+    parsed = _Parsed()
+    for doc in docs:
+        if doc.error is not None:
+            report.refused.append(Problem(doc.error))
+            continue
+        try:
+            found, data = recognize(doc, kind)
+            if found == "csaf":
+                csaf_validation.ensure_valid(data, doc.name)
+                parsed.advisories.append((doc, csaf.normalize(data, doc.name)))
+            elif found == "cve5":
+                parsed.advisories.append((doc, cve5.normalize(data, doc.name)))
+            elif found in ("kev", "kev_csv"):
+                parsed.kev = feeds.kev_from_json(data, doc.name) if found == "kev" else feeds.kev_from_csv(
+                    data, doc.name)
+            else:
+                parsed.epss = feeds.epss_from_csv(data, doc.name)
+        except (InvalidInput, csaf_validation.CsafInvalid, cve5.NotACveRecord, ValueError) as exc:
+            report.refused.append(Problem(str(exc), source=doc.name))
+    return parsed
+
+
+def _fingerprint(e: Entry | AdvisoryEntryRow) -> tuple[Any, ...]:
+    if isinstance(e, Entry):
+        return (e.cve, e.identity.vendor_key, e.identity.product_key, e.versions, e.status.value)
+    return (e.cve, e.vendor_key, e.product_key, e.versions, e.status)
+
+
+def _entry_rows(advisory_id: int, entries: Iterable[Entry]) -> list[dict[str, Any]]:
+    return [{
+        "advisory_id": advisory_id, "cve": e.cve, "vendor": e.identity.vendor, "product": e.identity.product,
+        "vendor_key": e.identity.vendor_key, "product_key": e.identity.product_key,
+        "model_pattern": e.identity.model_pattern, "component": e.identity.component, "purl": e.identity.purl,
+        "cpe": e.identity.cpe, "hashes": list(e.identity.hashes), "versions": e.versions,
+        "intervals": [{"lo": lo, "lo_incl": li, "hi": hi, "hi_incl": hi_} for lo, li, hi, hi_ in e.intervals]
+        if e.intervals is not None else None,
+        "scheme": e.scheme, "status": e.status.value, "justification": e.justification,
+        "remediation": e.remediation, "remediation_detail": e.remediation_detail,
+        "remediation_url": e.remediation_url, "fixed_version": e.fixed_version, "cvss": e.cvss,
+        "cvss_vector": e.cvss_vector, "exploited": e.exploited,
+    } for e in entries]
+
+
+def _store_advisory(uow: UnitOfWork, caller: Caller, doc: Document, adv: Advisory, report: ImportReport) -> None:
+    s = uow.session
+    digest = hashlib.sha256(doc.data).hexdigest()
+    row = s.scalar(select(AdvisoryRow).where(AdvisoryRow.source == adv.source,
+                                             AdvisoryRow.publisher_key == adv.publisher_key,
+                                             AdvisoryRow.doc_id == adv.doc_id))
+    summary = {"document": doc.name, "id": adv.doc_id, "revision": adv.revision, "entries": len(adv.entries),
+               "cves": list(adv.cves)}
+    now = uow.clock()
+    if row is not None and row.sha256 == digest:
+        report.unchanged.append(adv.doc_id)
+        return
+    if row is not None and row.updated_at and adv.updated_at and adv.updated_at < _aware(row.updated_at):
+        report.older.append(f"{adv.doc_id} revision {adv.revision} (stored: {row.revision})")
+        return
+    report.unparsed += adv.unparsed
+    unparsed = [{"message": p.message, "field": p.field} for p in adv.unparsed]
+    if row is None:
+        row = AdvisoryRow(source=adv.source, publisher=adv.publisher[:200], publisher_key=adv.publisher_key[:200],
+                          doc_id=adv.doc_id[:200], title=adv.title[:500], category=adv.category[:40],
+                          revision=adv.revision[:40], released_at=adv.released_at, updated_at=adv.updated_at,
+                          cves=list(adv.cves), url=(adv.url or "")[:500] or None, sha256=digest, unparsed=unparsed,
+                          imported_by=caller.actor, imported_at=now)
+        s.add(row)
+        s.flush()
+        report.imported.append(summary)
+        uow.record(caller, "advisory.imported", "advisory", row.id, after=summary)
+    else:
+        old = list(s.scalars(select(AdvisoryEntryRow).where(AdvisoryEntryRow.advisory_id == row.id)))
+        before, after = {_fingerprint(e) for e in old}, {_fingerprint(e) for e in adv.entries}
+        change = {"from_revision": row.revision, "added": len(after - before), "removed": len(before - after),
+                  "cves_added": sorted(set(adv.cves) - set(row.cves)),
+                  "cves_removed": sorted(set(row.cves) - set(adv.cves))}
+        report.cves.update(row.cves)  # a CVE the new revision dropped must be re-matched too
+        s.execute(delete(AdvisoryEntryRow).where(AdvisoryEntryRow.advisory_id == row.id))
+        row.previous_revision, row.change = row.revision, change
+        row.title, row.category, row.revision = adv.title[:500], adv.category[:40], adv.revision[:40]
+        row.released_at, row.updated_at, row.cves = adv.released_at, adv.updated_at, list(adv.cves)
+        row.url, row.sha256, row.unparsed = (adv.url or "")[:500] or None, digest, unparsed
+        row.imported_by, row.imported_at = caller.actor, now
+        report.replaced.append({**summary, "change": change})
+        uow.record(caller, "advisory.replaced", "advisory", row.id, after={**summary, "change": change})
+    rows = _entry_rows(row.id, adv.entries)
+    for i in range(0, len(rows), 5000):
+        s.execute(insert(AdvisoryEntryRow), rows[i:i + 5000])
+    report.cves.update(adv.cves)
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time cityward stores is UTC."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def import_advisories(uow_factory: UnitOfWorkFactory, caller: Caller, source: str, *, kind: str = "auto",
+                      skip_refused: bool = False) -> ImportReport:
+    """Read, check and store everything at `source` (see the module docstring); the caller then
+    re-matches (`vulnerabilities.match(..., cves=report.cves)`)."""
+    require_city_operator(caller, "import vulnerability intelligence")
+    if kind not in KINDS:
+        raise InvalidInput(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    report = ImportReport()
+    try:
+        parsed = _parse(read_source(source), kind, report)
+    except InvalidInput as exc:  # the source itself (archive, limits, download) is refused
+        report.refused.append(Problem(str(exc)))
+        parsed = _Parsed()
+    if report.refused and not skip_refused:
+        raise InvalidInput(f"{len(report.refused)} document(s) refused; nothing imported", problems=report.refused,
+                           hint="fix or remove them, or import the rest with --skip-refused")
+    if not (parsed.advisories or parsed.kev or parsed.epss):
+        raise InvalidInput(f"{source}: nothing to import", problems=report.refused)
+    with uow_factory(write=True) as uow:
+        for doc, adv in parsed.advisories:
+            _store_advisory(uow, caller, doc, adv, report)
+        if parsed.kev is not None:
+            uow.session.execute(delete(KevEntryRow))
+            kev_rows = [{
+                "cve": k.cve, "vendor": k.vendor, "product": k.product, "name": k.name, "date_added": k.date_added,
+                "due_date": k.due_date, "ransomware": k.ransomware, "required_action": k.required_action,
+                "catalog_version": parsed.kev.version} for k in parsed.kev.entries]
+            if kev_rows:
+                uow.session.execute(insert(KevEntryRow), kev_rows)
+            report.kev, report.everything = len(parsed.kev.entries), True
+            uow.record(caller, "kev.imported", "feed", "kev", after={"entries": report.kev,
+                                                                    "catalog_version": parsed.kev.version})
+        if parsed.epss is not None:
+            uow.session.execute(delete(EpssScoreRow))
+            rows = [{"cve": e.cve, "epss": e.epss, "percentile": e.percentile,
+                     "model_version": parsed.epss.model_version, "score_date": parsed.epss.score_date}
+                    for e in parsed.epss.scores]
+            for i in range(0, len(rows), 20000):
+                uow.session.execute(insert(EpssScoreRow), rows[i:i + 20000])  # empty: no batch at all
+            report.epss, report.everything = len(rows), True
+            uow.record(caller, "epss.imported", "feed", "epss", after={
+                "scores": report.epss, "model_version": parsed.epss.model_version})
+        uow.commit()
+    return report

@@ -1,0 +1,229 @@
+"""Vulnerability intelligence end to end on both backends: real-world advisories (tests/fixtures/
+advisories, sources in its README) imported, validated, normalized and matched to a fleet that
+holds the affected products, a relabel of one of them, fixed and not-affected versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from cityward.adapters.storage.models import AdvisoryEntryRow, AdvisoryRow, AuditEventRow, KevEntryRow, VulnMatchRow
+from cityward.bootstrap import Platform
+from cityward.domain.organizations import Caller, Role
+from cityward.domain.policy.document import parse_policy
+from cityward.errors import InvalidInput, PermissionDenied
+from cityward.services import advisories, audit, catalog, organizations, vulnerabilities, zones
+from tests.conftest import caller_for
+from tests.helpers import HEADER, csv_bytes, device, import_csv
+
+FIXTURES = Path(__file__).parent / "fixtures" / "advisories"
+BASELINE = Path(__file__).resolve().parent.parent / "policies" / "baseline.yaml"
+HIKVISION_CVE = "CVE-2021-36260"
+SIEMENS_CVE = "CVE-2019-13939"
+PANOS_CVE = "CVE-2024-3400"
+DEVICES = {  # id: (brand, model, firmware)
+    "CAM-1": ("Hikvision", "DS-2CD2026G2-IU/SL", "V5.5.113 build 210317"),  # affected
+    "CAM-2": ("Hikvision", "DS-2CD2026G2-IU/SL", "V5.7.1 build 211009"),  # the fixed version
+    "CAM-3": ("Vantage Optics", "VO-2026", "V5.5.113 build 210317"),  # a relabel of the affected model
+    "PTZ-1": ("Hikvision", "DS-2DF8425IX(T3)", "V5.5.0 build 200101"),  # before V5.5.800 build 210628
+    "PTZ-2": ("Hikvision", "DS-2DF8425IX(T3)", "V5.5.800 build 210628"),  # fixed
+    "BAC-1": ("Siemens", "Desigo PXC00-E.D", "V5.0"),  # >= V2.3 < V6.0.327
+    "BAC-2": ("Siemens", "Desigo PXC00-E.D", "V2.1"),  # known_not_affected < V2.3
+    "BAC-3": ("Siemens", "Desigo PXC00-E.D", "V6.0.327"),  # fixed
+    "FW-1": ("Palo Alto Networks", "PAN-OS", "10.2.8"),  # affected (CVE 5 record with `changes`)
+    "FW-2": ("Palo Alto Networks", "PAN-OS", "10.2.9-h1"),  # the change to unaffected
+}
+EXPECTED = {("CAM-1", HIKVISION_CVE), ("CAM-3", HIKVISION_CVE), ("PTZ-1", HIKVISION_CVE), ("BAC-1", SIEMENS_CVE),
+            ("FW-1", PANOS_CVE)}
+
+
+@pytest.fixture
+def fleet(platform: Platform, city: Caller) -> Caller:
+    organizations.create_org(platform.uow, city, "Alpha", "integrator")
+    zones.create_zone(platform.uow, city, "north")
+    zones.create_zone(platform.uow, city, "south")
+    zones.assign_duty(platform.uow, city, "north", "maintain", "Alpha")
+    catalog.save_product(platform.uow, city, {"brand": "Hikvision", "model": "DS-2CD2026G2-IU/SL", "kind": "camera"})
+    catalog.save_product(platform.uow, city, {"brand": "Vantage Optics", "model": "VO-2026", "kind": "camera",
+                                              "origin_brand": "Hikvision", "origin_model": "DS-2CD2026G2-IU/SL"})
+    rows = [{**device(i), "id": d, "brand": b, "model": m, "firmware_version": fw, "kind": "camera",
+             "zone": "north" if d.startswith("CAM") else "south", "serial": d, "mac": f"02:00:00:00:00:{i:02x}"}
+            for i, (d, (b, m, fw)) in enumerate(DEVICES.items(), start=1)]
+    import_csv(platform, city, csv_bytes(rows, HEADER))
+    return city
+
+
+def _matches(platform: Platform) -> set[tuple[str, str]]:
+    with platform.uow() as uow:
+        return set(uow.session.execute(select(VulnMatchRow.device_id, VulnMatchRow.cve)).all())
+
+
+def _import(platform: Platform, caller: Caller, source: Path | str, **kw: object) -> advisories.ImportReport:
+    report = advisories.import_advisories(platform.uow, caller, str(source), **kw)  # type: ignore[arg-type]
+    if report.everything:
+        vulnerabilities.match(platform.uow)
+    elif report.cves:
+        vulnerabilities.match(platform.uow, cves=report.cves)
+    return report
+
+
+def _counts(platform: Platform) -> tuple[int, int, int]:
+    with platform.uow() as uow:
+        s = uow.session
+        return (s.scalar(select(func.count()).select_from(AdvisoryRow)) or 0,
+                s.scalar(select(func.count()).select_from(AdvisoryEntryRow)) or 0,
+                s.scalar(select(func.count()).select_from(AuditEventRow)) or 0)
+
+
+def test_advisories_match_through_origin_ranges_and_precedence(platform: Platform, fleet: Caller,
+                                                               tmp_path: Path) -> None:
+    report = _import(platform, fleet, FIXTURES / "csaf")
+    assert {a["id"] for a in report.imported} >= {"HSRC-202109-01"} and len(report.imported) == 3
+    cve_dir = tmp_path / "cve5"
+    cve_dir.mkdir()
+    shutil.copy(FIXTURES / "cve5" / "CVE-2024-3400.json", cve_dir)
+    shutil.copy(FIXTURES / "cve5" / "CVE-2021-36260.json", cve_dir)  # vendor and product "n/a": reported
+    report = _import(platform, fleet, cve_dir)
+    assert any("no vendor and product" in p.message for p in report.unparsed)
+    assert _matches(platform) == EXPECTED
+    with platform.uow() as uow:
+        rows = {r.device_id: r for r in uow.session.scalars(select(VulnMatchRow))}
+    assert rows["CAM-3"].via == "origin" and rows["CAM-1"].via == "product"  # the relabel inherits
+    assert rows["CAM-1"].fixed_version == "V5.7.1 build 211009" and rows["CAM-1"].remediation == "vendor_fix"
+    assert rows["CAM-1"].cvss == 9.8 and not rows["CAM-1"].kev  # no KEV catalog yet
+
+
+def _exploited(platform: Platform, caller: Caller) -> set[str]:
+    """Devices the baseline policy's FW-002 (known exploited vulnerability) finds."""
+    report = audit.run_audit(platform.uow, caller, parse_policy(BASELINE.read_bytes(), BASELINE.name),
+                             BASELINE.read_bytes())
+    return {f.device_id for f in report.finding_list() if f.rule_id == "FW-002"}
+
+
+def test_kev_and_epss_set_priority_and_the_known_exploited_rule(platform: Platform, fleet: Caller) -> None:
+    _import(platform, fleet, FIXTURES / "csaf")
+    assert _exploited(platform, fleet) == set()  # unknown until the KEV catalog is in
+    _import(platform, fleet, FIXTURES / "kev" / "known_exploited_vulnerabilities.json")
+    _import(platform, fleet, FIXTURES / "epss" / "epss_scores-excerpt.csv.gz")
+    with platform.uow() as uow:
+        kev_due = uow.session.scalar(select(KevEntryRow.due_date).where(KevEntryRow.cve == HIKVISION_CVE))
+        rows = {(r.device_id, r.cve): r for r in uow.session.scalars(select(VulnMatchRow))}
+    cam = rows[("CAM-1", HIKVISION_CVE)]
+    assert cam.kev and cam.label == "critical" and cam.due == kev_due and cam.epss is not None
+    bac = rows[("BAC-1", SIEMENS_CVE)]
+    assert not bac.kev and bac.priority < cam.priority and bac.due > date(2026, 1, 1)
+    assert _exploited(platform, fleet) == {"CAM-1", "CAM-3", "PTZ-1"}
+    items = vulnerabilities.exposures(platform.uow, fleet, kev_only=True)
+    assert {(e.cve, e.product) for e in items} >= {(HIKVISION_CVE, "Vantage Optics VO-2026")}
+    owners = {e.product: e.organization for e in items}
+    assert all(e.kev for e in items) and owners["Vantage Optics VO-2026"] == "Alpha"  # the cameras: Alpha's zone
+    assert owners["Hikvision DS-2DF8425IX(T3)"] is None  # nobody maintains the south: shown, not hidden
+
+
+def test_reimport_is_idempotent_and_a_newer_revision_replaces(platform: Platform, fleet: Caller,
+                                                              tmp_path: Path) -> None:
+    _import(platform, fleet, FIXTURES / "csaf")
+    counts = _counts(platform)
+    again = _import(platform, fleet, FIXTURES / "csaf")
+    assert len(again.unchanged) == 3 and not again.imported and not again.replaced
+    assert _counts(platform)[:2] == counts[:2]
+    doc = json.loads((FIXTURES / "csaf" / "hikvision-cve-2021-36260.json").read_text())
+    tracking = doc["document"]["tracking"]
+    tracking["version"] = "2"
+    tracking["current_release_date"] = "2030-01-01T00:00:00.000Z"
+    tracking["revision_history"].append({"date": "2030-01-01T00:00:00.000Z", "number": "2",
+                                         "summary": "PTZ cameras removed"})
+    status = doc["vulnerabilities"][0]["product_status"]
+    status["known_affected"] = [p for p in status["known_affected"] if p != "CSAFPID-0005"]
+    newer = tmp_path / "hikvision-v2.json"
+    newer.write_text(json.dumps(doc))
+    report = _import(platform, fleet, newer)
+    assert report.replaced and report.replaced[0]["change"]["removed"] >= 1
+    assert ("PTZ-1", HIKVISION_CVE) not in _matches(platform)  # re-matched: the PTZ statement is gone
+    assert ("CAM-1", HIKVISION_CVE) in _matches(platform)
+    older = _import(platform, fleet, FIXTURES / "csaf" / "hikvision-cve-2021-36260.json")
+    assert older.older and ("PTZ-1", HIKVISION_CVE) not in _matches(platform)
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("case", ["malformed", "schema", "traversal", "bomb", "kev_row", "epss_value", "unknown"])
+def test_bad_input_is_refused_by_name_and_nothing_is_stored(platform: Platform, fleet: Caller, tmp_path: Path,
+                                                           case: str) -> None:
+    good = (FIXTURES / "csaf" / "hikvision-cve-2021-36260.json").read_bytes()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a-good.json").write_bytes(good)
+    expect = ""
+    if case == "malformed":
+        (folder / "b-broken.json").write_text('{"document": {"csaf_version": "2.0", ')
+        expect = "b-broken.json: malformed JSON at line 1"
+    elif case == "schema":
+        doc = json.loads(good)
+        del doc["document"]["title"]
+        (folder / "b-invalid.json").write_text(json.dumps(doc))
+        expect = "b-invalid.json"
+    elif case == "traversal":
+        _zip(folder / "b.zip", {"../../etc/evil.json": good})
+        expect = "path traversal"
+    elif case == "bomb":
+        _zip(folder / "b.zip", {"huge.json": b" " * 80_000_000})
+        expect = "b.zip:huge.json"
+    elif case == "kev_row":
+        kev = json.loads((FIXTURES / "kev" / "known_exploited_vulnerabilities.json").read_text())
+        kev["vulnerabilities"][2]["dateAdded"] = "last tuesday"
+        (folder / "b-kev.json").write_text(json.dumps(kev))
+        expect = "row 3, field dateAdded"
+    elif case == "epss_value":
+        (folder / "b-epss.csv").write_text("#model_version:v2025.03.14,score_date:2026-11-20T00:00:00+0000\n"
+                                           "cve,epss,percentile\nCVE-2021-36260,1.7,0.99\n")
+        expect = "row 3, field epss"
+    else:
+        (folder / "b-other.json").write_text('{"hello": "world"}')
+        expect = "b-other.json: a JSON document cityward does not recognize"
+    before = _counts(platform)
+    with pytest.raises(InvalidInput) as caught:
+        advisories.import_advisories(platform.uow, fleet, str(folder))
+    text = str(caught.value) + " " + " ".join(str(p) for p in caught.value.problems)
+    assert expect in text, text
+    assert _counts(platform) == before  # nothing stored, not even the good document, nor an audit event
+    report = advisories.import_advisories(platform.uow, fleet, str(folder), skip_refused=True)
+    assert len(report.refused) == 1 and len(report.imported) + (report.kev or 0) >= 1
+
+
+def test_only_city_operators_import(platform: Platform, fleet: Caller) -> None:
+    with pytest.raises(PermissionDenied):
+        advisories.import_advisories(platform.uow, caller_for(platform, "Alpha", Role.ADMIN), str(FIXTURES / "csaf"))
+
+
+def test_one_new_advisory_rematches_only_its_cves(platform: Platform, fleet: Caller) -> None:
+    _import(platform, fleet, FIXTURES / "csaf")
+    summary = vulnerabilities.match(platform.uow, cves={SIEMENS_CVE})
+    assert summary.matches == 1 and summary.classes <= 3  # only the Desigo devices were read
+    assert _matches(platform) == EXPECTED - {("FW-1", PANOS_CVE)}
+
+
+def test_an_integrator_sees_only_its_devices(platform: Platform, fleet: Caller) -> None:
+    _import(platform, fleet, FIXTURES / "csaf")
+    alpha = vulnerabilities.exposures(platform.uow, caller_for(platform, "Alpha"))
+    assert alpha and all(e.organization == "Alpha" for e in alpha)
+    assert {e.cve for e in alpha} == {HIKVISION_CVE}  # the Siemens controllers are not Alpha's
+
+
+def test_an_archive_of_cve_records(platform: Platform, fleet: Caller, tmp_path: Path) -> None:
+    archive = _zip(tmp_path / "records.zip", {f"cves/{p.name}": p.read_bytes()
+                                              for p in (FIXTURES / "cve5").glob("*.json")})
+    report = _import(platform, fleet, archive)
+    assert {a["id"] for a in report.imported} == {p.stem for p in (FIXTURES / "cve5").glob("*.json")}
+    assert ("FW-1", PANOS_CVE) in _matches(platform) and ("FW-2", PANOS_CVE) not in _matches(platform)
