@@ -4,6 +4,8 @@ holds the affected products, a relabel of one of them, fixed and not-affected ve
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import shutil
 import zipfile
@@ -11,14 +13,29 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import func, select
 
 from cityward.adapters.storage.models import AdvisoryEntryRow, AdvisoryRow, AuditEventRow, KevEntryRow, VulnMatchRow
 from cityward.bootstrap import Platform
+from cityward.domain.firmware import signed_message
 from cityward.domain.organizations import Caller, Role
 from cityward.domain.policy.document import parse_policy
-from cityward.errors import InvalidInput, PermissionDenied
-from cityward.services import advisories, audit, catalog, organizations, vulnerabilities, zones
+from cityward.domain.rollouts import Operation, WaveOptions
+from cityward.errors import InvalidInput, NotFound, PermissionDenied
+from cityward.services import (
+    advisories,
+    audit,
+    catalog,
+    firmware,
+    organizations,
+    remediation,
+    rollouts,
+    vulnerabilities,
+    zones,
+)
+from cityward.services.rollouts import RolloutRequest, Target
 from tests.conftest import caller_for
 from tests.helpers import HEADER, csv_bytes, device, import_csv
 
@@ -53,9 +70,9 @@ def fleet(platform: Platform, city: Caller) -> Caller:
     catalog.save_product(platform.uow, city, {"brand": "Vantage Optics", "model": "VO-2026", "kind": "camera",
                                               "origin_brand": "Hikvision", "origin_model": "DS-2CD2026G2-IU/SL"})
     rows = [{**device(i), "id": d, "brand": b, "model": m, "firmware_version": fw, "kind": "camera",
-             "zone": "north" if d.startswith("CAM") else "south", "serial": d, "mac": f"02:00:00:00:00:{i:02x}"}
-            for i, (d, (b, m, fw)) in enumerate(DEVICES.items(), start=1)]
-    import_csv(platform, city, csv_bytes(rows, HEADER))
+             "zone": "north" if d.startswith("CAM") else "south", "serial": d, "mac": f"02:00:00:00:00:{i:02x}",
+             "protocol": "mqtt"} for i, (d, (b, m, fw)) in enumerate(DEVICES.items(), start=1)]
+    import_csv(platform, city, csv_bytes(rows, [*HEADER, "protocol"]))
     return city
 
 
@@ -227,3 +244,41 @@ def test_an_archive_of_cve_records(platform: Platform, fleet: Caller, tmp_path: 
     report = _import(platform, fleet, archive)
     assert {a["id"] for a in report.imported} == {p.stem for p in (FIXTURES / "cve5").glob("*.json")}
     assert ("FW-1", PANOS_CVE) in _matches(platform) and ("FW-2", PANOS_CVE) not in _matches(platform)
+
+
+def test_an_advisory_becomes_one_firmware_rollout_per_product(platform: Platform, fleet: Caller,
+                                                              tmp_path: Path) -> None:
+    _import(platform, fleet, FIXTURES / "csaf")
+    store = tmp_path / "firmware"
+    firmware.register_key(platform.uow, fleet, "Hikvision", "hik-1", _pub(KEY))
+    for version in ("V5.7.1 build 211009", "V5.5.0 build 190101"):  # the fix, and an older image
+        image = f"Hikvision DS-2CD2026G2-IU/SL {version}\n".encode() * 50
+        firmware.add_release(platform.uow, fleet, store, brand="Hikvision", model="DS-2CD2026G2-IU/SL",
+                             version=version, image=image, signature=_sign("Hikvision", "DS-2CD2026G2-IU/SL",
+                                                                           version, image), key_id="hik-1")
+    planned = {f.product: f for f in remediation.from_advisory(platform.uow, fleet, "HSRC-202109-01", WaveOptions(
+        canary=1, percentages=(100,)), store, create=False)}
+    cams = planned["Hikvision DS-2CD2026G2-IU/SL"]
+    assert cams.devices == ("CAM-1", "CAM-3") and cams.release_version == "V5.7.1 build 211009"  # CAM-3: relabel
+    assert cams.plan is not None and cams.plan.devices == 2 and cams.rollout is None
+    ptz = planned["Hikvision DS-2DF8425IX(T3)"]
+    assert ptz.release is None and "no firmware V5.5.800 build 210628 or later" in (ptz.problem or "")
+    created = remediation.from_advisory(platform.uow, fleet, "HSRC-202109-01", WaveOptions(), store, create=True)
+    rid = next(f.rollout for f in created if f.rollout)
+    assert rid is not None and rollouts.get(platform.uow, fleet, rid).target["advisory"] == "HSRC-202109-01"
+    by_target = rollouts.plan(platform.uow, fleet, RolloutRequest(
+        "reboot what the CVE affects", Operation.REBOOT, Target(advisory=SIEMENS_CVE)), store)
+    assert [d for w in by_target.waves for d in w] == ["BAC-1"]
+    with pytest.raises(NotFound, match="advisory 'NOPE-1' not found"):
+        rollouts.plan(platform.uow, fleet, RolloutRequest("x", Operation.REBOOT, Target(advisory="NOPE-1")), store)
+
+
+KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"hikvision test key").digest())
+
+
+def _pub(key: Ed25519PrivateKey) -> str:
+    return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+def _sign(brand: str, model: str, version: str, image: bytes) -> str:
+    return base64.b64encode(KEY.sign(signed_message(brand, model, version, hashlib.sha256(image).hexdigest()))).decode()

@@ -17,6 +17,8 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from cityward.adapters.storage.models import (
+    AdvisoryEntryRow,
+    AdvisoryRow,
     AuditFindingRow,
     DesiredConfigRow,
     DeviceRow,
@@ -27,6 +29,7 @@ from cityward.adapters.storage.models import (
     RolloutActionRow,
     RolloutRow,
     RolloutWaveRow,
+    VulnMatchRow,
     ZoneRow,
 )
 from cityward.adapters.storage.scoping import responsible_clause, scope_clause, zone_tree
@@ -65,17 +68,21 @@ MAX_EXPLICIT_DEVICES = 100_000
 @dataclass(frozen=True)
 class Target:
     """How devices are chosen: `devices list` filters, the devices failing a rule in the latest
-    audit, or named devices (e.g. selected on the findings page). They combine with AND."""
+    audit, the devices an advisory (its id, or a CVE id) affects, or named devices (e.g. selected on
+    the findings page). They combine with AND."""
 
     selector: DeviceFilter = field(default_factory=DeviceFilter)
     failing_rule: str | None = None
     device_ids: tuple[str, ...] = ()
+    advisory: str | None = None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: (v.isoformat() if isinstance(v, datetime) else v)
                                for k, v in asdict(self.selector).items() if v not in (None, False)}
         if self.failing_rule:
             out["failing_rule"] = self.failing_rule
+        if self.advisory:
+            out["advisory"] = self.advisory
         if self.device_ids:
             out["devices"] = len(self.device_ids)
         return out
@@ -153,6 +160,9 @@ def _candidates(s: Session, caller: Caller, req: RolloutRequest) -> list[_Candid
             AuditFindingRow.run_id == latest, AuditFindingRow.rule_id == req.target.failing_rule,
             AuditFindingRow.waiver_id.is_(None)))
         q = q.where(DeviceRow.id.in_(failing))
+    if req.target.advisory:
+        cves = advisory_cves(s, req.target.advisory)
+        q = q.where(DeviceRow.id.in_(select(VulnMatchRow.device_id).where(VulnMatchRow.cve.in_(cves))))
     rows = s.execute(q).all()
     found = [_Candidate(r[0], r[1], r[2], r[3], (r[4], product_key("", r[5])[1]), r[7] or r[6], r[8], r[9],
                         bool(r[10]), r[11]) for r in rows]
@@ -166,6 +176,19 @@ def _candidates(s: Session, caller: Caller, req: RolloutRequest) -> list[_Candid
                 [Problem("not found, or not a device you are responsible for", field=f"device {d}")
                  for d in missing[:20]], more=max(0, len(missing) - 20))
     return found
+
+
+def advisory_cves(s: Session, advisory: str) -> list[str]:
+    """The CVEs an advisory id (CSAF tracking id or CVE record) or a CVE id stands for."""
+    found = [c for (cves,) in s.execute(select(AdvisoryRow.cves).where(AdvisoryRow.doc_id == advisory))
+             for c in cves]
+    if not found and s.scalar(select(AdvisoryEntryRow.id).where(AdvisoryEntryRow.cve == advisory).limit(1)):
+        found = [advisory]
+    if not found:
+        raise NotFound(f"advisory {advisory!r} not found",
+                       hint="import it with `cityward advisories import`; `cityward vulns list` shows what affects "
+                       "the fleet")
+    return sorted(set(found))
 
 
 def zone_windows(s: Session) -> dict[int, MaintenanceWindow | None]:

@@ -32,7 +32,7 @@ from cityward.entrypoints.cli.devices import (
 from cityward.entrypoints.cli.fleet import secret_box
 from cityward.entrypoints.cli.render import err, out, print_json, table
 from cityward.errors import InvalidInput
-from cityward.services import firmware, rollouts
+from cityward.services import firmware, remediation, rollouts
 from cityward.services.inventory import DeviceFilter
 from cityward.services.rollouts import RolloutRequest, RolloutView, Target
 
@@ -134,7 +134,8 @@ OperationOpt = Annotated[str, typer.Option(
 
 def _request(name: str, operation: str, kind: str | None, zone: str | None, brand: str | None,
              manufacturer: str | None, fw: str | None, org: str | None, tag: str | None, failing_rule: str | None,
-             devices: str | None, release: int | None, config: str | None, reason: str | None, canary: int,
+             advisory: str | None, devices: str | None, release: int | None, config: str | None, reason: str | None,
+             canary: int,
              waves: str, concurrency: int, timeout: float, retries: int, success_threshold: int,
              failure_threshold: int, failure_count: int | None, on_failure: str) -> RolloutRequest:
     try:
@@ -156,7 +157,7 @@ def _request(name: str, operation: str, kind: str | None, zone: str | None, bran
                           retries=retries, success_threshold=success_threshold, failure_threshold=failure_threshold,
                           failure_count=failure_count, on_failure=failure)
     return RolloutRequest(name=name, operation=rollouts.parse_operation(operation),
-                          target=Target(selector, failing_rule, ids), options=options, release=release,
+                          target=Target(selector, failing_rule, ids, advisory), options=options, release=release,
                           config=config, reason=reason)
 
 
@@ -165,11 +166,15 @@ def _request(name: str, operation: str, kind: str | None, zone: str | None, bran
 @app.command("create", help="The same plan, stored (it does not start): cityward rollout start.")
 def plan(
     ctx: typer.Context,
-    operation: OperationOpt,
+    operation: OperationOpt = "",
     name: Annotated[str, typer.Option(help="What this rollout is for.")] = "rollout",
     kind: KindOpt = None, zone: ZoneOpt = None, brand: BrandOpt = None, manufacturer: MfrOpt = None,
     fw: FwOpt = None, org: OrgOpt = None, tag: TagOpt = None,
     failing_rule: Annotated[str | None, typer.Option(help="Devices failing this rule in the latest audit.")] = None,
+    advisory: Annotated[str | None, typer.Option(help="Devices this advisory (or CVE id) affects.")] = None,
+    from_advisory: Annotated[str | None, typer.Option(
+        help="Remediate an advisory: one upgrade_firmware rollout per affected product, to the catalog's "
+             "firmware at or above the advisory's fixed version.")] = None,
     devices: Annotated[str | None, typer.Option(help="Only these device ids (comma-separated).")] = None,
     release: Annotated[int | None, typer.Option(help="Firmware release id (upgrade_firmware).")] = None,
     config: Annotated[str | None, typer.Option(help="Desired configuration name (set_config).")] = None,
@@ -186,10 +191,19 @@ def plan(
     json_out: JsonOpt = False,
 ) -> None:
     create = ctx.info_name == "create"
-    req = _request(name, operation, kind, zone, brand, manufacturer, fw, org, tag, failing_rule, devices, release,
-                   config, reason, canary, waves, concurrency, timeout, retries, success_threshold,
+    if from_advisory:
+        if operation not in ("", "upgrade_firmware"):
+            raise InvalidInput("--from-advisory plans firmware upgrades; leave out --operation")
+        operation = "upgrade_firmware"
+    elif not operation:
+        raise InvalidInput("--operation (-o) is required, or --from-advisory ID")
+    req = _request(name, operation, kind, zone, brand, manufacturer, fw, org, tag, failing_rule, advisory, devices,
+                   release, config, reason, canary, waves, concurrency, timeout, retries, success_threshold,
                    failure_threshold, failure_count, on_failure)
     store = CTX.platform.settings.firmware_dir
+    if from_advisory:
+        _from_advisory(from_advisory, req.options, store, create=create, json_out=json_out)
+        return
     if create:
         rollout_id, summary = rollouts.create(CTX.platform.uow, CTX.caller, req, store)
     else:
@@ -218,6 +232,22 @@ def plan(
                      else f"start it with cityward rollout start {rollout_id}"))
     else:
         out.print("dry run: nothing stored, nothing sent (cityward rollout create … stores it)")
+
+
+def _from_advisory(advisory: str, options: WaveOptions, store: Path, *, create: bool, json_out: bool) -> None:
+    done = remediation.from_advisory(CTX.platform.uow, CTX.caller, advisory, options, store, create=create)
+    if json_out:
+        print_json([{**{k: v for k, v in dataclasses.asdict(f).items() if k != "plan"},
+                     "planned_devices": f.plan.devices if f.plan else 0} for f in done])
+        return
+    out.print(table(f"remediation of {advisory}: one firmware rollout per product", [
+        "true product", "devices", "fixed in", "catalog firmware", "rollout", ""], (
+        (f.product, f"{len(f.devices):,}", f.fixed_version or "?", f.release_version or "—",
+         str(f.rollout) if f.rollout else ("planned" if f.plan else ""),
+         (f"{f.plan.devices:,} in {len(f.plan.waves)} waves" + (", needs approval" if f.plan.needs_approval else "")
+          if f.plan else f"[yellow]{f.problem}[/]")) for f in done)))
+    if not create:
+        out.print("dry run: nothing stored, nothing sent (cityward rollout create --from-advisory … stores them)")
 
 
 RolloutArg = Annotated[int, typer.Argument(help="Rollout id.", min=1, max=2**31 - 1)]
