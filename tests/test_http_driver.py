@@ -142,3 +142,35 @@ def test_queued_requests_wait_for_a_slot_without_losing_their_timeout() -> None:
     got, took = asyncio.run(main())
     assert [type(g).__name__ for g in got] == ["State"] * 8
     assert took >= 1.1, f"two at a time, 0.3 s each: eight take four rounds, not {took:.2f} s"
+
+
+def test_a_device_restarting_mid_command_is_followed_until_it_answers() -> None:
+    """After an upgrade a device restarts: its API is gone for a while, then answers the result."""
+
+    def reply(status: str) -> bytes:
+        return json.dumps({"v": 1, "device_id": "SL-1", "command_id": "c1", "status": status,
+                           "at": "2026-11-25T12:00:00Z"}).encode()
+
+    async def main() -> list[str]:
+        async def first_boot(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await answer(202, reply("accepted"))(reader, writer)
+            server.close()  # the device restarts right after accepting
+
+        server = await asyncio.start_server(first_boot, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+
+        async def reboot() -> asyncio.Server:
+            await asyncio.sleep(1.0)
+            return await asyncio.start_server(answer(200, reply("succeeded")), "127.0.0.1", port)
+
+        back = asyncio.create_task(reboot())
+        now = datetime.now(UTC)
+        cmd = Command(command_id="c1", action="upgrade_firmware", issued_at=now, expires_at=now + timedelta(minutes=1))
+        try:
+            async with HttpDriver(timeout=0.5, poll_interval=0.1) as driver:
+                return [r.status async for r in driver.send(Endpoint("SL-1", f"127.0.0.1:{port}", "pw"), cmd,
+                                                            timeout=5)]
+        finally:
+            (await back).close()
+
+    assert asyncio.run(main()) == ["accepted", "succeeded"]

@@ -29,6 +29,8 @@ from cityward.services.rollouts import RolloutRequest, Target
 @dataclass(frozen=True)
 class ProductFix:
     product: str  # the true manufacturer's "Brand Model"
+    brand: str
+    model: str
     devices: tuple[str, ...]
     fixed_version: str | None
     release: int | None  # the catalog image chosen, None: none fixes it
@@ -71,15 +73,15 @@ def fixes(uow_factory: UnitOfWorkFactory, caller: Caller, advisory: str) -> list
             usable = sorted(r for r in keyed if floor is not None and r[0] >= floor)
             name = f"{brand} {model}"
             if wanted is None:
-                out.append(ProductFix(name, tuple(sorted(devices)), None, None, None,
+                out.append(ProductFix(name, brand, model, tuple(sorted(devices)), None, None, None,
                                       problem="the advisory names no fixed version for this product"))
             elif not usable:
-                out.append(ProductFix(name, tuple(sorted(devices)), wanted, None, None,
+                out.append(ProductFix(name, brand, model, tuple(sorted(devices)), wanted, None, None,
                                       problem=f"no firmware {wanted} or later in the catalog: add the "
                                               f"manufacturer's signed image with `cityward firmware add`"))
             else:
                 _k, rid, version = usable[-1]
-                out.append(ProductFix(name, tuple(sorted(devices)), wanted, rid, version))
+                out.append(ProductFix(name, brand, model, tuple(sorted(devices)), wanted, rid, version))
     if not out:
         raise InvalidInput(f"advisory {advisory!r} affects no device in your scope",
                            [Problem("no stored match", field="advisory")],

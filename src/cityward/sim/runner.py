@@ -40,7 +40,7 @@ from cityward.sim.profile import Profile
 
 TOPIC = "cityward/v1/{}/{}"
 PUSH_TIMEOUT = 600.0  # seconds an upgrade with url "push" waits for its image
-DOWNLOADS_AT_ONCE = 50  # firmware downloads in flight across the whole simulated city
+DOWNLOADS_AT_ONCE = 100  # firmware downloads in flight across the whole simulated city
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 log = logging.getLogger("cityward.sim")

@@ -133,7 +133,12 @@ class HttpDriver:
                 raise DriverError("timeout", f"{device.device_id} did not finish command {command.command_id} "
                                   f"within {timeout:g} s")
             await asyncio.sleep(self.poll_interval)
-            status, payload = await self._call("GET", device, f"/commands/{command.command_id}")
+            try:
+                status, payload = await self._call("GET", device, f"/commands/{command.command_id}")
+            except DriverError as exc:
+                if exc.reason in ("unreachable", "timeout"):
+                    continue  # it took the command and went quiet: restarting after an upgrade, say
+                raise
             self._check(device, status, "/commands")
             result = self._result(device, payload, command.command_id)
             if (result.status, result.progress) != (last.status, last.progress):

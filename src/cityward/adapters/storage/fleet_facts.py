@@ -12,6 +12,7 @@ from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from cityward.adapters.policy_polars import FACT_SCHEMA, VKEY, with_version_keys
+from cityward.adapters.storage import vuln_frames
 from cityward.adapters.storage.frames import read_frame
 from cityward.adapters.storage.models import (
     AdvisoryRow,
@@ -20,7 +21,6 @@ from cityward.adapters.storage.models import (
     DeviceStateRow,
     KevEntryRow,
     ProductRow,
-    VulnMatchRow,
     ZoneResponsibilityRow,
     ZoneRow,
 )
@@ -86,7 +86,7 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
         pl.col("quarantined").cast(pl.Boolean),
         _config_drift(session).alias("config_drift"),
         pl.col("origin_brand").str.to_lowercase().str.strip_chars().is_in(banned).alias("manufacturer_prohibited"),
-        _known_exploited(session).alias("known_exploited"),
+        _known_exploited(session, now).alias("known_exploited"),
         pl.lit(None, dtype=pl.Boolean).alias("firmware_signed"),  # firmware catalog
         pl.col("zone_id").alias("_zone_id"),
         (pl.col("brand") + " " + pl.col("model")).alias("_product"),
@@ -101,14 +101,15 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
     return with_responsibility(session, frame)
 
 
-def _known_exploited(session: Session) -> pl.Expr:
-    """True when a stored advisory match of the device is in CISA KEV; null (unknown) until both
-    advisories and the KEV catalog have been imported, so the rule does not pass blind."""
-    if session.scalar(select(func.count()).select_from(KevEntryRow)) == 0 or \
-            session.scalar(select(func.count()).select_from(AdvisoryRow)) == 0:
+def _known_exploited(session: Session, now: datetime) -> pl.Expr:
+    """True when the device's firmware, as it reports it now, is affected by a CVE in CISA KEV
+    (matched fresh, for the KEV CVEs only: stored matches may predate an upgrade); null (unknown)
+    until both advisories and the KEV catalog have been imported, so the rule does not pass blind."""
+    kev = set(session.scalars(select(KevEntryRow.cve)).all())
+    if not kev or session.scalar(select(func.count()).select_from(AdvisoryRow)) == 0:
         return pl.lit(None, dtype=pl.Boolean)
-    exploited = session.scalars(select(VulnMatchRow.device_id).where(VulnMatchRow.kev.is_(True)).distinct()).all()
-    return pl.col("id").is_in(list(exploited))
+    found, _classes = vuln_frames.compute(session, kev, now)
+    return pl.col("id").is_in(found.get_column("device_id").unique().to_list())
 
 
 def _config_drift(session: Session) -> pl.Expr:

@@ -22,11 +22,13 @@ from cityward.entrypoints.cli.remediation import remediate
 from cityward.entrypoints.cli.render import err, out, table
 from cityward.entrypoints.reports import html
 from cityward.errors import Conflict
-from cityward.services import catalog, inventory, organizations, setup, tokens, zones
+from cityward.services import advisories, catalog, inventory, organizations, setup, tokens, vulnerabilities, zones
 from cityward.services.audit import AuditReport, run_audit, trend
 from cityward.services.overview import fleet_overview, live_overview
 from cityward.services.policies import policy_to_audit
+from cityward.sim.advisories import write_advisories
 from cityward.sim.city import DemoCity, generate_city, write_catalog_csv, write_inventory_csv
+from cityward.sim.profile import load_profile
 
 
 def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: int | None,
@@ -49,6 +51,7 @@ def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: 
         try:
             if city_live is not None:
                 bring_online(platform, caller, city_live, devices)
+            assess_vulnerabilities(platform, caller, city, Path(work) / "advisories")
             before = audit_posture(platform, caller)
             if city_live is not None:
                 remediate_and_reaudit(platform, caller, city_live, seed, before)
@@ -72,6 +75,25 @@ def bring_online(platform: Platform, caller: Caller, city_live: LiveCity, device
         task = bar.add_task("devices reporting", total=devices)
         city_live.settle(devices, progress=lambda n: bar.update(task, completed=n))
     show_live(platform, caller, city_live.stats())
+
+
+def assess_vulnerabilities(platform: Platform, caller: Caller, city: DemoCity, folder: Path) -> None:
+    """The manufacturers' advisories, the KEV catalog and EPSS scores for the city's products,
+    imported and matched through true origin; the most urgent exposure first."""
+    out.rule("vulnerability intelligence")
+    write_advisories(city.profile or load_profile(), folder)
+    with out.status("importing advisories, KEV and EPSS, and matching the fleet…"):
+        report = advisories.import_advisories(platform.uow, caller, str(folder))
+        summary = vulnerabilities.match(platform.uow, caller=caller)
+    out.print(f"imported {len(report.imported)} advisories and CVE records, {report.kev or 0} KEV entry, "
+              f"{report.epss or 0} EPSS scores: {summary.matches:,} affected (device, CVE) pairs on "
+              f"{summary.devices:,} devices, {summary.kev:,} of them known exploited")
+    items = vulnerabilities.exposures(platform.uow, caller, limit=8)
+    out.print(table("most urgent exposure (what each maintainer must do)", [
+        "priority", "CVE", "KEV", "product", "firmware", "devices", "maintainer", "fix"], (
+        (f"{e.label} {e.priority:.0f}", e.cve, "yes" if e.kev else "",
+         e.product + (" (its ODM's flaw)" if e.via == "origin" else ""), e.firmware, f"{e.devices:,}",
+         e.organization or "-", e.fixed_version or "") for e in items)))
 
 
 def audit_posture(platform: Platform, caller: Caller, *, show: bool = True) -> AuditReport:
@@ -100,7 +122,7 @@ def remediate_and_reaudit(platform: Platform, caller: Caller, city_live: LiveCit
     with out.status("waiting for the devices to report their new state…"):
         city_live.settle_changes()
     after = audit_posture(platform, caller, show=False)
-    rules = ("CRED-001", "FW-001")
+    rules = ("CRED-001", "FW-001", "FW-002")
     count = {r.run_id: {rid: n for rid, _t, _s, n in r.by_rule} for r in (before, after)}
     out.print(table("posture before and after", ["", "before", "after"], [
         ("score", f"{before.score}", f"{after.score}"),

@@ -153,7 +153,14 @@ class LiveCity:
         """Wait until the connector has stored everything the devices said after a change: no new
         message for `quiet` seconds. HTTP devices are polled once more first: they do not push."""
         if self.connector is not None:
-            self._call(self.connector.poll_http_once(), timeout=timeout)
+            # A device rebooting after its upgrade, or a simulator busy with a thousand of them,
+            # misses a poll: ask again (at most twice more) while polls keep failing.
+            for _ in range(3):
+                missed = sum(self.connector.poll.failed[r] for r in ("timeout", "unreachable"))
+                self._call(self.connector.poll_http_once(), timeout=timeout)
+                if sum(self.connector.poll.failed[r] for r in ("timeout", "unreachable")) == missed:
+                    break
+                time.sleep(2.0)
         deadline = time.monotonic() + timeout
         last, since = -1, time.monotonic()
         while time.monotonic() < deadline:

@@ -25,9 +25,10 @@ from cityward.domain.rollouts import Operation, WaveOptions
 from cityward.entrypoints.cli.fleet import secret_box
 from cityward.entrypoints.cli.livecity import LiveCity
 from cityward.entrypoints.cli.render import err, out
-from cityward.services import audit, firmware, organizations, rollouts
+from cityward.services import audit, firmware, organizations, remediation, rollouts
 from cityward.services.rollout_executor import Executor, ExecutorOptions
 from cityward.services.rollouts import RolloutRequest, RolloutView, Target
+from cityward.sim.advisories import ODM_ADVISORY
 
 MAX_FIRMWARE_PRODUCTS = 5
 DEMO_IMAGE = b"cityward demo firmware image\n" * 2048
@@ -68,6 +69,35 @@ def _start(platform: Platform, caller: Caller, approver: Caller, req: RolloutReq
     out.print(f"rollout {rid}: {req.name} — {summary.devices:,} devices in {len(summary.waves)} waves, "
               f"{len(summary.skipped):,} skipped{note}")
     return rid
+
+
+def _remediate_advisory(platform: Platform, caller: Caller, approver: Caller,
+                        seed: int) -> tuple[list[int], set[tuple[str, str]]]:
+    """The known exploited advisory first: its manufacturer's fixed firmware, one rollout per
+    affected product (the relabeled cameras get their ODM's image). Returns the rollouts and the
+    (true) products they upgrade."""
+    started: list[int] = []
+    covered: set[tuple[str, str]] = set()
+    for fix in remediation.fixes(platform.uow, caller, ODM_ADVISORY):
+        if fix.fixed_version is None:
+            continue
+        _publish_firmware(platform, caller, seed, fix.brand, fix.model, fix.fixed_version)
+        out.print(f"firmware {fix.product} {fix.fixed_version} (the fix of {ODM_ADVISORY}) signed by its "
+                  f"manufacturer, verified and added")
+    for fix in remediation.from_advisory(platform.uow, caller, ODM_ADVISORY, WaveOptions(
+            canary=3, percentages=(30, 100), concurrency=150, timeout_s=20, retries=1, failure_threshold=25,
+            success_threshold=70), platform.settings.firmware_dir, create=True):
+        if fix.rollout is None:
+            err.print(f"[yellow]{ODM_ADVISORY} on {fix.product}: {fix.problem}[/]")
+            continue
+        if fix.plan is not None and fix.plan.needs_approval:
+            rollouts.approve(platform.uow, approver, fix.rollout)
+        rollouts.start(platform.uow, caller, fix.rollout)
+        out.print(f"rollout {fix.rollout}: {ODM_ADVISORY} (known exploited) on {fix.product} → {fix.release_version}"
+                  f" — {len(fix.devices):,} devices, including the brands relabeling it")
+        started.append(fix.rollout)
+        covered.add((fix.brand, fix.model))
+    return started, covered
 
 
 def _panel(views: list[RolloutView]) -> Group:
@@ -122,8 +152,9 @@ def remediate(platform: Platform, caller: Caller, city_live: LiveCity, seed: int
         if rid is not None:
             _follow(platform, caller, [rid], running)
             done.append(rid)
-        upgrades: list[int] = []
-        outdated = [p for p in audit.failing_by_product(platform.uow, caller, "FW-001") if p.min_firmware]
+        upgrades, covered = _remediate_advisory(platform, caller, approver, seed)
+        outdated = [p for p in audit.failing_by_product(platform.uow, caller, "FW-001")
+                    if p.min_firmware and (p.manufacturer, p.model) not in covered]
         for n, product in enumerate(outdated[:MAX_FIRMWARE_PRODUCTS]):
             brand, model, version, devices = product.manufacturer, product.model, str(product.min_firmware), \
                 product.device_ids

@@ -58,8 +58,8 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:
-        # Text, not str: device data must never be read as Rich markup.
-        t.add_row(*[Text("" if v is None else str(v)) for v in r])
+        # Text, not str: device data must never be read as Rich markup (a styled Text is kept).
+        t.add_row(*[v if isinstance(v, Text) else Text("" if v is None else str(v)) for v in r])
     return t
 
 

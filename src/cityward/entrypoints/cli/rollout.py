@@ -245,7 +245,7 @@ def _from_advisory(advisory: str, options: WaveOptions, store: Path, *, create: 
         (f.product, f"{len(f.devices):,}", f.fixed_version or "?", f.release_version or "—",
          str(f.rollout) if f.rollout else ("planned" if f.plan else ""),
          (f"{f.plan.devices:,} in {len(f.plan.waves)} waves" + (", needs approval" if f.plan.needs_approval else "")
-          if f.plan else f"[yellow]{f.problem}[/]")) for f in done)))
+          if f.plan else f.problem or "")) for f in done)))
     if not create:
         out.print("dry run: nothing stored, nothing sent (cityward rollout create --from-advisory … stores them)")
 

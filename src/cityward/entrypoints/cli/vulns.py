@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.devices import JsonOpt
@@ -106,7 +107,7 @@ def list_(
     out.print(table("vulnerabilities in the fleet, most urgent first", [
         "priority", "CVE", "KEV", "EPSS", "CVSS", "due", "product", "firmware", "devices", "maintainer", "fix",
         "advisory"], ((
-            f"[{_LABEL_STYLE.get(e.label, '')}]{e.label} {e.priority:.0f}[/]", e.cve,
+            Text(f"{e.label} {e.priority:.0f}", style=_LABEL_STYLE.get(e.label, "")), e.cve,
             "yes" + (" (ransomware)" if e.ransomware else "") if e.kev else "",
             f"{e.epss:.2f}" if e.epss is not None else "", f"{e.cvss:.1f}" if e.cvss is not None else "",
             str(e.due), e.product + (" (via origin)" if e.via == "origin" else ""), e.firmware, f"{e.devices:,}",

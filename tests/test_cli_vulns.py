@@ -1,0 +1,37 @@
+"""`cityward advisories …`, `vulns list` and `rollout plan --from-advisory` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.test_cli import Cli
+
+FIXTURES = Path(__file__).parent / "fixtures" / "advisories"
+
+
+def test_vulnerability_story(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    cli("demo", "--once", "--no-live", "--devices", "300")  # imports the demo city's advisories too
+    items = json.loads(cli("vulns", "list", "--kev", "--json").stdout)
+    assert items and {i["cve"] for i in items} == {"CVE-2026-90001"} and all(i["kev"] for i in items)
+    assert any(i["via"] == "origin" for i in items)  # relabeled cameras inherit their ODM's advisory
+    shown = cli("vulns", "list").stdout
+    assert "CVE-2026-90001" in shown and "most urgent first" in shown
+    again = json.loads(cli("advisories", "import", str(FIXTURES / "csaf"), "--json").stdout)
+    assert len(again["imported"]) == 3 and again["match"]["cves"] >= 2
+    assert json.loads(cli("advisories", "import", str(FIXTURES / "csaf"), "--json").stdout)["unchanged"]
+    assert "dry run" in cli("rollout", "plan", "--from-advisory", "QRW-SA-2026-001").stdout
+    plan = json.loads(cli("rollout", "plan", "--from-advisory", "QRW-SA-2026-001", "--json").stdout)
+    assert [f["product"] for f in plan] == ["Quarrow QC-410"]  # relabels planned as their ODM's product
+    assert plan[0]["release"] is None and "cityward firmware add" in plan[0]["problem"]
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"document": ')
+    proc = cli("advisories", "import", str(broken), code=2)
+    assert "broken.json: malformed JSON at line 1" in proc.stderr
+    cli("advisories", "import", str(tmp_path / "nowhere"), code=2)
+    proc = cli("rollout", "plan", "--from-advisory", "NOPE-1", code=1)
+    assert "advisory 'NOPE-1' not found" in proc.stderr
+    proc = cli("rollout", "plan", code=2)
+    assert "--operation" in proc.stderr
