@@ -32,6 +32,7 @@ from cityward.services import (
     organizations,
     remediation,
     rollouts,
+    sboms,
     vulnerabilities,
     zones,
 )
@@ -282,3 +283,51 @@ def _pub(key: Ed25519PrivateKey) -> str:
 
 def _sign(brand: str, model: str, version: str, image: bytes) -> str:
     return base64.b64encode(KEY.sign(signed_message(brand, model, version, hashlib.sha256(image).hexdigest()))).decode()
+
+
+def _component_record(cve: str, package: str, less_than: str) -> dict[str, object]:
+    """A CVE JSON 5 record about an open-source component (its versions as the CNA lists them)."""
+    return {"dataType": "CVE_RECORD", "dataVersion": "5.1",
+            "cveMetadata": {"cveId": cve, "assignerShortName": "mitre", "state": "PUBLISHED",
+                            "datePublished": "2023-01-01T00:00:00Z", "dateUpdated": "2023-01-01T00:00:00Z"},
+            "containers": {"cna": {"title": f"{package} flaw", "affected": [{
+                "vendor": "n/a", "product": package, "packageURL": f"pkg:generic/{package}",
+                "defaultStatus": "unaffected",
+                "versions": [{"version": "0", "lessThan": less_than, "status": "affected", "versionType": "custom"}]}],
+                "metrics": [{"cvssV3_1": {"version": "3.1", "baseScore": 7.5,
+                                          "vectorString": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:H"}}]}}}
+
+
+def test_sbom_components_meet_component_advisories_and_the_sbom_vex(platform: Platform, fleet: Caller,
+                                                                    tmp_path: Path) -> None:
+    store = tmp_path / "firmware"
+    firmware.register_key(platform.uow, fleet, "Hikvision", "hik-1", _pub(KEY))
+    version = "V5.7.1 build 211009"  # what CAM-2 runs
+    image = b"camera image " * 100
+    release = firmware.add_release(platform.uow, fleet, store, brand="Hikvision", model="DS-2CD2026G2-IU/SL",
+                                   version=version, image=image, key_id="hik-1",
+                                   signature=_sign("Hikvision", "DS-2CD2026G2-IU/SL", version, image))
+    records = tmp_path / "records"
+    records.mkdir()
+    for cve, package, below in (("CVE-2022-48174", "busybox", "1.36.0"), ("CVE-2022-22707", "lighttpd", "1.4.64"),
+                                ("CVE-2099-00001", "openssl", "1.0.0")):  # the last one: too old to matter
+        (records / f"{cve}.json").write_text(json.dumps(_component_record(cve, package, below)))
+    _import(platform, fleet, records)
+    assert not {m for m in _matches(platform) if m[1].startswith("CVE-2022")}  # no SBOM yet: no component match
+    result = sboms.import_sbom(platform.uow, fleet, FIXTURES / "sbom" / "camera-firmware-1.5.json", release.id)
+    assert result.components == 3 and result.vex_not_affected == 1
+    assert set(result.cves) == {"CVE-2022-48174", "CVE-2022-22707", "CVE-2099-00001"}
+    vulnerabilities.match(platform.uow, cves=set(result.cves))
+    found = {m for m in _matches(platform) if m[1] in result.cves}
+    # busybox 1.34.1 < 1.36.0 on the image CAM-2 runs; lighttpd cleared by the SBOM's own VEX; openssl too new.
+    assert found == {("CAM-2", "CVE-2022-48174")}
+    with platform.uow() as uow:
+        via = uow.session.scalar(select(VulnMatchRow.via).where(VulnMatchRow.device_id == "CAM-2"))
+    assert via == "component"
+    with pytest.raises(InvalidInput, match=r"camera\.json"):
+        bad = tmp_path / "camera.json"
+        bad.write_text('{"bomFormat": "CycloneDX", "specVersion": "1.5", "components": [{"type": "library"}]}')
+        sboms.import_sbom(platform.uow, fleet, bad, release.id)
+    with pytest.raises(PermissionDenied):
+        sboms.import_sbom(platform.uow, caller_for(platform, "Alpha", Role.ADMIN),
+                          FIXTURES / "sbom" / "camera-firmware-1.4.xml", release.id)

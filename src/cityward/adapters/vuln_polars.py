@@ -24,8 +24,12 @@ ENTRY_SCHEMA = {
     "entry_id": pl.Int64, "advisory_id": pl.Int64, "cve": pl.String, "vendor_key": pl.String,
     "product_key": pl.String, "model_pattern": pl.String, "status": pl.String, "intervals": pl.List(INTERVAL),
     "scheme": pl.String, "fixed_version": pl.String, "remediation": pl.String, "cvss": pl.Float64,
-    "exploited": pl.Boolean,
+    "exploited": pl.Boolean, "purl_key": pl.String,
 }
+# A class running a firmware release whose SBOM lists a component (its version's keys).
+COMPONENT_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "purl_key": pl.String, "semver_key": pl.String,
+                    "vendor_key_fw": pl.String, "via": pl.String}
+CLEARED_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String}  # by the SBOM's own VEX
 DEVICE_SCHEMA = {"device_id": pl.String, "product_id": pl.Int64, "firmware": pl.String, "exposed": pl.Boolean,
                  "zone_criticality": pl.String}
 KEV_SCHEMA = {"cve": pl.String, "kev_due": pl.Date, "ransomware": pl.Boolean}
@@ -45,8 +49,13 @@ def _in_interval(key: str) -> pl.Expr:
     return (k.is_not_null() & low_ok & high_ok) | unbounded
 
 
-def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.DataFrame) -> pl.DataFrame:
-    """(product, firmware) classes affected by each CVE, after precedence (CLASS_MATCH_SCHEMA)."""
+def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.DataFrame,
+                  components: pl.DataFrame | None = None, cleared_by_sbom: pl.DataFrame | None = None) -> pl.DataFrame:
+    """(product, firmware) classes affected by each CVE, after precedence (CLASS_MATCH_SCHEMA).
+
+    `components`: classes whose firmware's SBOM lists a package (COMPONENT_SCHEMA), matched to
+    statements about that package by PURL key and the component's own version;
+    `cleared_by_sbom`: (class, CVE) pairs the SBOM's VEX declares not affected."""
     cls = classes.join(identities, on="product_id")
     device_entries = entries.filter(pl.col("vendor_key").is_not_null() & pl.col("product_key").is_not_null())
     exact = cls.join(device_entries.filter(pl.col("model_pattern").is_null()), on=["vendor_key", "product_key"])
@@ -54,7 +63,11 @@ def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.D
                           on="vendor_key", suffix="_entry")
                  .filter(pl.col("product_key").str.contains(pl.col("model_pattern")))
                  .drop("product_key_entry"))
-    hits = pl.concat([exact, patterned.select(exact.columns)]).with_columns(
+    parts = [exact, patterned.select(exact.columns)]
+    if components is not None and components.height:
+        by_package = components.join(entries.filter(pl.col("purl_key").is_not_null()), on="purl_key")
+        parts.append(by_package.select(exact.columns))
+    hits = pl.concat(parts).with_columns(
         pl.when(pl.col("scheme") == "semver").then(pl.col("semver_key")).otherwise(pl.col("vendor_key_fw"))
         .alias("fw_key"))
     every_version = hits.filter(pl.col("intervals").is_null()).drop("intervals")
@@ -65,7 +78,10 @@ def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.D
     if matched.height == 0:
         return pl.DataFrame(schema=CLASS_MATCH_SCHEMA)
     keys = ["product_id", "firmware", "cve"]
-    cleared = matched.filter(pl.col("status").is_in(["not_affected", "fixed"])).select(keys).unique()
+    cleared = matched.filter(pl.col("status").is_in(["not_affected", "fixed"])).select(keys)
+    if cleared_by_sbom is not None and cleared_by_sbom.height:
+        cleared = pl.concat([cleared, cleared_by_sbom.select(keys)])
+    cleared = cleared.unique()
     affected = (matched.filter(pl.col("status") == "affected").join(cleared, on=keys, how="anti")
                 .sort(["cvss", "entry_id"], descending=[True, False], nulls_last=True))
     return (affected.group_by(keys, maintain_order=True)

@@ -26,7 +26,10 @@ from cityward.adapters.storage.uow import UnitOfWork, UnitOfWorkFactory
 from cityward.domain import csaf, cve5, feeds
 from cityward.domain.access import require_city_operator
 from cityward.domain.advisories import Advisory, Entry
+from cityward.domain.advisory_versions import sort_key
+from cityward.domain.cyclonedx import purl_key
 from cityward.domain.organizations import Caller
+from cityward.domain.products import VersionScheme
 from cityward.errors import InvalidInput, Problem
 
 KINDS = ("auto", "csaf", "cve5", "kev", "epss")
@@ -135,19 +138,38 @@ def _fingerprint(e: Entry | AdvisoryEntryRow) -> tuple[Any, ...]:
     return (e.cve, e.vendor_key, e.product_key, e.versions, e.status)
 
 
+def _package(e: Entry) -> tuple[str | None, str | None, list[dict[str, Any]] | None]:
+    """The PURL key SBOM components are matched on; a PURL naming one version (`pkg:…@1.2.3`) with
+    no other range is that version."""
+    key = purl_key(e.identity.purl) if e.identity.purl else None
+    intervals = ([{"lo": lo, "lo_incl": li, "hi": hi, "hi_incl": hi_} for lo, li, hi, hi_ in e.intervals]
+                 if e.intervals is not None else None)
+    if key is None:
+        return None, e.versions, intervals
+    if intervals is None and key[1]:
+        lo = sort_key(key[1], VersionScheme.VENDOR)
+        if lo is not None:
+            return key[0], key[1], [{"lo": lo, "lo_incl": True, "hi": lo, "hi_incl": True}]
+    return key[0], e.versions, intervals
+
+
 def _entry_rows(advisory_id: int, entries: Iterable[Entry]) -> list[dict[str, Any]]:
-    return [{
+    return [_entry_row(advisory_id, e) for e in entries]
+
+
+def _entry_row(advisory_id: int, e: Entry) -> dict[str, Any]:
+    package, versions, intervals = _package(e)
+    return {
         "advisory_id": advisory_id, "cve": e.cve, "vendor": e.identity.vendor, "product": e.identity.product,
         "vendor_key": e.identity.vendor_key, "product_key": e.identity.product_key,
         "model_pattern": e.identity.model_pattern, "component": e.identity.component, "purl": e.identity.purl,
-        "cpe": e.identity.cpe, "hashes": list(e.identity.hashes), "versions": e.versions,
-        "intervals": [{"lo": lo, "lo_incl": li, "hi": hi, "hi_incl": hi_} for lo, li, hi, hi_ in e.intervals]
-        if e.intervals is not None else None,
-        "scheme": e.scheme, "status": e.status.value, "justification": e.justification,
+        "purl_key": package, "cpe": e.identity.cpe, "hashes": list(e.identity.hashes), "versions": versions,
+        "intervals": intervals, "scheme": e.scheme if e.intervals is not None or intervals is None else "vendor",
+        "status": e.status.value, "justification": e.justification,
         "remediation": e.remediation, "remediation_detail": e.remediation_detail,
         "remediation_url": e.remediation_url, "fixed_version": e.fixed_version, "cvss": e.cvss,
         "cvss_vector": e.cvss_vector, "exploited": e.exploited,
-    } for e in entries]
+    }
 
 
 def _store_advisory(uow: UnitOfWork, caller: Caller, doc: Document, adv: Advisory, report: ImportReport) -> None:

@@ -512,6 +512,7 @@ class AdvisoryEntryRow(Base):
     model_pattern: Mapped[str | None] = mapped_column(String(300))  # a model number with * wildcards, as a regex
     component: Mapped[bool] = mapped_column(Boolean, default=False)  # a software component (SBOM), not a device
     purl: Mapped[str | None] = mapped_column(String(300))
+    purl_key: Mapped[str | None] = mapped_column(String(300), index=True)  # "type/namespace/name", for SBOMs
     cpe: Mapped[str | None] = mapped_column(String(300))
     hashes: Mapped[list[str]] = mapped_column(JSON)
     versions: Mapped[str | None] = mapped_column(String(500))  # the range as written; NULL: every version
@@ -575,3 +576,39 @@ class VulnMatchRow(Base):
     label: Mapped[str] = mapped_column(String(10))  # critical | high | medium | low
     due: Mapped[date] = mapped_column(Date)
     matched_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class SbomRow(Base):
+    """A firmware release's CycloneDX SBOM, as last imported (its components are `sbom_components`)."""
+
+    __tablename__ = "sboms"
+    release_id: Mapped[int] = mapped_column(ForeignKey("firmware_releases.id"), primary_key=True)
+    spec_version: Mapped[str] = mapped_column(String(8))
+    serial_number: Mapped[str | None] = mapped_column(String(200))
+    subject: Mapped[str | None] = mapped_column(String(300))  # what the SBOM describes
+    components: Mapped[int] = mapped_column(Integer)
+    duplicates: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    imported_by: Mapped[str] = mapped_column(String(200))
+    imported_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class SbomComponentRow(Base):
+    """A software component inside a firmware release, keyed the way advisories name packages."""
+
+    __tablename__ = "sbom_components"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("sboms.release_id", ondelete="CASCADE"), index=True)
+    purl_key: Mapped[str | None] = mapped_column(String(300), index=True)  # "type/namespace/name"
+    name: Mapped[str] = mapped_column(String(300))
+    version: Mapped[str | None] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(40))
+
+
+class SbomVexRow(Base):
+    """The SBOM's own VEX: a CVE the manufacturer says this release's component is not affected by."""
+
+    __tablename__ = "sbom_vex"
+    release_id: Mapped[int] = mapped_column(ForeignKey("sboms.release_id", ondelete="CASCADE"), primary_key=True)
+    cve: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purl_key: Mapped[str] = mapped_column(String(300), primary_key=True)

@@ -24,13 +24,16 @@ from cityward.adapters.storage.models import (
     DeviceRow,
     DeviceStateRow,
     EpssScoreRow,
+    FirmwareReleaseRow,
     KevEntryRow,
     ProductRow,
+    SbomComponentRow,
+    SbomVexRow,
     ZoneRow,
 )
 from cityward.domain import advisory_versions as av
 from cityward.domain.advisories import INSECURE_SERVICES, match_key, model_key
-from cityward.domain.products import VersionScheme
+from cityward.domain.products import VersionScheme, product_key
 
 _CHUNK = 500
 
@@ -44,7 +47,8 @@ def _entries(s: Session, cves: set[str] | None) -> pl.DataFrame:
     cols = (AdvisoryEntryRow.id, AdvisoryEntryRow.advisory_id, AdvisoryEntryRow.cve, AdvisoryEntryRow.vendor_key,
             AdvisoryEntryRow.product_key, AdvisoryEntryRow.model_pattern, AdvisoryEntryRow.status,
             cast(AdvisoryEntryRow.intervals, Text), AdvisoryEntryRow.scheme, AdvisoryEntryRow.fixed_version,
-            AdvisoryEntryRow.remediation, AdvisoryEntryRow.cvss, AdvisoryEntryRow.exploited)
+            AdvisoryEntryRow.remediation, AdvisoryEntryRow.cvss, AdvisoryEntryRow.exploited,
+            AdvisoryEntryRow.purl_key)
     schema: dict[str, Any] = {**vp.ENTRY_SCHEMA, "intervals": pl.String}
     if cves is None:
         frames = [read_frame(s, select(*cols), schema)]
@@ -99,12 +103,66 @@ def _devices(s: Session, product_ids: list[int] | None) -> pl.DataFrame:
 
 def _classes(devices: pl.DataFrame) -> pl.DataFrame:
     pairs = devices.select("product_id", "firmware").unique()
-    firmware = pairs.get_column("firmware").unique().to_list()
-    semver = {v: av.sort_key(v, VersionScheme.SEMVER) for v in firmware if v is not None}
-    vendor = {v: av.sort_key(v, VersionScheme.VENDOR) for v in firmware if v is not None}
+    semver, vendor = _keys(pairs.get_column("firmware").unique().to_list())
     return pairs.with_columns(
         pl.col("firmware").replace_strict(semver, default=None, return_dtype=pl.String).alias("semver_key"),
         pl.col("firmware").replace_strict(vendor, default=None, return_dtype=pl.String).alias("vendor_key_fw"))
+
+
+def _keys(versions: Iterable[str | None]) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """Each version's sortable key under both schemes (computed once per distinct string)."""
+    distinct = {v for v in versions if v is not None}
+    return ({v: av.sort_key(v, VersionScheme.SEMVER) for v in distinct},
+            {v: av.sort_key(v, VersionScheme.VENDOR) for v in distinct})
+
+
+def _sbom_releases(s: Session, entries: pl.DataFrame) -> tuple[list[tuple[Any, ...]], dict[int, tuple[str, str]]]:
+    """SBOM components some component statement names — (release, brand key, model key, version,
+    purl key, component version) — and each product's true-origin catalog key."""
+    keys = sorted(set(entries.get_column("purl_key").drop_nulls().to_list()))
+    rows: list[tuple[Any, ...]] = []
+    for part in chunks(keys):
+        rows += s.execute(
+            select(FirmwareReleaseRow.id, FirmwareReleaseRow.brand_key, FirmwareReleaseRow.model_key,
+                   FirmwareReleaseRow.version, SbomComponentRow.purl_key, SbomComponentRow.version)
+            .join(SbomComponentRow, SbomComponentRow.release_id == FirmwareReleaseRow.id)
+            .where(SbomComponentRow.purl_key.in_(part))).all()
+    origins = {pid: (ob_key, product_key("", om)[1]) for pid, ob_key, om in s.execute(
+        select(ProductRow.id, ProductRow.origin_brand_key, ProductRow.origin_model))} if rows else {}
+    return rows, origins
+
+
+def _component_classes(s: Session, classes: pl.DataFrame, rows: list[tuple[Any, ...]],
+                       origins: dict[int, tuple[str, str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Classes running a release whose SBOM lists a named component (with the component's version
+    keys), and the (class, CVE) pairs that SBOM's own VEX clears."""
+    schema = {"product_id": pl.Int64, "firmware": pl.String, "release_id": pl.Int64, "purl_key": pl.String,
+              "version": pl.String}
+    empty = (pl.DataFrame(schema={**vp.COMPONENT_SCHEMA}), pl.DataFrame(schema=vp.CLEARED_SCHEMA))
+    if not rows or classes.height == 0:
+        return empty
+    by_release = {(b, m, v): rid for rid, b, m, v, _k, _cv in rows}
+    linked = [(pid, fw, by_release[(*origins[pid], fw)]) for pid, fw in classes.select("product_id", "firmware")
+              .iter_rows() if pid in origins and (*origins[pid], fw) in by_release]
+    if not linked:
+        return empty
+    link = pl.DataFrame(linked, schema={"product_id": pl.Int64, "firmware": pl.String, "release_id": pl.Int64},
+                        orient="row")
+    comps = pl.DataFrame([(rid, k, cv) for rid, _b, _m, _v, k, cv in rows],
+                         schema={"release_id": pl.Int64, "purl_key": pl.String, "version": pl.String}, orient="row")
+    semver, vendor = _keys(comps.get_column("version").to_list())
+    found = (link.join(comps, on="release_id").select(list(schema))
+             .with_columns(pl.col("version").replace_strict(semver, default=None, return_dtype=pl.String)
+                           .alias("semver_key"),
+                           pl.col("version").replace_strict(vendor, default=None, return_dtype=pl.String)
+                           .alias("vendor_key_fw"),
+                           pl.lit("component").alias("via"))
+             .select(list(vp.COMPONENT_SCHEMA)))
+    vex = read_frame(s, select(SbomVexRow.release_id, SbomVexRow.cve).where(
+        SbomVexRow.release_id.in_(sorted(set(link.get_column("release_id").to_list())))),
+        {"release_id": pl.Int64, "cve": pl.String})
+    cleared = link.join(vex, on="release_id").select(list(vp.CLEARED_SCHEMA))
+    return found, cleared
 
 
 def _feeds(s: Session) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -119,11 +177,18 @@ def compute(s: Session, cves: set[str] | None, now: datetime) -> tuple[pl.DataFr
     if entries.height == 0:
         return vp.empty_matches(), 0
     identities = _identities(s, entries)
-    if identities.height == 0:
+    sbom_rows, origins = _sbom_releases(s, entries)
+    if identities.height == 0 and not sbom_rows:
         return vp.empty_matches(), 0
-    product_ids = None if cves is None else sorted(set(identities.get_column("product_id").to_list()))
+    if cves is None:
+        product_ids = None
+    else:
+        release_keys = {(b, m) for _r, b, m, _v, _k, _cv in sbom_rows}
+        product_ids = sorted(set(identities.get_column("product_id").to_list())
+                             | {pid for pid, key in origins.items() if key in release_keys})
     devices = _devices(s, product_ids)
     classes = _classes(devices)
-    class_matches = vp.match_classes(classes, identities, entries)
+    components, cleared = _component_classes(s, classes, sbom_rows, origins)
+    class_matches = vp.match_classes(classes, identities, entries, components, cleared)
     kev, epss = _feeds(s)
     return vp.device_matches(devices, class_matches, kev, epss, now), classes.height

@@ -42,6 +42,7 @@ app.command("worker")(rollout.worker)
 app.add_typer(rollout.config_app, name="config")
 app.add_typer(vulns.advisories_app, name="advisories")
 app.add_typer(vulns.vulns_app, name="vulns")
+app.add_typer(vulns.sbom_app, name="sbom")
 app.command()(fleet.connect)
 app.add_typer(sim_app, name="sim", help="The simulated city: thousands of devices speaking the protocol (device side).")
 

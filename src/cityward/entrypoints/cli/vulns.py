@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,11 +13,13 @@ from rich.text import Text
 from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.devices import JsonOpt
 from cityward.entrypoints.cli.render import err, out, print_json, table
-from cityward.services import advisories, vulnerabilities
+from cityward.services import advisories, sboms, vulnerabilities
 from cityward.services.vulnerabilities import MatchSummary
 
 advisories_app = typer.Typer(help="Import CSAF advisories, CVE records, the CISA KEV catalog and EPSS scores; match "
                                   "them to the fleet.", no_args_is_help=True)
+sbom_app = typer.Typer(help="CycloneDX SBOMs of firmware releases: components matched to advisories.",
+                       no_args_is_help=True)
 vulns_app = typer.Typer(help="What each vulnerability affects, most urgent first, per responsible organization.",
                         no_args_is_help=True)
 _LABEL_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "green"}
@@ -112,3 +116,24 @@ def list_(
             f"{e.epss:.2f}" if e.epss is not None else "", f"{e.cvss:.1f}" if e.cvss is not None else "",
             str(e.due), e.product + (" (via origin)" if e.via == "origin" else ""), e.firmware, f"{e.devices:,}",
             e.organization or "—", e.fixed_version or e.remediation or "", e.advisory) for e in items)))
+
+
+@sbom_app.command("import")
+def sbom_import(
+    path: Annotated[Path, typer.Argument(help="A CycloneDX SBOM (1.4 to 1.6, JSON or XML).")],
+    release: Annotated[int, typer.Option(help="The firmware release it describes (cityward firmware list).",
+                                         min=1, max=2**31 - 1)],
+    json_out: JsonOpt = False,
+) -> None:
+    """Attach a firmware image's SBOM, then re-match the CVEs that name its components."""
+    result = sboms.import_sbom(CTX.platform.uow, CTX.caller, path, release)
+    summary = vulnerabilities.match(CTX.platform.uow, cves=result.cves, caller=CTX.caller) if result.cves else None
+    if json_out:
+        print_json({**dataclasses.asdict(result), "match": summary.__dict__ if summary else None})
+        return
+    out.print(f"SBOM (CycloneDX {result.spec_version}) attached to {result.product} {result.version}: "
+              f"{result.components:,} components" + (f" ({result.duplicates:,} duplicates dropped)"
+                                                      if result.duplicates else "")
+              + f", {result.vex_not_affected} not-affected statements")
+    if summary:
+        out.print(_summary(summary))
