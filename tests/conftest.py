@@ -47,7 +47,7 @@ _TABLES = ("audit_events", "api_tokens", "devices", "zone_responsibilities", "pr
            "audit_findings", "audit_runs", "policy_acks", "policy_versions", "policy_waivers",
            "rollout_actions", "rollout_waves", "rollouts", "firmware_releases", "firmware_keys", "desired_configs",
            "city_ca", "vuln_matches", "advisory_entries", "advisories", "kev_entries", "epss_scores",
-           "sbom_vex", "sbom_components", "sboms",
+           "sbom_vex", "sbom_components", "sboms", "org_contacts", "notifications",
            "zones", "organizations")
 
 

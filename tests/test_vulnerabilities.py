@@ -8,15 +8,22 @@ import base64
 import hashlib
 import json
 import shutil
+import socket
+import threading
 import zipfile
 from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import func, select
 
+from cityward.adapters import notify
+from cityward.adapters.secretbox import SecretBox
 from cityward.adapters.storage.models import AdvisoryEntryRow, AdvisoryRow, AuditEventRow, KevEntryRow, VulnMatchRow
 from cityward.bootstrap import Platform
 from cityward.domain.firmware import signed_message
@@ -27,8 +34,10 @@ from cityward.errors import InvalidInput, NotFound, PermissionDenied
 from cityward.services import (
     advisories,
     audit,
+    auditlog,
     catalog,
     firmware,
+    notifications,
     organizations,
     remediation,
     rollouts,
@@ -331,3 +340,75 @@ def test_sbom_components_meet_component_advisories_and_the_sbom_vex(platform: Pl
     with pytest.raises(PermissionDenied):
         sboms.import_sbom(platform.uow, caller_for(platform, "Alpha", Role.ADMIN),
                           FIXTURES / "sbom" / "camera-firmware-1.4.xml", release.id)
+
+
+class _Inbox:
+    """A webhook receiver (real socket) and an SMTP server (aiosmtpd) for the notification test."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.mails: list[tuple[list[str], bytes]] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # aiosmtpd handler
+        self.mails.append((list(envelope.rcpt_tos), bytes(envelope.original_content)))
+        return "250 OK"
+
+
+def _webhook_server(inbox: _Inbox) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            inbox.posts.append((dict(self.headers.items()), body))
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+def test_maintainers_and_manufacturers_are_notified_once(platform: Platform, fleet: Caller) -> None:
+    _import(platform, fleet, FIXTURES / "csaf")
+    _import(platform, fleet, FIXTURES / "kev" / "known_exploited_vulnerabilities.csv")
+    organizations.create_org(platform.uow, fleet, "Hikvision Digital", "manufacturer", brand="Hikvision")
+    box = SecretBox(platform.settings.secret_key_bytes())
+    inbox = _Inbox()
+    web = _webhook_server(inbox)
+    smtp = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    smtp.start()
+    try:
+        url = f"http://127.0.0.1:{web.server_address[1]}/cityward"
+        with pytest.raises(PermissionDenied):
+            notifications.set_contact(platform.uow, caller_for(platform, "Alpha", Role.OPERATOR), box, "Alpha",
+                                      webhook_url=url)
+        contact, secret = notifications.set_contact(platform.uow, fleet, box, "Alpha", webhook_url=url,
+                                                    email="soc@alpha.example")
+        assert secret and contact.has_secret
+        notifications.set_contact(platform.uow, fleet, box, "Hikvision Digital", email="psirt@hikvision.example")
+        settings = notify.SmtpSettings("127.0.0.1", smtp.port, "cityward@city.example", starttls=False, timeout=5)
+        sent = notifications.send(platform.uow, fleet, box, settings, allow_private=True)
+        assert {(s.organization, s.channel, s.ok) for s in sent} == {
+            ("Alpha", "webhook", True), ("Alpha", "email", True), ("Hikvision Digital", "email", True)}
+        headers, body = inbox.posts[0]
+        assert notify.verify(secret, headers[notify.SIGNATURE_HEADER], body)
+        payload = json.loads(body)
+        assert {i["cve"] for i in payload["items"]} == {HIKVISION_CVE} and all(i["kev"] for i in payload["items"])
+        assert {i["product"] for i in payload["items"]} == {"Hikvision DS-2CD2026G2-IU/SL", "Vantage Optics VO-2026"}
+        maker = next(m for to, m in inbox.mails if to == ["psirt@hikvision.example"]).decode()
+        # Its units, by its own model, including the relabel sold under another brand.
+        assert "3 deployed Hikvision Digital units" in maker and "2 x DS-2CD2026G2-IU/SL" in maker
+        assert secret not in json.dumps([str(e) for e in auditlog.list_events(platform.uow, fleet, limit=1000)])
+        again = notifications.send(platform.uow, fleet, box, settings, allow_private=True)
+        assert all(s.skipped for s in again) and len(inbox.posts) == 1 and len(inbox.mails) == 2
+    finally:
+        smtp.stop()
+        web.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     # Upper bound for an inventory upload over the API; the CLI streams files of any size.
     max_upload_bytes: int = Field(default=1 << 30, gt=0)
     token: SecretStr | None = None  # CITYWARD_TOKEN: act as this API token from the CLI
+    # Vulnerability notifications by e-mail: smtp://[user:password@]host[:port][?starttls=off]
+    # (STARTTLS by default: credentials never travel in the clear), and the sender address.
+    smtp_url: SecretStr | None = None
+    smtp_sender: str | None = None
+    # Webhooks to private or loopback addresses (an on-premises receiver); refused by default (SSRF).
+    notify_private_networks: bool = False
 
     @classmethod
     def settings_customise_sources(

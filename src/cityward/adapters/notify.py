@@ -191,7 +191,7 @@ def _token_error(n: Notification) -> str | None:
     return None
 
 
-def _display_url(raw: str) -> str:
+def display_url(raw: str) -> str:
     try:
         url = httpx.URL(raw)
         return str(url.copy_with(username=None, password=None, query=None, fragment=None))
@@ -345,7 +345,7 @@ async def _deliver_webhook(
     timeout: float, retries: int, backoff: float, allow_private: bool,
 ) -> Delivery:
     key = notification.idempotency_key
-    display = _display_url(target.url)
+    display = display_url(target.url)
 
     def result(ok: bool, status: int | None, attempts: int, error: str | None) -> Delivery:
         if ok:
@@ -435,7 +435,7 @@ async def deliver_webhooks(
                                               backoff=backoff, allow_private=allow_private)
             except Exception as exc:  # a bug here must not lose the other deliveries of the batch
                 log.exception("webhook %s: unexpected error", notification.idempotency_key)
-                return Delivery(notification.idempotency_key, "webhook", _display_url(target.url), False, None, 0,
+                return Delivery(notification.idempotency_key, "webhook", display_url(target.url), False, None, 0,
                                 f"internal error: {type(exc).__name__}")
 
     try:
@@ -448,7 +448,7 @@ async def deliver_webhooks(
 # E-mail
 
 
-def _address_error(address: str, what: str) -> str | None:
+def address_error(address: str, what: str) -> str | None:
     if _CONTROL.search(address) or "\t" in address:
         return f"{what} contains CR, LF or other control characters"
     if not address.isascii():
@@ -546,9 +546,9 @@ def send_emails(items: list[tuple[Notification, EmailTarget]], smtp: SmtpSetting
     A message whose transaction broke is not re-sent (it may have been accepted)."""
     results: list[Delivery | None] = [None] * len(items)
     pending: list[tuple[int, bytes]] = []
-    sender_error = _address_error(smtp.sender, "sender")
+    sender_error = address_error(smtp.sender, "sender")
     for index, (notification, target) in enumerate(items):
-        error = sender_error or _address_error(target.address, "recipient") or _token_error(notification)
+        error = sender_error or address_error(target.address, "recipient") or _token_error(notification)
         if not error and _CONTROL.search(notification.subject):
             error = "subject contains CR, LF or other control characters"
         data = b""

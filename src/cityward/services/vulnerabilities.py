@@ -147,5 +147,6 @@ def exposures(uow_factory: UnitOfWorkFactory, caller: Caller, *, cve: str | None
                     pl.col("kev").any(), pl.col("ransomware").any(), pl.col("epss").max(), pl.col("cvss").max(),
                     pl.col("due").min(), pl.col("fixed_version").drop_nulls().first(),
                     pl.col("remediation").drop_nulls().first(), pl.col("advisory").first(), pl.col("via").first())
-               .sort(["priority", "devices", "cve"], descending=[True, True, False]).head(limit))
+               .sort(["priority", "devices", "cve", "product", "firmware"],
+                     descending=[True, True, False, False, False], nulls_last=True).head(limit))
     return [Exposure(**{k: r[k] for k in Exposure.__dataclass_fields__}) for r in grouped.iter_rows(named=True)]

@@ -612,3 +612,33 @@ class SbomVexRow(Base):
     release_id: Mapped[int] = mapped_column(ForeignKey("sboms.release_id", ondelete="CASCADE"), primary_key=True)
     cve: Mapped[str] = mapped_column(String(64), primary_key=True)
     purl_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+
+
+class OrgContactRow(Base):
+    """Where an organization wants to hear about vulnerabilities: a signed webhook and/or e-mail."""
+
+    __tablename__ = "org_contacts"
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
+    webhook_secret: Mapped[bytes | None] = mapped_column(LargeBinary)  # AES-GCM sealed, like device secrets
+    email: Mapped[str | None] = mapped_column(String(254))
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class NotificationRow(Base):
+    """One delivery attempt of one notification; a notification delivered once is not sent again."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_key", "idempotency_key", "channel"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    org_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(60))
+    channel: Mapped[str] = mapped_column(String(10))
+    target: Mapped[str] = mapped_column(String(500))  # the URL without secrets, or the address
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    sent_at: Mapped[datetime] = mapped_column(Timestamp)

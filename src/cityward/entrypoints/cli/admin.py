@@ -36,6 +36,25 @@ def orgs_list(kind: Annotated[str | None, typer.Option(help="Only this kind.")] 
                     ((o.name, o.kind, o.brand, o.contact_email) for o in found)))
 
 
+@orgs_app.command("contact")
+def orgs_contact(
+    name: str,
+    webhook: Annotated[str | None, typer.Option(help="HTTPS endpoint for signed vulnerability notifications.")] = None,
+    email: Annotated[str | None, typer.Option(help="Address for vulnerability notifications.")] = None,
+    rotate_secret: Annotated[bool, typer.Option("--rotate-secret", help="A new webhook signing secret.")] = False,
+) -> None:
+    """Where an organization hears about vulnerabilities (city admin, or the organization's admin).
+    A new webhook gets a signing secret, printed once: receivers verify X-Cityward-Signature with it."""
+    from cityward.entrypoints.cli.fleet import secret_box
+    from cityward.services import notifications
+
+    contact, secret = notifications.set_contact(CTX.platform.uow, CTX.caller, secret_box(CTX.platform), name,
+                                                webhook_url=webhook, email=email, rotate_secret=rotate_secret)
+    out.print(f"{contact.organization}: webhook {contact.webhook_url or '-'}, e-mail {contact.email or '-'}")
+    if secret:
+        out.print(f"webhook signing secret (shown once; HMAC-SHA256, header X-Cityward-Signature):\n{secret}")
+
+
 @orgs_app.command("add")
 def orgs_add(
     name: str,

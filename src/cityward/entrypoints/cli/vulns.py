@@ -137,3 +137,31 @@ def sbom_import(
               + f", {result.vex_not_affected} not-affected statements")
     if summary:
         out.print(_summary(summary))
+
+
+@vulns_app.command("notify")
+def notify_(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send nothing.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Tell each maintaining organization what affects its devices, and each manufacturer how many
+    of its deployed units are affected (signed webhooks, e-mail); news already delivered is skipped."""
+    from cityward.entrypoints.cli.fleet import secret_box
+    from cityward.services import notifications
+
+    settings = CTX.platform.settings
+    smtp = notifications.smtp_settings(settings.smtp_url.get_secret_value() if settings.smtp_url else None,
+                                       settings.smtp_sender)
+    with out.status("sending notifications…"):
+        sent = notifications.send(CTX.platform.uow, CTX.caller, secret_box(CTX.platform), smtp, dry_run=dry_run,
+                                  allow_private=settings.notify_private_networks)
+    if json_out:
+        print_json(sent)
+        return
+    out.print(table("notifications", ["organization", "about", "channel", "to", "result"], (
+        (s.organization, s.kind.split(".")[-1].replace("_", " "), s.channel, s.target,
+         "already delivered" if s.skipped else "delivered" if s.ok else s.detail or "failed") for s in sent)))
+    failed = [s for s in sent if not s.ok and not s.skipped and s.channel != "none" and not dry_run]
+    if failed:
+        err.print(f"{len(failed)} deliveries failed; they are sent again next time")
+        raise typer.Exit(1)
