@@ -17,20 +17,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from cityward.adapters.advisories import csaf_validation
 from cityward.adapters.advisories.sources import Document, read_source
-from cityward.adapters.storage.models import AdvisoryEntryRow, AdvisoryRow, EpssScoreRow, KevEntryRow
+from cityward.adapters.storage.models import (
+    AdvisoryEntryRow,
+    AdvisoryRow,
+    DeviceRow,
+    EpssScoreRow,
+    KevEntryRow,
+    VulnMatchRow,
+)
+from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWork, UnitOfWorkFactory
 from cityward.domain import csaf, cve5, feeds
-from cityward.domain.access import require_city_operator
+from cityward.domain.access import require_city_operator, require_device_details
 from cityward.domain.advisories import Advisory, Entry
 from cityward.domain.advisory_versions import sort_key
 from cityward.domain.cyclonedx import purl_key
 from cityward.domain.organizations import Caller
 from cityward.domain.products import VersionScheme
-from cityward.errors import InvalidInput, Problem
+from cityward.errors import InvalidInput, NotFound, Problem
 
 KINDS = ("auto", "csaf", "cve5", "kev", "epss")
 
@@ -225,16 +233,17 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def import_advisories(uow_factory: UnitOfWorkFactory, caller: Caller, source: str, *, kind: str = "auto",
-                      skip_refused: bool = False) -> ImportReport:
-    """Read, check and store everything at `source` (see the module docstring); the caller then
-    re-matches (`vulnerabilities.match(..., cves=report.cves)`)."""
+def import_advisories(uow_factory: UnitOfWorkFactory, caller: Caller, source: str | Iterable[Document], *,
+                      kind: str = "auto", skip_refused: bool = False) -> ImportReport:
+    """Read, check and store everything at `source` — a path or URL, or documents already read
+    (an API upload) — see the module docstring; the caller then re-matches
+    (`vulnerabilities.match(..., cves=report.cves)`)."""
     require_city_operator(caller, "import vulnerability intelligence")
     if kind not in KINDS:
         raise InvalidInput(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     report = ImportReport()
     try:
-        parsed = _parse(read_source(source), kind, report)
+        parsed = _parse(read_source(source) if isinstance(source, str) else source, kind, report)
     except InvalidInput as exc:  # the source itself (archive, limits, download) is refused
         report.refused.append(Problem(str(exc)))
         parsed = _Parsed()
@@ -242,7 +251,8 @@ def import_advisories(uow_factory: UnitOfWorkFactory, caller: Caller, source: st
         raise InvalidInput(f"{len(report.refused)} document(s) refused; nothing imported", problems=report.refused,
                            hint="fix or remove them, or import the rest with --skip-refused")
     if not (parsed.advisories or parsed.kev or parsed.epss):
-        raise InvalidInput(f"{source}: nothing to import", problems=report.refused)
+        raise InvalidInput(f"{source if isinstance(source, str) else 'the upload'}: nothing to import",
+                           problems=report.refused)
     with uow_factory(write=True) as uow:
         for doc, adv in parsed.advisories:
             _store_advisory(uow, caller, doc, adv, report)
@@ -269,3 +279,50 @@ def import_advisories(uow_factory: UnitOfWorkFactory, caller: Caller, source: st
                 "scores": report.epss, "model_version": parsed.epss.model_version})
         uow.commit()
     return report
+
+
+@dataclass(frozen=True)
+class AdvisoryView:
+    id: int
+    source: str
+    publisher: str
+    doc_id: str
+    title: str
+    category: str
+    revision: str
+    previous_revision: str | None
+    change: dict[str, Any] | None
+    updated_at: datetime | None
+    cves: list[str]
+    statements: int
+    unparsed: list[dict[str, Any]]
+    devices_affected: int  # in the caller's scope
+    url: str | None
+
+
+def list_advisories(uow_factory: UnitOfWorkFactory, caller: Caller, *, advisory_id: int | None = None,
+                    limit: int = 200) -> list[AdvisoryView]:
+    """Imported advisories, newest first, with how many of the caller's devices each affects."""
+    scope = require_device_details(caller)
+    with uow_factory() as uow:
+        s = uow.session
+        q = select(AdvisoryRow).order_by(AdvisoryRow.imported_at.desc(), AdvisoryRow.id.desc()).limit(limit)
+        if advisory_id is not None:
+            q = q.where(AdvisoryRow.id == advisory_id)
+        rows = list(s.scalars(q))
+        if advisory_id is not None and not rows:
+            raise NotFound(f"advisory {advisory_id} not found")
+        counts = dict(s.execute(select(AdvisoryEntryRow.advisory_id, func.count()).where(
+            AdvisoryEntryRow.advisory_id.in_([r.id for r in rows])).group_by(AdvisoryEntryRow.advisory_id)).all())
+        wanted = sorted({c for r in rows for c in r.cves})
+        by_cve: dict[str, set[str]] = {}
+        for i in range(0, len(wanted), 500):
+            q_matches = (select(VulnMatchRow.device_id, VulnMatchRow.cve)
+                         .join(DeviceRow, DeviceRow.id == VulnMatchRow.device_id)
+                         .where(VulnMatchRow.cve.in_(wanted[i:i + 500]), scope_clause(s, scope)))
+            for device_id, cve in s.execute(q_matches):
+                by_cve.setdefault(cve, set()).add(device_id)
+        return [AdvisoryView(
+            r.id, r.source, r.publisher, r.doc_id, r.title, r.category, r.revision, r.previous_revision, r.change,
+            r.updated_at, list(r.cves), counts.get(r.id, 0), list(r.unparsed),
+            len(set().union(*(by_cve.get(c, set()) for c in r.cves))), r.url) for r in rows]

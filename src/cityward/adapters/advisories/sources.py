@@ -113,6 +113,11 @@ def _unpack(doc: Document, budget: _Budget, *, nested: bool = False) -> Iterator
         yield doc
 
 
+def unpack(doc: Document) -> Iterator[Document]:
+    """The documents in one already-read file (an upload): itself, or what its gzip or zip holds."""
+    yield from _guarded(doc.name, _unpack(doc, _Budget()))
+
+
 def read_source(source: str, *, timeout: float = 30.0) -> Iterator[Document]:
     """Every document at `source`: a file (JSON, CSV, XML, .gz, .zip), a directory (recursively,
     those suffixes only, in name order), or an http(s):// URL."""

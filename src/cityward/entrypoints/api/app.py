@@ -25,6 +25,7 @@ from cityward.entrypoints.api import (
     products,
     rollouts,
     tokens,
+    vulns,
     zones,
 )
 from cityward.entrypoints.api.auth import PlatformDep, current_caller
@@ -74,13 +75,14 @@ def create_app(platform: Platform, *, owns_platform: bool = False) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(
         BodyLimit, default=JSON_BODY_LIMIT,
-        limits={devices.IMPORT_PATH: platform.settings.max_upload_bytes},
+        limits={devices.IMPORT_PATH: platform.settings.max_upload_bytes, vulns.IMPORT_PATH: vulns.MAX_UPLOAD},
     )
     # Auth on the router, so no endpoint under /api/v1 can forget it; handlers that need the
     # caller declare it too, and FastAPI resolves it once per request.
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(current_caller)],
                     responses=COMMON_RESPONSES)
-    for module in (devices, products, zones, organizations, tokens, auditlog, discovery, policies, rollouts):
+    for module in (devices, products, zones, organizations, tokens, auditlog, discovery, policies, rollouts,
+                   vulns):
         api.include_router(module.router)
     app.include_router(health)
     app.include_router(api)
