@@ -412,3 +412,62 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _serve(folder: Path) -> ThreadingHTTPServer:
+    """A CSAF provider's web site: `folder` over HTTP on 127.0.0.1 (a real socket)."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+def _provider(root: Path, base: str, *, tamper: bool = False, foreign: bool = False) -> None:
+    csaf_dir = root / ".well-known" / "csaf" / "white" / "2021"
+    csaf_dir.mkdir(parents=True)
+    hik = (FIXTURES / "csaf" / "hikvision-cve-2021-36260.json").read_bytes()
+    sie = (FIXTURES / "csaf" / "siemens-style.json").read_bytes()
+    (csaf_dir / "hik.json").write_bytes(hik + (b" " if tamper else b""))  # whitespace: still valid JSON
+    (csaf_dir / "hik.json.sha256").write_text(f"{hashlib.sha256(hik).hexdigest()}  hik.json\n")
+    (csaf_dir / "sie.json").write_bytes(sie)
+    (csaf_dir / "sie.json.sha512").write_text(f"{hashlib.sha512(sie).hexdigest()}  sie.json\n")
+    (root / ".well-known" / "csaf" / "white" / "index.txt").write_text("2021/hik.json\n")
+    elsewhere = "http://localhost:9/evil.json" if foreign else f"{base}/.well-known/csaf/white/2021/sie.json"
+    (root / ".well-known" / "csaf" / "feed-tlp-white.json").write_text(json.dumps(
+        {"feed": {"id": "white", "title": "TLP:WHITE", "entry": [{"id": "sie", "content": {"src": elsewhere}}]}}))
+    (root / ".well-known" / "csaf" / "provider-metadata.json").write_text(json.dumps({
+        "canonical_url": f"{base}/.well-known/csaf/provider-metadata.json", "metadata_version": "2.0",
+        "role": "csaf_trusted_provider", "list_on_CSAF_aggregators": True, "mirror_on_CSAF_aggregators": True,
+        "publisher": {"category": "vendor", "name": "Test provider", "namespace": base},
+        "distributions": [{"directory_url": f"{base}/.well-known/csaf/white/"},
+                          {"rolie": {"feeds": [{"summary": "white", "tlp_label": "WHITE",
+                                                "url": f"{base}/.well-known/csaf/feed-tlp-white.json"}]}}]}))
+
+
+@pytest.mark.parametrize("case", ["good", "tampered", "foreign"])
+def test_a_providers_metadata_brings_its_documents_checked(platform: Platform, fleet: Caller, tmp_path: Path,
+                                                          case: str) -> None:
+    server = _serve(tmp_path)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        _provider(tmp_path, base, tamper=case == "tampered", foreign=case == "foreign")
+        url = f"{base}/.well-known/csaf/provider-metadata.json"
+        if case == "good":
+            report = _import(platform, fleet, url)
+            assert len(report.imported) == 2 and "HSRC-202109-01" in {a["id"] for a in report.imported}
+            assert EXPECTED - {("FW-1", PANOS_CVE)} == _matches(platform)
+            return
+        before = _counts(platform)
+        with pytest.raises(InvalidInput) as caught:
+            advisories.import_advisories(platform.uow, fleet, url)
+        text = " ".join(str(p) for p in caught.value.problems)
+        assert ("hik.json: its .sha256 says" if case == "tampered" else "outside the provider's domain") in text
+        assert _counts(platform) == before
+    finally:
+        server.shutdown()

@@ -120,10 +120,19 @@ def unpack(doc: Document) -> Iterator[Document]:
 
 def read_source(source: str, *, timeout: float = 30.0) -> Iterator[Document]:
     """Every document at `source`: a file (JSON, CSV, XML, .gz, .zip), a directory (recursively,
-    those suffixes only, in name order), or an http(s):// URL."""
+    those suffixes only, in name order), an http(s):// URL, or a CSAF provider's
+    `provider-metadata.json` (every document it distributes)."""
+    from cityward.adapters.advisories import provider  # it builds on Document, defined here
+
     budget = _Budget()
     if source.startswith(("http://", "https://")):
-        yield from _unpack(Document(source, fetch(source, timeout=timeout)), budget)
+        data = fetch(source, timeout=timeout)
+        if provider.is_provider_metadata(data):
+            for doc in provider.read_provider(source, data, lambda url: fetch(url, timeout=timeout)):
+                budget.take(len(doc.data), doc.name)
+                yield doc
+            return
+        yield from _unpack(Document(source, data), budget)
         return
     path = Path(source)
     if not path.exists():
@@ -135,7 +144,11 @@ def read_source(source: str, *, timeout: float = 30.0) -> Iterator[Document]:
         for f in files:
             yield from _guarded(str(f), _unpack(Document(str(f), _read_file(f, budget)), budget))
         return
-    yield from _guarded(str(path), _unpack(Document(str(path), _read_file(path, budget)), budget))
+    data = _read_file(path, budget)
+    if provider.is_provider_metadata(data):  # a provider's metadata saved locally: its URLs are followed
+        yield from provider.read_provider(str(path), data, lambda url: fetch(url, timeout=timeout))
+        return
+    yield from _guarded(str(path), _unpack(Document(str(path), data), budget))
 
 
 def fetch(url: str, *, timeout: float = 30.0, limit: int = MAX_DOCUMENT) -> bytes:
