@@ -596,20 +596,23 @@ def _test_6_1_4(d: _Document, report: _Report) -> None:
                         )
 
 
-def _test_6_1_5(d: _Document, report: _Report) -> None:
+def _repeats(items: list[Any], key: str) -> Iterator[tuple[int, str, int]]:
+    """(index, value, index of its first use) for each repeated text value of `key` in `items`."""
     first: dict[str, int] = {}
-    for i, group in enumerate(_arr(d.tree.get("product_groups"))):
-        group_id = _obj(group).get("group_id")
-        if not isinstance(group_id, str):
+    for i, item in enumerate(items):
+        value = _obj(item).get(key)
+        if not isinstance(value, str):
             continue
-        if group_id in first:
-            report.add(
-                "6.1.5",
-                f"/product_tree/product_groups/{i}/group_id",
-                f"product group ID {group_id!r} is already defined at /product_tree/product_groups/{first[group_id]}",
-            )
+        if value in first:
+            yield i, value, first[value]
         else:
-            first[group_id] = i
+            first[value] = i
+
+
+def _test_6_1_5(d: _Document, report: _Report) -> None:
+    for i, group_id, at in _repeats(_arr(d.tree.get("product_groups")), "group_id"):
+        report.add("6.1.5", f"/product_tree/product_groups/{i}/group_id",
+                   f"product group ID {group_id!r} is already defined at /product_tree/product_groups/{at}")
 
 
 _CONTRADICTION_GROUPS: Final = {
@@ -954,19 +957,9 @@ def _test_6_1_21(d: _Document, report: _Report) -> None:
 
 
 def _test_6_1_22(d: _Document, report: _Report) -> None:
-    first: dict[str, int] = {}
-    for i, item in enumerate(_arr(d.tracking.get("revision_history"))):
-        number = _obj(item).get("number")
-        if not isinstance(number, str):
-            continue
-        if number in first:
-            report.add(
-                "6.1.22",
-                f"/document/tracking/revision_history/{i}/number",
-                f"version {number} is already in the revision history at index {first[number]}",
-            )
-        else:
-            first[number] = i
+    for i, number, at in _repeats(_arr(d.tracking.get("revision_history")), "number"):
+        report.add("6.1.22", f"/document/tracking/revision_history/{i}/number",
+                   f"version {number} is already in the revision history at index {at}")
 
 
 def _test_6_1_23(d: _Document, report: _Report) -> None:
