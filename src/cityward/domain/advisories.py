@@ -16,7 +16,7 @@ from enum import StrEnum
 from cityward.errors import Problem
 
 CVE_ID = re.compile(r"CVE-\d{4}-\d{4,}")
-_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")  # ASCII only, like the Rust regex polars runs
 _FIRMWARE_SUFFIX = re.compile(r"[_-]?(firmware|fw)$")
 MAX_ENTRIES = 100_000  # per document: more is a hostile or broken document, not an advisory
 
@@ -40,7 +40,7 @@ def match_key(text: str | None) -> str | None:
     """Vendor or model as matching compares it: letters and digits, case-folded."""
     if text is None:
         return None
-    key = _NOT_ALNUM.sub("", text.casefold())
+    key = _NOT_ALNUM.sub("", text.lower())  # lower(), not casefold(): the matcher's polars keys do the same
     return key or None
 
 
@@ -53,7 +53,7 @@ def model_key(text: str | None) -> str | None:
     """A model or CPE product: as `match_key`, without a trailing `_firmware`."""
     if text is None:
         return None
-    return match_key(_FIRMWARE_SUFFIX.sub("", text.casefold().strip()))
+    return match_key(_FIRMWARE_SUFFIX.sub("", text.lower().strip()))
 
 
 @dataclass(frozen=True)

@@ -61,12 +61,12 @@ def match(uow_factory: UnitOfWorkFactory, *, cves: Iterable[str] | None = None,
         s = uow.session
         found, classes = vuln_frames.compute(s, scope, uow.clock())
         if scope is None:
-            s.execute(delete(VulnMatchRow))
+            vuln_frames.replace_all_matches(s, uow.dialect, found)
         else:
             for part in vuln_frames.chunks(sorted(scope)):
                 s.execute(delete(VulnMatchRow).where(VulnMatchRow.cve.in_(part)))
-        if found.height:
-            write_frame(s, VulnMatchRow.__tablename__, found)
+            if found.height:
+                write_frame(s, VulnMatchRow.__tablename__, found)
         labels = dict(Counter(found.get_column("label").to_list()))
         summary = MatchSummary(
             cves=len(scope) if scope is not None else found.get_column("cve").n_unique(), classes=classes,

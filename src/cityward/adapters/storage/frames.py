@@ -70,6 +70,10 @@ def _copy_out(session: Session, stmt: AnySelect, schema: Schema) -> pl.DataFrame
         for c in as_text)
 
 
+_SQLITE_CHUNK = 100_000
+_SQLITE_WRITE_CACHE = -262_144  # KiB: 256 MB of page cache while a frame is written
+
+
 def write_frame(session: Session, table: str, frame: pl.DataFrame) -> None:
     """Append every row of `frame` to `table` (columns by name). JSON columns take JSON text."""
     if frame.height == 0:
@@ -86,6 +90,21 @@ def write_frame(session: Session, table: str, frame: pl.DataFrame) -> None:
                 copy.write(data[start:start + _COPY_CHUNK])
         data.release()
         return
+    # SQLite: times and dates as the text SQLAlchemy itself stores (UTC, no offset), formatted by
+    # polars rather than by sqlite3's per-value adapters, in chunks, with a larger page cache
+    # while the rows go in: together about twice as fast for millions of rows.
+    text_times = frame.with_columns(
+        [pl.col(c).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%d %H:%M:%S.%6f") if _is_tz_datetime(t)
+         else pl.col(c).dt.strftime("%Y-%m-%d %H:%M:%S.%6f") if isinstance(t, pl.Datetime)
+         else pl.col(c).dt.strftime("%Y-%m-%d") if t == pl.Date else pl.col(c)
+         for c, t in frame.schema.items()])
     marks = ", ".join("?" for _ in frame.columns)
-    session.connection().exec_driver_sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})",  # noqa: S608
-                                         list(frame.iter_rows()))
+    conn = session.connection()
+    cache = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    conn.exec_driver_sql(f"PRAGMA cache_size = {_SQLITE_WRITE_CACHE}")
+    try:
+        for start in range(0, text_times.height, _SQLITE_CHUNK):
+            conn.exec_driver_sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})",  # noqa: S608
+                                 list(text_times.slice(start, _SQLITE_CHUNK).iter_rows()))
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size = {int(cache or -2000)}")

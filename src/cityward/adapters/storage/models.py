@@ -563,7 +563,7 @@ class VulnMatchRow(Base):
     __table_args__ = (Index("ix_vuln_matches_cve", "cve"),)
     device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     cve: Mapped[str] = mapped_column(String(32), primary_key=True)
-    advisory_id: Mapped[int] = mapped_column(Integer, index=True)
+    advisory_id: Mapped[int] = mapped_column(Integer)
     entry_id: Mapped[int] = mapped_column(Integer)
     via: Mapped[str] = mapped_column(String(10))  # product | origin | component
     fixed_version: Mapped[str | None] = mapped_column(String(128))

@@ -8,17 +8,16 @@ advisory cheap.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import Text, cast, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from cityward.adapters import vuln_polars as vp
-from cityward.adapters.storage.frames import read_frame
+from cityward.adapters.storage.frames import read_frame, write_frame
 from cityward.adapters.storage.models import (
     AdvisoryEntryRow,
     DeviceRow,
@@ -29,13 +28,15 @@ from cityward.adapters.storage.models import (
     ProductRow,
     SbomComponentRow,
     SbomVexRow,
+    VulnMatchRow,
     ZoneRow,
 )
 from cityward.domain import advisory_versions as av
-from cityward.domain.advisories import INSECURE_SERVICES, match_key, model_key
+from cityward.domain.advisories import INSECURE_SERVICES
 from cityward.domain.products import VersionScheme, product_key
 
 _CHUNK = 500
+_CVE_INDEX = "ix_vuln_matches_cve"  # as the migration names it
 
 
 def chunks(values: list[Any]) -> Iterable[list[Any]]:
@@ -63,21 +64,32 @@ def _entries(s: Session, cves: set[str] | None) -> pl.DataFrame:
 
 
 def _identities(s: Session, entries: pl.DataFrame) -> pl.DataFrame:
-    """Each product's identities that some entry names: its own label, and its true origin's."""
-    exact = set(entries.filter(pl.col("model_pattern").is_null()).select("vendor_key", "product_key").iter_rows())
-    patterns = [(v, re.compile(p)) for v, p in entries.filter(pl.col("model_pattern").is_not_null())
-                .select("vendor_key", "model_pattern").unique().iter_rows()]
-    rows: list[tuple[int, str | None, str | None, str]] = []
-    for pid, brand, model, obrand, omodel in s.execute(select(
-            ProductRow.id, ProductRow.brand, ProductRow.model, ProductRow.origin_brand, ProductRow.origin_model)):
-        own = (match_key(brand), model_key(model))
-        origin = (match_key(obrand), model_key(omodel))
-        for via, key in (("product", own), ("origin", origin)):
-            if via == "origin" and origin == own:
-                continue
-            if key in exact or any(key[0] == v and rx.search(key[1] or "") for v, rx in patterns):
-                rows.append((pid, key[0], key[1], via))
-    return pl.DataFrame(rows, schema=vp.IDENTITY_SCHEMA, orient="row")
+    """Each product's identities that some entry names: its own label, and its true origin's.
+    Keys are computed column-wise (the same rules as domain.advisories.match_key/model_key), so
+    re-matching one advisory does not pay a Python loop over the whole catalog."""
+    products = read_frame(s, select(ProductRow.id, ProductRow.brand, ProductRow.model, ProductRow.origin_brand,
+                                    ProductRow.origin_model),
+                          {"product_id": pl.Int64, "brand": pl.String, "model": pl.String, "obrand": pl.String,
+                           "omodel": pl.String})
+    own = products.select("product_id", _vendor_key("brand"), _model_key("model"), pl.lit("product").alias("via"))
+    origin = products.select("product_id", _vendor_key("obrand"), _model_key("omodel"), pl.lit("origin").alias("via"))
+    both = pl.concat([own, origin.join(own, on=["product_id", "vendor_key", "product_key"], how="anti")])
+    named = entries.filter(pl.col("model_pattern").is_null()).select("vendor_key", "product_key").unique()
+    exact = both.join(named, on=["vendor_key", "product_key"], how="semi")
+    patterns = entries.filter(pl.col("model_pattern").is_not_null()).select("vendor_key", "model_pattern").unique()
+    patterned = (both.join(patterns, on="vendor_key")
+                 .filter(pl.col("product_key").str.contains(pl.col("model_pattern")))
+                 .drop("model_pattern"))
+    return pl.concat([exact, patterned]).unique().select(list(vp.IDENTITY_SCHEMA)).cast(vp.IDENTITY_SCHEMA)  # type: ignore[arg-type]
+
+
+def _vendor_key(column: str) -> pl.Expr:
+    return pl.col(column).str.to_lowercase().str.replace_all(r"[^0-9a-z]+", "").alias("vendor_key")
+
+
+def _model_key(column: str) -> pl.Expr:
+    return (pl.col(column).str.to_lowercase().str.strip_chars().str.replace(r"[_-]?(firmware|fw)$", "")
+            .str.replace_all(r"[^0-9a-z]+", "").alias("product_key"))
 
 
 def _devices(s: Session, product_ids: list[int] | None) -> pl.DataFrame:
@@ -165,9 +177,17 @@ def _component_classes(s: Session, classes: pl.DataFrame, rows: list[tuple[Any, 
     return found, cleared
 
 
-def _feeds(s: Session) -> tuple[pl.DataFrame, pl.DataFrame]:
-    kev = read_frame(s, select(KevEntryRow.cve, KevEntryRow.due_date, KevEntryRow.ransomware), vp.KEV_SCHEMA)
-    epss = read_frame(s, select(EpssScoreRow.cve, EpssScoreRow.epss), vp.EPSS_SCHEMA)
+def _feeds(s: Session, cves: set[str] | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """KEV and EPSS rows for `cves` (all when None)."""
+    kev_q = select(KevEntryRow.cve, KevEntryRow.due_date, KevEntryRow.ransomware)
+    epss_q = select(EpssScoreRow.cve, EpssScoreRow.epss)
+    if cves is None:
+        return read_frame(s, kev_q, vp.KEV_SCHEMA), read_frame(s, epss_q, vp.EPSS_SCHEMA)
+    parts = list(chunks(sorted(cves)))
+    kev = pl.concat([read_frame(s, kev_q.where(KevEntryRow.cve.in_(p)), vp.KEV_SCHEMA) for p in parts]
+                    or [pl.DataFrame(schema=vp.KEV_SCHEMA)])
+    epss = pl.concat([read_frame(s, epss_q.where(EpssScoreRow.cve.in_(p)), vp.EPSS_SCHEMA) for p in parts]
+                     or [pl.DataFrame(schema=vp.EPSS_SCHEMA)])
     return kev, epss
 
 
@@ -190,5 +210,25 @@ def compute(s: Session, cves: set[str] | None, now: datetime) -> tuple[pl.DataFr
     classes = _classes(devices)
     components, cleared = _component_classes(s, classes, sbom_rows, origins)
     class_matches = vp.match_classes(classes, identities, entries, components, cleared)
-    kev, epss = _feeds(s)
+    kev, epss = _feeds(s, cves)
     return vp.device_matches(devices, class_matches, kev, epss, now), classes.height
+
+
+def replace_all_matches(s: Session, dialect: str, found: pl.DataFrame) -> None:
+    """Every stored match replaced by `found`, in the caller's transaction. Millions of rows load
+    several times faster into a table without its indexes, built once afterwards, than through
+    them; on PostgreSQL TRUNCATE also spares deleting the old rows one by one (both are
+    transactional there: readers keep seeing the old matches until commit)."""
+    table = VulnMatchRow.__tablename__
+    if dialect == "postgresql":
+        s.execute(text(f"TRUNCATE {table}"))
+        s.execute(text(f"DROP INDEX IF EXISTS {_CVE_INDEX}"))
+        s.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS pk_{table}"))
+    else:
+        s.execute(delete(VulnMatchRow))  # SQLite empties a table without a WHERE in one step
+        s.execute(text(f"DROP INDEX IF EXISTS {_CVE_INDEX}"))
+    if found.height:
+        write_frame(s, table, found)
+    if dialect == "postgresql":
+        s.execute(text(f"ALTER TABLE {table} ADD CONSTRAINT pk_{table} PRIMARY KEY (device_id, cve)"))
+    s.execute(text(f"CREATE INDEX {_CVE_INDEX} ON {table} (cve)"))
