@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from cvss import CVSS3, CVSS4
+from cvss.exceptions import CVSSError
+
 from cityward.domain import advisory_versions as av
 from cityward.domain.advisories import CVE_ID, MAX_ENTRIES, Advisory, Entry, Identity, Status, parse_cpe
 from cityward.errors import Problem
@@ -35,16 +38,29 @@ def _time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.now().astimezone().tzinfo)
 
 
+def _base_score(key: str, m: Mapping[str, Any]) -> float | None:
+    """The metric's base score, computed from its vector (the `cvss` library) when only that is given."""
+    if isinstance(m.get("baseScore"), int | float):
+        return float(m["baseScore"])
+    vector = m.get("vectorString")
+    if not isinstance(vector, str):
+        return None
+    try:
+        return float((CVSS4 if key == "cvssV4_0" else CVSS3)(vector).base_score)
+    except (CVSSError, ValueError, KeyError):
+        return None  # a vector nobody can score: no score rather than a guess
+
+
 def _scores(containers: list[Mapping[str, Any]]) -> tuple[float | None, str | None]:
     """The highest CVSS base score any container gives (v4.0, v3.1, v3.0), with its vector."""
     best: tuple[float | None, str | None] = (None, None)
     for c in containers:
         for metric in c.get("metrics", []) or []:
             for key in ("cvssV4_0", "cvssV3_1", "cvssV3_0"):
-                m = metric.get(key)
-                if (isinstance(m, Mapping) and isinstance(m.get("baseScore"), int | float)
-                        and (best[0] is None or m["baseScore"] > best[0])):
-                    best = (float(m["baseScore"]), m.get("vectorString"))
+                m = metric.get(key) if isinstance(metric, Mapping) else None
+                score = _base_score(key, m) if isinstance(m, Mapping) else None
+                if score is not None and (best[0] is None or score > best[0]):
+                    best = (score, m.get("vectorString") if isinstance(m, Mapping) else None)
     return best
 
 
