@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from cityward.adapters.mosquitto import BrokerAccount
 from cityward.domain.telemetry import Command
 from tests.brokers import BrokerInfo, MqttProbe, private_mosquitto
 
-PLATFORM_PW, DEVICE_PW = "p" * 24, "d" * 24
+PLATFORM_PW, DEVICE_PW = secrets.token_urlsafe(24), secrets.token_urlsafe(24)  # generated per run
 DEVICE = "SL-00001"
 
 

@@ -12,6 +12,7 @@ import email.policy
 import ipaddress
 import json
 import logging
+import secrets
 import socket
 import ssl
 import threading
@@ -50,8 +51,8 @@ from cityward.adapters.notify import (
     verify,
 )
 
-SECRET = "whsec-3f9a1c0e7b2d4e6f8a0b1c2d3e4f5a6b"
-PASSWORD = "smtp-pw-9d8c7b6a5f4e"
+SECRET = secrets.token_urlsafe(24)  # generated per run: no credential lives in the repository
+PASSWORD = secrets.token_urlsafe(16)
 
 
 def note(key: str = "exp-1", *, kind: str = "vulnerability.exposure", subject: str = "CVE-2026-0001 on 3 devices",
