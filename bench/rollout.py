@@ -204,13 +204,20 @@ def mosquitto(work: Path, accounts: list[BrokerAccount], *, tuned: bool) -> Iter
                 time.sleep(0.1)
         yield f"mqtt://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        _stop(proc, grace=10)
         log.close()
+
+
+def _stop(proc: subprocess.Popen[Any], *, grace: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 @dataclass
@@ -249,13 +256,7 @@ def simulator(plan: CityPlan, args: argparse.Namespace, mqtt_url: str, bundle: P
         fields = dict(part.split("=", 1) for part in line.split()[1:])
         yield Sim(proc, fields["control"].rstrip("/"), line.strip(), time.monotonic() - start)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        _stop(proc, grace=20)
         log.close()
         shutil.copyfile(work / "simulator.log", OUT / "rollout-simulator.log")
 

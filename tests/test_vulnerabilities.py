@@ -93,10 +93,7 @@ def _matches(platform: Platform) -> set[tuple[str, str]]:
 
 def _import(platform: Platform, caller: Caller, source: Path | str, **kw: object) -> advisories.ImportReport:
     report = advisories.import_advisories(platform.uow, caller, str(source), **kw)  # type: ignore[arg-type]
-    if report.everything:
-        vulnerabilities.match(platform.uow)
-    elif report.cves:
-        vulnerabilities.match(platform.uow, cves=report.cves)
+    advisories.rematch(platform.uow, caller, report)
     return report
 
 

@@ -12,6 +12,7 @@ that matches wins over affected ones. Only then are classes joined back to devic
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 import polars as pl
 
@@ -34,8 +35,10 @@ DEVICE_SCHEMA = {"device_id": pl.String, "product_id": pl.Int64, "firmware": pl.
                  "zone_criticality": pl.String}
 KEV_SCHEMA = {"cve": pl.String, "kev_due": pl.Date, "ransomware": pl.Boolean}
 EPSS_SCHEMA = {"cve": pl.String, "epss": pl.Float64}
-MATCH_COLUMNS = ("device_id", "cve", "advisory_id", "entry_id", "via", "fixed_version", "remediation", "cvss", "kev",
-                 "ransomware", "epss", "priority", "label", "due", "matched_at")
+MATCH_SCHEMA: dict[str, Any] = {"device_id": pl.String, "cve": pl.String, "advisory_id": pl.Int64, "entry_id": pl.Int64,
+                "via": pl.String, "fixed_version": pl.String, "remediation": pl.String, "cvss": pl.Float64,
+                "kev": pl.Boolean, "ransomware": pl.Boolean, "epss": pl.Float64, "priority": pl.Float64,
+                "label": pl.String, "due": pl.Date, "matched_at": pl.Datetime("us", "UTC")}  # = vuln_matches
 CLASS_MATCH_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String, "advisory_id": pl.Int64,
                       "entry_id": pl.Int64, "via": pl.String, "fixed_version": pl.String, "remediation": pl.String,
                       "cvss": pl.Float64, "exploited": pl.Boolean}
@@ -94,7 +97,7 @@ def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.D
 
 def device_matches(devices: pl.DataFrame, class_matches: pl.DataFrame, kev: pl.DataFrame, epss: pl.DataFrame,
                    now: datetime) -> pl.DataFrame:
-    """Every affected (device, CVE) with its priority, label and due date (MATCH_COLUMNS)."""
+    """Every affected (device, CVE) with its priority, label and due date (MATCH_SCHEMA)."""
     w = PRIORITY_WEIGHTS
     m = (devices.join(class_matches, on=["product_id", "firmware"])
          .join(kev.with_columns(pl.lit(True).alias("kev")), on="cve", how="left")
@@ -119,13 +122,9 @@ def device_matches(devices: pl.DataFrame, class_matches: pl.DataFrame, kev: pl.D
                           pl.when(pl.col("kev") & pl.col("kev_due").is_not_null()).then(pl.col("kev_due"))
                           .otherwise(pl.lit(today) + pl.duration(days=days)).alias("due"),
                           pl.lit(now).alias("matched_at"))
-            .select(MATCH_COLUMNS))
+            .select(list(MATCH_SCHEMA)))
 
 
 def empty_matches() -> pl.DataFrame:
-    return pl.DataFrame(schema={"device_id": pl.String, "cve": pl.String, "advisory_id": pl.Int64,
-                                "entry_id": pl.Int64, "via": pl.String, "fixed_version": pl.String,
-                                "remediation": pl.String, "cvss": pl.Float64, "kev": pl.Boolean,
-                                "ransomware": pl.Boolean, "epss": pl.Float64, "priority": pl.Float64,
-                                "label": pl.String, "due": pl.Date, "matched_at": pl.Datetime("us", "UTC")})
+    return pl.DataFrame(schema=MATCH_SCHEMA)
 

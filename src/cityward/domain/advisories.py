@@ -98,7 +98,6 @@ class Identity:
     vendor: str | None = None
     product: str | None = None  # the model, or the product name when no model number is given
     model_pattern: str | None = None  # a model number with `*` wildcards: a regex over model keys
-    component: bool = False
     purl: str | None = None
     cpe: str | None = None
     hashes: tuple[str, ...] = ()

@@ -90,7 +90,7 @@ def _identities(item: Mapping[str, Any]) -> list[Identity]:
         if cpe is not None and (cpe.vendor, cpe.product) != (vendor, product):
             out.append(Identity(vendor=cpe.vendor, product=cpe.product, cpe=text))
     if not out and purl:
-        out.append(Identity(purl=purl, component=True))
+        out.append(Identity(purl=purl))  # a package: matched through SBOMs
     return out
 
 

@@ -39,6 +39,8 @@ from cityward.domain.cyclonedx import purl_key
 from cityward.domain.organizations import Caller
 from cityward.domain.products import VersionScheme
 from cityward.errors import InvalidInput, NotFound, Problem
+from cityward.services import vulnerabilities
+from cityward.services.vulnerabilities import MatchSummary
 
 KINDS = ("auto", "csaf", "cve5", "kev", "epss")
 
@@ -170,7 +172,7 @@ def _entry_row(advisory_id: int, e: Entry) -> dict[str, Any]:
     return {
         "advisory_id": advisory_id, "cve": e.cve, "vendor": e.identity.vendor, "product": e.identity.product,
         "vendor_key": e.identity.vendor_key, "product_key": e.identity.product_key,
-        "model_pattern": e.identity.model_pattern, "component": e.identity.component, "purl": e.identity.purl,
+        "model_pattern": e.identity.model_pattern, "purl": e.identity.purl,
         "purl_key": package, "cpe": e.identity.cpe, "hashes": list(e.identity.hashes), "versions": versions,
         "intervals": intervals, "scheme": e.scheme if e.intervals is not None or intervals is None else "vendor",
         "status": e.status.value, "justification": e.justification,
@@ -226,6 +228,16 @@ def _store_advisory(uow: UnitOfWork, caller: Caller, doc: Document, adv: Advisor
     for i in range(0, len(rows), 5000):
         s.execute(insert(AdvisoryEntryRow), rows[i:i + 5000])
     report.cves.update(adv.cves)
+
+
+def rematch(uow_factory: UnitOfWorkFactory, caller: Caller, report: ImportReport) -> MatchSummary | None:
+    """Match the fleet again for what an import changed: everything when KEV or EPSS changed
+    (every priority may move), else only the CVEs of the advisories it stored; None: nothing."""
+    if report.everything:
+        return vulnerabilities.match(uow_factory, caller=caller)
+    if report.cves:
+        return vulnerabilities.match(uow_factory, cves=report.cves, caller=caller)
+    return None
 
 
 def _aware(at: datetime) -> datetime:

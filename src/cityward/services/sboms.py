@@ -47,6 +47,11 @@ def _require_sbom_writer(caller: Caller, brand: str) -> None:
 
 
 def import_sbom(uow_factory: UnitOfWorkFactory, caller: Caller, path: Path, release_id: int) -> SbomImport:
+    with uow_factory() as uow:  # who may, before reading up to 50 MB for them
+        found = uow.session.get(FirmwareReleaseRow, release_id)
+        if found is None:
+            raise NotFound(f"firmware release {release_id} not found", hint="cityward firmware list")
+        _require_sbom_writer(caller, found.brand)
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -64,12 +69,11 @@ def import_sbom(uow_factory: UnitOfWorkFactory, caller: Caller, path: Path, rele
     with uow_factory(write=True) as uow:
         s = uow.session
         release = s.get(FirmwareReleaseRow, release_id)
-        if release is None:
-            raise NotFound(f"firmware release {release_id} not found", hint="cityward firmware list")
-        _require_sbom_writer(caller, release.brand)
-        s.execute(delete(SbomRow).where(SbomRow.release_id == release_id))  # components and VEX cascade
+        assert release is not None  # catalog releases are never deleted
+        # The previous SBOM, children first (SQLite enforces no cascades here).
         s.execute(delete(SbomComponentRow).where(SbomComponentRow.release_id == release_id))
         s.execute(delete(SbomVexRow).where(SbomVexRow.release_id == release_id))
+        s.execute(delete(SbomRow).where(SbomRow.release_id == release_id))
         subject = f"{sbom.subject.name} {sbom.subject.version or ''}".strip() if sbom.subject else None
         s.add(SbomRow(release_id=release_id, spec_version=sbom.spec_version, serial_number=sbom.serial_number,
                       subject=(subject or "")[:300] or None, components=len(rows), duplicates=sbom.duplicates,

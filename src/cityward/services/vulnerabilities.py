@@ -9,6 +9,7 @@ rollouts by advisory and the dashboard read them without matching again.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,8 +54,6 @@ class MatchSummary:
 def match(uow_factory: UnitOfWorkFactory, *, cves: Iterable[str] | None = None,
           caller: Caller = SYSTEM) -> MatchSummary:
     """Re-match the fleet for `cves` (None: every CVE) and store the result in one transaction."""
-    import time
-
     t0 = time.perf_counter()
     scope = None if cves is None else set(cves)
     with uow_factory(write=True) as uow:

@@ -510,7 +510,6 @@ class AdvisoryEntryRow(Base):
     vendor_key: Mapped[str | None] = mapped_column(String(200))
     product_key: Mapped[str | None] = mapped_column(String(200), index=True)
     model_pattern: Mapped[str | None] = mapped_column(String(300))  # a model number with * wildcards, as a regex
-    component: Mapped[bool] = mapped_column(Boolean, default=False)  # a software component (SBOM), not a device
     purl: Mapped[str | None] = mapped_column(String(300))
     purl_key: Mapped[str | None] = mapped_column(String(300), index=True)  # "type/namespace/name", for SBOMs
     cpe: Mapped[str | None] = mapped_column(String(300))

@@ -114,8 +114,7 @@ async def import_advisories(request: Request, platform: PlatformDep, caller: Cal
 
     def run() -> ImportOut:
         report = advisories.import_advisories(platform.uow, caller, unpack(Document(name, data)))
-        summary = (vulnerabilities.match(platform.uow, caller=caller) if report.everything else
-                   vulnerabilities.match(platform.uow, cves=report.cves, caller=caller) if report.cves else None)
+        summary = advisories.rematch(platform.uow, caller, report)
         return ImportOut(imported=report.imported, replaced=report.replaced, unchanged=report.unchanged,
                          older=report.older, unparsed=[str(p) for p in report.unparsed], kev=report.kev,
                          epss=report.epss, match=MatchOut.model_validate(summary) if summary else None)

@@ -84,6 +84,8 @@ def assess_vulnerabilities(platform: Platform, caller: Caller, city: DemoCity, f
     write_advisories(city.profile or load_profile(), folder)
     with out.status("importing advisories, KEV and EPSS, and matching the fleet…"):
         report = advisories.import_advisories(platform.uow, caller, str(folder))
+        summary = advisories.rematch(platform.uow, caller, report)
+    if summary is None:  # the city's advisories were imported before, unchanged
         summary = vulnerabilities.match(platform.uow, caller=caller)
     out.print(f"imported {len(report.imported)} advisories and CVE records, {report.kev or 0} KEV entry, "
               f"{report.epss or 0} EPSS scores: {summary.matches:,} affected (device, CVE) pairs on "

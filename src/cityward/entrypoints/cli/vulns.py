@@ -47,9 +47,7 @@ def import_(
         report = advisories.import_advisories(CTX.platform.uow, CTX.caller, source, kind=kind,
                                               skip_refused=skip_refused)
     with out.status("matching the fleet…"):
-        summary = (vulnerabilities.match(CTX.platform.uow, caller=CTX.caller) if report.everything else
-                   vulnerabilities.match(CTX.platform.uow, cves=report.cves, caller=CTX.caller) if report.cves
-                   else None)
+        summary = advisories.rematch(CTX.platform.uow, CTX.caller, report)
     if json_out:
         print_json({"imported": report.imported, "replaced": report.replaced, "unchanged": report.unchanged,
                     "older": report.older, "refused": [str(p) for p in report.refused],
