@@ -129,7 +129,7 @@ def firmware_list(json_out: JsonOpt = False) -> None:
 
 OperationOpt = Annotated[str, typer.Option(
     "--operation", "-o", help="upgrade_firmware, rollback_firmware, set_config, rotate_password, reboot, "
-    "quarantine or release.")]
+    "quarantine or release. Required, unless --from-advisory.")]
 
 
 def _request(name: str, operation: str, kind: str | None, zone: str | None, brand: str | None,
