@@ -111,6 +111,27 @@ def test_state_is_stored_and_history_records_changes(platform: Platform, fleet: 
     assert inventory.get_device(platform.uow, fleet, "SL-00001").firmware_version == "2.0.0"
 
 
+def _running(platform: Platform, device_id: str) -> str | None:
+    with platform.uow() as uow:
+        return uow.session.scalar(select(DeviceRow.firmware_running).where(DeviceRow.id == device_id))
+
+
+def test_running_firmware_is_the_reported_one_and_an_import_does_not_override_it(platform: Platform,
+                                                                                  fleet: Caller) -> None:
+    """Vulnerability matches join devices on `firmware_running`: what the device reports, else
+    what the inventory says."""
+    assert _running(platform, "SL-00001") == "1.2.3"
+    run(_ingest(platform, [("cityward/v1/SL-00001/state", state_msg("SL-00001", 1, fw="9.9.9"))]))
+    assert _running(platform, "SL-00001") == "9.9.9"
+    rows = [device(i) for i in range(5)]
+    rows[2]["firmware_version"] = "7.0.0"  # never reported: the file decides
+    import_csv(platform, fleet, csv_bytes(rows))  # SL-00001 still "1.2.3" in the file
+    assert inventory.get_device(platform.uow, fleet, "SL-00001").firmware_version == "1.2.3"
+    assert _running(platform, "SL-00001") == "9.9.9" and _running(platform, "SL-00002") == "7.0.0"
+    run(_ingest(platform, [("cityward/v1/SL-00001/state", state_msg("SL-00001", 2, fw="9.9.10", at=5))]))
+    assert _running(platform, "SL-00001") == "9.9.10"
+
+
 def test_replayed_and_older_states_change_nothing(platform: Platform, fleet: Caller) -> None:
     run(_ingest(platform, [("cityward/v1/SL-00002/state", state_msg("SL-00002", 5, fw="2.0.0", at=10))]))
     before = _states(platform)["SL-00002"].last_seen

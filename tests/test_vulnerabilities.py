@@ -24,7 +24,15 @@ from sqlalchemy import func, select
 
 from cityward.adapters import notify
 from cityward.adapters.secretbox import SecretBox
-from cityward.adapters.storage.models import AdvisoryEntryRow, AdvisoryRow, AuditEventRow, KevEntryRow, VulnMatchRow
+from cityward.adapters.storage import vuln_frames
+from cityward.adapters.storage.models import (
+    AdvisoryEntryRow,
+    AdvisoryRow,
+    AuditEventRow,
+    DeviceRow,
+    KevEntryRow,
+    VulnMatchRow,
+)
 from cityward.bootstrap import Platform
 from cityward.domain.firmware import signed_message
 from cityward.domain.organizations import Caller, Role
@@ -88,7 +96,15 @@ def fleet(platform: Platform, city: Caller) -> Caller:
 
 def _matches(platform: Platform) -> set[tuple[str, str]]:
     with platform.uow() as uow:
-        return set(uow.session.execute(select(VulnMatchRow.device_id, VulnMatchRow.cve)).all())
+        return set(uow.session.execute(select(DeviceRow.id, VulnMatchRow.cve)  # type: ignore[arg-type]
+                                       .join(DeviceRow, vuln_frames.on_device())).all())
+
+
+def _stored(platform: Platform) -> dict[tuple[str, str], VulnMatchRow]:
+    """Each affected (device, CVE) with the stored match of its (product, firmware) class."""
+    with platform.uow() as uow:
+        return {(d, m.cve): m for d, m in uow.session.execute(
+            select(DeviceRow.id, VulnMatchRow).join(DeviceRow, vuln_frames.on_device())).all()}
 
 
 def _import(platform: Platform, caller: Caller, source: Path | str, **kw: object) -> advisories.ImportReport:
@@ -116,8 +132,7 @@ def test_advisories_match_through_origin_ranges_and_precedence(platform: Platfor
     report = _import(platform, fleet, cve_dir)
     assert any("no vendor and product" in p.message for p in report.unparsed)
     assert _matches(platform) == EXPECTED
-    with platform.uow() as uow:
-        rows = {r.device_id: r for r in uow.session.scalars(select(VulnMatchRow))}
+    rows = {d: m for (d, _cve), m in _stored(platform).items()}
     assert rows["CAM-3"].via == "origin" and rows["CAM-1"].via == "product"  # the relabel inherits
     assert rows["CAM-1"].fixed_version == "V5.7.1 build 211009" and rows["CAM-1"].remediation == "vendor_fix"
     assert rows["CAM-1"].cvss == 9.8 and not rows["CAM-1"].kev  # no KEV catalog yet
@@ -137,10 +152,12 @@ def test_kev_and_epss_set_priority_and_the_known_exploited_rule(platform: Platfo
     _import(platform, fleet, FIXTURES / "epss" / "epss_scores-excerpt.csv.gz")
     with platform.uow() as uow:
         kev_due = uow.session.scalar(select(KevEntryRow.due_date).where(KevEntryRow.cve == HIKVISION_CVE))
-        rows = {(r.device_id, r.cve): r for r in uow.session.scalars(select(VulnMatchRow))}
-    cam = rows[("CAM-1", HIKVISION_CVE)]
+    rows = _stored(platform)
+    assert rows[("CAM-1", HIKVISION_CVE)].kev and rows[("CAM-1", HIKVISION_CVE)].epss is not None
+    exposed = {(e.cve, e.product): e for e in vulnerabilities.exposures(platform.uow, fleet)}
+    cam = exposed[(HIKVISION_CVE, "Hikvision DS-2CD2026G2-IU/SL")]
     assert cam.kev and cam.label == "critical" and cam.due == kev_due and cam.epss is not None
-    bac = rows[("BAC-1", SIEMENS_CVE)]
+    bac = exposed[(SIEMENS_CVE, "Siemens Desigo PXC00-E.D")]
     assert not bac.kev and bac.priority < cam.priority and bac.due > date(2026, 1, 1)
     assert _exploited(platform, fleet) == {"CAM-1", "CAM-3", "PTZ-1"}
     items = vulnerabilities.exposures(platform.uow, fleet, kev_only=True)
@@ -238,6 +255,40 @@ def test_one_new_advisory_rematches_only_its_cves(platform: Platform, fleet: Cal
     assert _matches(platform) == EXPECTED - {("FW-1", PANOS_CVE)}
 
 
+def _matched_at(platform: Platform) -> dict[tuple[int, str, str], object]:
+    with platform.uow() as uow:
+        return {(m.product_id, m.firmware, m.cve): m.matched_at for m in uow.session.scalars(select(VulnMatchRow))}
+
+
+def test_rematching_writes_only_what_changed_and_due_dates_do_not_slide(platform: Platform, fleet: Caller) -> None:
+    _import(platform, fleet, FIXTURES / "csaf")
+    first = _matched_at(platform)
+    again = vulnerabilities.match(platform.uow)
+    assert (again.inserted, again.updated, again.deleted) == (0, 0, 0) and _matched_at(platform) == first
+    # The Hikvision CVE is in the catalog; import alone, then the whole fleet re-matched.
+    advisories.import_advisories(platform.uow, fleet, str(FIXTURES / "kev" / "known_exploited_vulnerabilities.json"))
+    kev = vulnerabilities.match(platform.uow)
+    hikvision = {k for k in first if k[2] == HIKVISION_CVE}
+    assert (kev.inserted, kev.updated, kev.deleted) == (0, len(hikvision), 0) and hikvision
+    assert _matched_at(platform) == first  # affected since the first match: that is when the clock started
+    assert all(m.kev for (_d, cve), m in _stored(platform).items() if cve == HIKVISION_CVE)
+
+
+def test_matches_follow_the_firmware_a_device_runs(platform: Platform, fleet: Caller) -> None:
+    """An upgraded device leaves its old firmware's matches at once, without re-matching; a device
+    moved onto an affected firmware another device already runs joins its matches."""
+    _import(platform, fleet, FIXTURES / "csaf")
+    assert ("CAM-1", HIKVISION_CVE) in _matches(platform)
+    rows = [{**device(i), "id": d, "brand": b, "model": m, "firmware_version": fw, "kind": "camera",
+             "zone": "north" if d.startswith("CAM") else "south", "serial": d, "mac": f"02:00:00:00:00:{i:02x}",
+             "protocol": "mqtt"} for i, (d, (b, m, fw)) in enumerate(DEVICES.items(), start=1)]
+    rows[0]["firmware_version"] = DEVICES["CAM-2"][2]  # CAM-1 upgraded to the fixed version
+    rows[1]["firmware_version"] = DEVICES["CAM-1"][2]  # CAM-2 rolled back onto the affected one
+    import_csv(platform, fleet, csv_bytes(rows, [*HEADER, "protocol"]))
+    found = _matches(platform)
+    assert ("CAM-1", HIKVISION_CVE) not in found and ("CAM-2", HIKVISION_CVE) in found
+
+
 def test_an_integrator_sees_only_its_devices(platform: Platform, fleet: Caller) -> None:
     _import(platform, fleet, FIXTURES / "csaf")
     alpha = vulnerabilities.exposures(platform.uow, caller_for(platform, "Alpha"))
@@ -328,7 +379,8 @@ def test_sbom_components_meet_component_advisories_and_the_sbom_vex(platform: Pl
     # busybox 1.34.1 < 1.36.0 on the image CAM-2 runs; lighttpd cleared by the SBOM's own VEX; openssl too new.
     assert found == {("CAM-2", "CVE-2022-48174")}
     with platform.uow() as uow:
-        via = uow.session.scalar(select(VulnMatchRow.via).where(VulnMatchRow.device_id == "CAM-2"))
+        via = uow.session.scalar(select(VulnMatchRow.via).join(DeviceRow, vuln_frames.on_device())
+                                 .where(DeviceRow.id == "CAM-2"))
     assert via == "component"
     with pytest.raises(InvalidInput, match=r"camera\.json"):
         bad = tmp_path / "camera.json"

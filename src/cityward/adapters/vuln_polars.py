@@ -5,18 +5,18 @@ are a few thousand classes). Classes meet entries on identity — the product's 
 and its true origin's (so a relabeled product inherits its origin's advisories) — then on version:
 each entry's intervals are sortable keys (domain.advisory_versions), compared with the class's
 firmware key of the same scheme. Per class and CVE, precedence: any not-affected or fixed statement
-that matches wins over affected ones. Only then are classes joined back to devices, and each
-(device, CVE) is given its priority.
+that matches wins over affected ones. Matches are stored per class; a device's own exposure and
+zone complete the priority when they are read (`device_priority`).
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
-from cityward.domain.advisories import PRIORITY_LABELS, PRIORITY_WEIGHTS, UNKNOWN_CVSS
+from cityward.domain.advisories import INSECURE_SERVICES, PRIORITY_LABELS, PRIORITY_WEIGHTS, UNKNOWN_CVSS
 
 INTERVAL = pl.Struct({"lo": pl.String, "lo_incl": pl.Boolean, "hi": pl.String, "hi_incl": pl.Boolean})
 CLASS_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "semver_key": pl.String, "vendor_key_fw": pl.String}
@@ -31,17 +31,14 @@ ENTRY_SCHEMA = {
 COMPONENT_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "purl_key": pl.String, "semver_key": pl.String,
                     "vendor_key_fw": pl.String, "via": pl.String}
 CLEARED_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String}  # by the SBOM's own VEX
-DEVICE_SCHEMA = {"device_id": pl.String, "product_id": pl.Int64, "firmware": pl.String, "exposed": pl.Boolean,
-                 "zone_criticality": pl.String}
 KEV_SCHEMA = {"cve": pl.String, "kev_due": pl.Date, "ransomware": pl.Boolean}
 EPSS_SCHEMA = {"cve": pl.String, "epss": pl.Float64}
-MATCH_SCHEMA: dict[str, Any] = {"device_id": pl.String, "cve": pl.String, "advisory_id": pl.Int64, "entry_id": pl.Int64,
-                "via": pl.String, "fixed_version": pl.String, "remediation": pl.String, "cvss": pl.Float64,
-                "kev": pl.Boolean, "ransomware": pl.Boolean, "epss": pl.Float64, "priority": pl.Float64,
-                "label": pl.String, "due": pl.Date, "matched_at": pl.Datetime("us", "UTC")}  # = vuln_matches
 CLASS_MATCH_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String, "advisory_id": pl.Int64,
                       "entry_id": pl.Int64, "via": pl.String, "fixed_version": pl.String, "remediation": pl.String,
                       "cvss": pl.Float64, "exploited": pl.Boolean}
+STORED_SCHEMA: dict[str, Any] = {**CLASS_MATCH_SCHEMA, "kev": pl.Boolean, "ransomware": pl.Boolean,
+                                 "kev_due": pl.Date, "epss": pl.Float64, "base_priority": pl.Float64,
+                                 "matched_at": pl.Datetime("us", "UTC")}  # = vuln_matches
 
 
 def _in_interval(key: str) -> pl.Expr:
@@ -95,19 +92,36 @@ def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.D
             .select(list(CLASS_MATCH_SCHEMA)).cast(CLASS_MATCH_SCHEMA))  # type: ignore[arg-type]
 
 
-def device_matches(devices: pl.DataFrame, class_matches: pl.DataFrame, kev: pl.DataFrame, epss: pl.DataFrame,
-                   now: datetime) -> pl.DataFrame:
-    """Every affected (device, CVE) with its priority, label and due date (MATCH_SCHEMA)."""
+def scored(class_matches: pl.DataFrame, kev: pl.DataFrame, epss: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """Class matches with their feeds and the part of the priority that holds for every device of
+    the class (STORED_SCHEMA, as `vuln_matches` stores it)."""
     w = PRIORITY_WEIGHTS
-    m = (devices.join(class_matches, on=["product_id", "firmware"])
-         .join(kev.with_columns(pl.lit(True).alias("kev")), on="cve", how="left")
+    m = (class_matches.join(kev.with_columns(pl.lit(True).alias("kev")), on="cve", how="left")
          .join(epss, on="cve", how="left")
          .with_columns(pl.col("kev").fill_null(False), pl.col("ransomware").fill_null(False)))
-    score = (pl.col("cvss").fill_null(UNKNOWN_CVSS) * w["cvss"]
-             + pl.col("kev").cast(pl.Float64) * w["kev"]
-             + pl.col("ransomware").cast(pl.Float64) * w["ransomware"]
-             + (pl.col("exploited") & ~pl.col("kev")).cast(pl.Float64) * w["exploited"]
-             + pl.col("epss").fill_null(0.0) * w["epss"]
+    base = (pl.col("cvss").fill_null(UNKNOWN_CVSS) * w["cvss"]
+            + pl.col("kev").cast(pl.Float64) * w["kev"]
+            + pl.col("ransomware").cast(pl.Float64) * w["ransomware"]
+            + (pl.col("exploited") & ~pl.col("kev")).cast(pl.Float64) * w["exploited"]
+            + pl.col("epss").fill_null(0.0) * w["epss"])
+    return (m.with_columns(base.round(1).alias("base_priority"), pl.lit(now).alias("matched_at"))
+            .select(list(STORED_SCHEMA)).cast(STORED_SCHEMA))  # type: ignore[arg-type]
+
+
+def exposed(remote_json: str, services_json: str) -> pl.Expr:
+    """Remote access enabled or an insecure service running, from device_states' JSON columns."""
+    remote = pl.col(remote_json).str.json_decode(pl.List(pl.String))
+    services = pl.col(services_json).str.json_decode(pl.List(pl.String))
+    return ((remote.list.len() > 0).fill_null(False)
+            | services.list.eval(pl.element().is_in(INSECURE_SERVICES)).list.any().fill_null(False))
+
+
+def device_priority(frame: pl.DataFrame) -> pl.DataFrame:
+    """Stored matches joined to their devices (`base_priority`, `kev`, `kev_due`, `matched_at`,
+    `exposed`, `zone_criticality`) gain `priority`, `label` and `due`: the device's exposure and
+    zone complete the class's priority."""
+    w = PRIORITY_WEIGHTS
+    score = (pl.col("base_priority")
              + pl.col("exposed").fill_null(False).cast(pl.Float64) * w["exposed"]
              + pl.when(pl.col("zone_criticality") == "critical").then(w["critical_zone"])
              .when(pl.col("zone_criticality") == "high").then(w["critical_zone"] / 2).otherwise(0.0))
@@ -116,15 +130,11 @@ def device_matches(devices: pl.DataFrame, class_matches: pl.DataFrame, kev: pl.D
     for name, floor, within in reversed(PRIORITY_LABELS[:-1]):
         label = pl.when(pl.col("priority") >= floor).then(pl.lit(name)).otherwise(label)
         days = pl.when(pl.col("priority") >= floor).then(pl.lit(within)).otherwise(days)
-    today: date = now.date()
-    return (m.with_columns(score.clip(0.0, 100.0).round(1).alias("priority"))
+    return (frame.with_columns(score.clip(0.0, 100.0).round(1).alias("priority"))
             .with_columns(label.alias("label"),
                           pl.when(pl.col("kev") & pl.col("kev_due").is_not_null()).then(pl.col("kev_due"))
-                          .otherwise(pl.lit(today) + pl.duration(days=days)).alias("due"),
-                          pl.lit(now).alias("matched_at"))
-            .select(list(MATCH_SCHEMA)))
+                          .otherwise(pl.col("matched_at").dt.date() + pl.duration(days=days)).alias("due")))
 
 
 def empty_matches() -> pl.DataFrame:
-    return pl.DataFrame(schema=MATCH_SCHEMA)
-
+    return pl.DataFrame(schema=STORED_SCHEMA)

@@ -21,6 +21,7 @@ from sqlalchemy import delete, func, insert, select
 
 from cityward.adapters.advisories import csaf_validation
 from cityward.adapters.advisories.sources import Document, read_source
+from cityward.adapters.storage import vuln_frames
 from cityward.adapters.storage.models import (
     AdvisoryEntryRow,
     AdvisoryRow,
@@ -329,8 +330,8 @@ def list_advisories(uow_factory: UnitOfWorkFactory, caller: Caller, *, advisory_
         wanted = sorted({c for r in rows for c in r.cves})
         by_cve: dict[str, set[str]] = {}
         for i in range(0, len(wanted), 500):
-            q_matches = (select(VulnMatchRow.device_id, VulnMatchRow.cve)
-                         .join(DeviceRow, DeviceRow.id == VulnMatchRow.device_id)
+            q_matches = (select(DeviceRow.id, VulnMatchRow.cve)
+                         .join(DeviceRow, vuln_frames.on_device())
                          .where(VulnMatchRow.cve.in_(wanted[i:i + 500]), scope_clause(s, scope)))
             for device_id, cve in s.execute(q_matches):
                 by_cve.setdefault(cve, set()).add(device_id)

@@ -28,9 +28,9 @@ from sqlalchemy import func, select
 
 from cityward.adapters import notify
 from cityward.adapters.secretbox import SecretBox
+from cityward.adapters.storage import vuln_frames
 from cityward.adapters.storage.models import (
     DeviceRow,
-    DeviceStateRow,
     NotificationRow,
     OrganizationRow,
     OrgContactRow,
@@ -129,18 +129,16 @@ def _manufacturer_news(uow_factory: UnitOfWorkFactory) -> dict[str, list[dict[st
                 OrganizationRow.kind == OrgKind.MANUFACTURER.value, OrganizationRow.brand.is_not(None)))}
         if not makers:
             return news
-        firmware = func.coalesce(DeviceStateRow.firmware_version, DeviceRow.firmware_version)
         rows = s.execute(
-            select(ProductRow.origin_brand_key, ProductRow.origin_model, firmware, VulnMatchRow.cve,
-                   func.max(VulnMatchRow.label), func.bool_or(VulnMatchRow.kev) if uow.dialect == "postgresql"
-                   else func.max(VulnMatchRow.kev), func.count(), func.count(func.distinct(ProductRow.brand)))
-            .join(DeviceRow, DeviceRow.id == VulnMatchRow.device_id)
+            select(ProductRow.origin_brand_key, ProductRow.origin_model, VulnMatchRow.firmware, VulnMatchRow.cve,
+                   func.bool_or(VulnMatchRow.kev) if uow.dialect == "postgresql" else func.max(VulnMatchRow.kev),
+                   func.count(), func.count(func.distinct(ProductRow.brand)))
+            .join(DeviceRow, vuln_frames.on_device())
             .join(ProductRow, ProductRow.id == DeviceRow.product_id)
-            .outerjoin(DeviceStateRow, DeviceStateRow.device_id == DeviceRow.id)
             .where(ProductRow.origin_brand_key.in_(sorted(makers)))
-            .group_by(ProductRow.origin_brand_key, ProductRow.origin_model, firmware, VulnMatchRow.cve)
+            .group_by(ProductRow.origin_brand_key, ProductRow.origin_model, VulnMatchRow.firmware, VulnMatchRow.cve)
             .order_by(func.count().desc())).all()
-    for brand_key, model, fw, cve, _label, kev, units, labels in rows:
+    for brand_key, model, fw, cve, kev, units, labels in rows:
         news[makers[brand_key]].append({"model": model, "firmware": fw, "cve": cve, "kev": bool(kev),
                                         "units": units, "sold_under_brands": labels})
     return news

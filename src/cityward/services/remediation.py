@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from cityward.adapters.storage import vuln_frames
 from cityward.adapters.storage.models import DeviceRow, FirmwareReleaseRow, ProductRow, VulnMatchRow
 from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
@@ -52,8 +53,8 @@ def fixes(uow_factory: UnitOfWorkFactory, caller: Caller, advisory: str) -> list
         s = uow.session
         cves = rollouts.advisory_cves(s, advisory)
         rows = s.execute(
-            select(VulnMatchRow.device_id, VulnMatchRow.fixed_version, ProductRow.origin_brand, ProductRow.origin_model)
-            .join(DeviceRow, DeviceRow.id == VulnMatchRow.device_id)
+            select(DeviceRow.id, VulnMatchRow.fixed_version, ProductRow.origin_brand, ProductRow.origin_model)
+            .join(DeviceRow, vuln_frames.on_device())
             .join(ProductRow, ProductRow.id == DeviceRow.product_id)
             .where(VulnMatchRow.cve.in_(cves), scope_clause(s, scope))).all()
         groups: dict[tuple[str, str], tuple[set[str], set[str]]] = {}

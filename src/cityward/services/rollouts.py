@@ -13,9 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import exists, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from cityward.adapters.storage import vuln_frames
 from cityward.adapters.storage.models import (
     AdvisoryEntryRow,
     AdvisoryRow,
@@ -162,7 +163,7 @@ def _candidates(s: Session, caller: Caller, req: RolloutRequest) -> list[_Candid
         q = q.where(DeviceRow.id.in_(failing))
     if req.target.advisory:
         cves = advisory_cves(s, req.target.advisory)
-        q = q.where(DeviceRow.id.in_(select(VulnMatchRow.device_id).where(VulnMatchRow.cve.in_(cves))))
+        q = q.where(exists().where(vuln_frames.on_device(), VulnMatchRow.cve.in_(cves)))
     rows = s.execute(q).all()
     found = [_Candidate(r[0], r[1], r[2], r[3], (r[4], product_key("", r[5])[1]), r[7] or r[6], r[8], r[9],
                         bool(r[10]), r[11]) for r in rows]

@@ -2,25 +2,29 @@
 
 `match` is a set join (adapters/vuln_polars.py) over the whole fleet, or only over what a change
 touches: given the CVEs of a newly imported advisory, it reads only those CVEs' entries and only the
-devices of products whose identity (own or true origin) those entries name, and replaces only those
-CVEs' matches. Matches are stored (`vuln_matches`) so the policy fact `known_exploited`, the API,
-rollouts by advisory and the dashboard read them without matching again.
+(product, firmware) classes of products whose identity (own or true origin) those entries name, and
+writes only the matches of those CVEs that changed. Matches are stored per class (`vuln_matches`)
+and joined to devices by their running firmware when read, so the API, rollouts by advisory,
+notifications and the dashboard do not match again, and a device that upgrades leaves its old
+firmware's matches at once. A class no device ran at the last match (a first upgrade to a new
+version) is matched at the next `advisories match`; the policy fact `known_exploited` never waits.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import polars as pl
-from sqlalchemy import delete, func, select
+from sqlalchemy import Text, cast, select
 
+from cityward.adapters import vuln_polars as vp
 from cityward.adapters.storage import vuln_frames
 from cityward.adapters.storage.fleet_facts import with_responsibility
-from cityward.adapters.storage.frames import read_frame, write_frame
+from cityward.adapters.storage.frames import read_frame
 from cityward.adapters.storage.models import (
     AdvisoryRow,
     DeviceRow,
@@ -28,6 +32,7 @@ from cityward.adapters.storage.models import (
     OrganizationRow,
     ProductRow,
     VulnMatchRow,
+    ZoneRow,
 )
 from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
@@ -44,33 +49,34 @@ _CHUNK = 500
 class MatchSummary:
     cves: int  # CVEs re-matched (all when the whole fleet was)
     classes: int  # distinct (product, firmware) pairs examined
-    devices: int  # devices affected by at least one of them
+    affected_classes: int  # (product, firmware, CVE) matches stored for them
+    devices: int  # devices affected by at least one of those CVEs
     matches: int  # (device, CVE) pairs
-    by_label: dict[str, int]
-    kev: int  # matches of CVEs in CISA KEV
+    kev: int  # of which the CVE is in CISA KEV
+    inserted: int  # stored matches written: new,
+    updated: int  # changed,
+    deleted: int  # and no longer true
     seconds: float
 
 
 def match(uow_factory: UnitOfWorkFactory, *, cves: Iterable[str] | None = None,
           caller: Caller = SYSTEM) -> MatchSummary:
-    """Re-match the fleet for `cves` (None: every CVE) and store the result in one transaction."""
+    """Re-match the fleet for `cves` (None: every CVE) and store the difference in one transaction."""
     t0 = time.perf_counter()
     scope = None if cves is None else set(cves)
     with uow_factory(write=True) as uow:
         s = uow.session
         found, classes = vuln_frames.compute(s, scope, uow.clock())
-        if scope is None:
-            vuln_frames.replace_all_matches(s, uow.dialect, found)
-        else:
-            for part in vuln_frames.chunks(sorted(scope)):
-                s.execute(delete(VulnMatchRow).where(VulnMatchRow.cve.in_(part)))
-            if found.height:
-                write_frame(s, VulnMatchRow.__tablename__, found)
-        labels = dict(Counter(found.get_column("label").to_list()))
+        outcome = vuln_frames.store(s, found, scope)
+        per_class = found.join(classes.select("product_id", "firmware", "devices"), on=["product_id", "firmware"])
         summary = MatchSummary(
-            cves=len(scope) if scope is not None else found.get_column("cve").n_unique(), classes=classes,
-            devices=found.get_column("device_id").n_unique(), matches=found.height, by_label=labels,
-            kev=int(found.get_column("kev").sum()), seconds=round(time.perf_counter() - t0, 3))
+            cves=len(scope) if scope is not None else found.get_column("cve").n_unique(), classes=classes.height,
+            affected_classes=found.height,
+            devices=int(per_class.unique(["product_id", "firmware"]).get_column("devices").sum()),
+            matches=int(per_class.get_column("devices").sum()),
+            kev=int(per_class.filter(pl.col("kev")).get_column("devices").sum()),
+            inserted=outcome.inserted, updated=outcome.updated, deleted=outcome.deleted,
+            seconds=round(time.perf_counter() - t0, 3))
         uow.record(caller, "vulnerabilities.matched", "fleet", "all" if scope is None else f"{len(scope)} CVEs",
                    after={**summary.__dict__, "cves_scope": sorted(scope)[:50] if scope else None})
         uow.commit()
@@ -110,15 +116,17 @@ def exposures(uow_factory: UnitOfWorkFactory, caller: Caller, *, cve: str | None
     scope = require_device_details(caller)
     with uow_factory() as uow:
         s = uow.session
-        q = (select(VulnMatchRow.device_id, VulnMatchRow.cve, VulnMatchRow.label, VulnMatchRow.priority,
-                    VulnMatchRow.kev, VulnMatchRow.ransomware, VulnMatchRow.epss, VulnMatchRow.cvss, VulnMatchRow.due,
+        q = (select(VulnMatchRow.cve, VulnMatchRow.base_priority, VulnMatchRow.kev, VulnMatchRow.kev_due,
+                    VulnMatchRow.matched_at, VulnMatchRow.ransomware, VulnMatchRow.epss, VulnMatchRow.cvss,
                     VulnMatchRow.fixed_version, VulnMatchRow.remediation, VulnMatchRow.via,
                     AdvisoryRow.doc_id.label("advisory"), (ProductRow.brand + " " + ProductRow.model).label("product"),
-                    func.coalesce(DeviceStateRow.firmware_version, DeviceRow.firmware_version).label("firmware"),
-                    DeviceRow.zone_id.label("_zone_id"),
+                    VulnMatchRow.firmware, cast(DeviceStateRow.remote_access, Text),
+                    cast(DeviceStateRow.services, Text),
+                    ZoneRow.criticality, DeviceRow.zone_id.label("_zone_id"),
                     getattr(DeviceRow, DEVICE_COLUMN[Duty.MAINTAIN]).label("_override_maintain"))
-             .join(DeviceRow, DeviceRow.id == VulnMatchRow.device_id)
+             .join(DeviceRow, vuln_frames.on_device())
              .join(ProductRow, ProductRow.id == DeviceRow.product_id)
+             .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
              .join(AdvisoryRow, AdvisoryRow.id == VulnMatchRow.advisory_id)
              .outerjoin(DeviceStateRow, DeviceStateRow.device_id == DeviceRow.id)
              .where(scope_clause(s, scope)))
@@ -126,14 +134,17 @@ def exposures(uow_factory: UnitOfWorkFactory, caller: Caller, *, cve: str | None
             q = q.where(VulnMatchRow.cve == cve)
         if kev_only:
             q = q.where(VulnMatchRow.kev.is_(True))
-        if label:
-            q = q.where(VulnMatchRow.label == label)
-        schema = {"device_id": pl.String, "cve": pl.String, "label": pl.String, "priority": pl.Float64,
-                  "kev": pl.Boolean, "ransomware": pl.Boolean, "epss": pl.Float64, "cvss": pl.Float64,
-                  "due": pl.Date, "fixed_version": pl.String, "remediation": pl.String, "via": pl.String,
-                  "advisory": pl.String, "product": pl.String, "firmware": pl.String, "_zone_id": pl.Int64,
+        schema: dict[str, Any] = {"cve": pl.String, "base_priority": pl.Float64, "kev": pl.Boolean, "kev_due": pl.Date,
+                  "matched_at": pl.Datetime("us", "UTC"), "ransomware": pl.Boolean, "epss": pl.Float64,
+                  "cvss": pl.Float64, "fixed_version": pl.String, "remediation": pl.String, "via": pl.String,
+                  "advisory": pl.String, "product": pl.String, "firmware": pl.String, "remote": pl.String,
+                  "services": pl.String, "zone_criticality": pl.String, "_zone_id": pl.Int64,
                   "_override_maintain": pl.Int64}
-        frame = with_responsibility(s, read_frame(s, q, schema), (Duty.MAINTAIN,))
+        raw = read_frame(s, q, schema).with_columns(vp.exposed("remote", "services").alias("exposed"))
+        frame = vp.device_priority(raw)
+        if label:
+            frame = frame.filter(pl.col("label") == label)
+        frame = with_responsibility(s, frame, (Duty.MAINTAIN,))
         names = dict(s.execute(select(OrganizationRow.id, OrganizationRow.name)).all())
     if frame.height == 0:
         return []
@@ -141,7 +152,8 @@ def exposures(uow_factory: UnitOfWorkFactory, caller: Caller, *, cve: str | None
                                .alias("organization"))
     if organization:
         frame = frame.filter(pl.col("organization") == organization)
-    grouped = (frame.group_by("cve", "product", "firmware", "organization")
+    grouped = (frame.sort("priority", descending=True)  # so a group's label is its highest priority's
+               .group_by("cve", "product", "firmware", "organization", maintain_order=True)
                .agg(pl.len().alias("devices"), pl.col("priority").max(), pl.col("label").first(),
                     pl.col("kev").any(), pl.col("ransomware").any(), pl.col("epss").max(), pl.col("cvss").max(),
                     pl.col("due").min(), pl.col("fixed_version").drop_nulls().first(),

@@ -45,6 +45,7 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
             DeviceRow.id, DeviceRow.kind, ProductRow.brand, ProductRow.model, ProductRow.origin_brand,
             ProductRow.origin_status, ZoneRow.name.label("zone"), ZoneRow.criticality, DeviceRow.tags,
             DeviceRow.protocol, DeviceRow.firmware_version.label("inv_firmware"), ProductRow.min_firmware,
+            DeviceRow.product_id,
             ProductRow.end_of_support, DeviceRow.installed_at, DeviceRow.zone_id,
             *[getattr(DeviceRow, DEVICE_COLUMN[d]).label(f"_override_{d.value}") for d in Duty],
             DeviceStateRow.online, DeviceStateRow.last_seen, DeviceStateRow.credential_state,
@@ -103,13 +104,19 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
 
 def _known_exploited(session: Session, now: datetime) -> pl.Expr:
     """True when the device's firmware, as it reports it now, is affected by a CVE in CISA KEV
-    (matched fresh, for the KEV CVEs only: stored matches may predate an upgrade); null (unknown)
-    until both advisories and the KEV catalog have been imported, so the rule does not pass blind."""
+    (matched fresh, for the KEV CVEs only: stored matches know only the firmware versions devices
+    ran when they were made); null (unknown) until both advisories and the KEV catalog have been
+    imported, so the rule does not pass blind. Over the raw columns of load_facts."""
     kev = set(session.scalars(select(KevEntryRow.cve)).all())
     if not kev or session.scalar(select(func.count()).select_from(AdvisoryRow)) == 0:
         return pl.lit(None, dtype=pl.Boolean)
     found, _classes = vuln_frames.compute(session, kev, now)
-    return pl.col("id").is_in(found.get_column("device_id").unique().to_list())
+    affected = found.select(_class_key(pl.col("product_id"), pl.col("firmware"))).to_series().unique()
+    return _class_key(pl.col("product_id"), pl.coalesce("state_firmware", "inv_firmware")).is_in(affected.implode())
+
+
+def _class_key(product_id: pl.Expr, firmware: pl.Expr) -> pl.Expr:
+    return pl.concat_str([product_id.cast(pl.String), firmware], separator="\x1f")
 
 
 def _config_drift(session: Session) -> pl.Expr:
@@ -147,6 +154,7 @@ def _raw_schema() -> dict[str, Any]:
     return {
         **dict.fromkeys(("id", "kind", "brand", "model", "origin_brand", "origin_status", "zone", "criticality",
                          "tags", "protocol", "inv_firmware", "min_firmware"), text),
+        "product_id": pl.Int64,
         "end_of_support": pl.Date, "installed_at": pl.Date, "zone_id": pl.Int64,
         **{f"_override_{d.value}": pl.Int64 for d in Duty},
         "online": pl.Boolean, "last_seen": utc, "credential_state": text, "password_changed_at": utc,

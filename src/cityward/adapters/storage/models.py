@@ -111,16 +111,23 @@ class DeviceRow(Base):
     never deleted. Add a constraint back with any service that deletes them."""
 
     __tablename__ = "devices"
-    __table_args__ = tuple(_sparse_index(c) for c in (
-        "installer_id", "maintainer_id", "supplier_id", "credentials_org_id", "remote_access_org_id",
-    ))
+    __table_args__ = (
+        *(_sparse_index(c) for c in (
+            "installer_id", "maintainer_id", "supplier_id", "credentials_org_id", "remote_access_org_id")),
+        # (product, running firmware) classes — what vulnerability matches are stored per — read
+        # from the index alone, and a class's devices found without scanning the fleet.
+        Index("ix_devices_product_firmware", "product_id", "firmware_running"),
+    )
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     serial: Mapped[str | None] = mapped_column(String(128), index=True)
     mac: Mapped[str | None] = mapped_column(String(17), unique=True)
     kind: Mapped[str] = mapped_column(String(32), index=True)
-    product_id: Mapped[int] = mapped_column(Integer, index=True)
+    product_id: Mapped[int] = mapped_column(Integer)
     hardware_version: Mapped[str | None] = mapped_column(String(64))
     firmware_version: Mapped[str] = mapped_column(String(64), index=True)
+    # The firmware the device runs: as it last reported, else as inventoried. Kept by its two
+    # writers (the import merge and state ingestion) so that readers need not join device_states.
+    firmware_running: Mapped[str] = mapped_column(String(64))
     zone_id: Mapped[int] = mapped_column(Integer, index=True)
     address: Mapped[str | None] = mapped_column(String(260))
     protocol: Mapped[str | None] = mapped_column(String(8))
@@ -555,12 +562,17 @@ class EpssScoreRow(Base):
 
 
 class VulnMatchRow(Base):
-    """A device affected by a CVE, after precedence (not-affected, fixed and VEX statements win), with
-    its priority. Replaced per CVE whenever the advisories or the fleet change."""
+    """A product running a firmware (a *class* of devices) affected by a CVE, after precedence
+    (not-affected, fixed and VEX statements win). Its devices are those with this product and
+    `firmware_running`; a million devices are a few hundred thousand such rows, not millions.
+    `base_priority` is everything but the device's own exposure and zone (added when read:
+    adapters/vuln_polars.device_priority). Rows are rewritten only when they change, so `matched_at`
+    is when the class was first found affected, and a due date does not slide on re-matching."""
 
     __tablename__ = "vuln_matches"
     __table_args__ = (Index("ix_vuln_matches_cve", "cve"),)
-    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    firmware: Mapped[str] = mapped_column(String(64), primary_key=True)
     cve: Mapped[str] = mapped_column(String(32), primary_key=True)
     advisory_id: Mapped[int] = mapped_column(Integer)
     entry_id: Mapped[int] = mapped_column(Integer)
@@ -568,12 +580,12 @@ class VulnMatchRow(Base):
     fixed_version: Mapped[str | None] = mapped_column(String(128))
     remediation: Mapped[str | None] = mapped_column(String(30))
     cvss: Mapped[float | None] = mapped_column(Float)
+    exploited: Mapped[bool] = mapped_column(Boolean)  # the advisory itself says so
     kev: Mapped[bool] = mapped_column(Boolean)
     ransomware: Mapped[bool] = mapped_column(Boolean)
+    kev_due: Mapped[date | None] = mapped_column(Date)
     epss: Mapped[float | None] = mapped_column(Float)
-    priority: Mapped[float] = mapped_column(Float)
-    label: Mapped[str] = mapped_column(String(10))  # critical | high | medium | low
-    due: Mapped[date] = mapped_column(Date)
+    base_priority: Mapped[float] = mapped_column(Float)
     matched_at: Mapped[datetime] = mapped_column(Timestamp)
 
 

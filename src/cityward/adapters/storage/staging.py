@@ -163,6 +163,7 @@ class DeviceStaging:
             "owner_id": "COALESCE(o_owner.id, :city)",
             **{dev: f"o_{col}.id" for col, dev in ORG_REFERENCES.items() if col != "owner"},
             **{c: f"s.{c}" for c in PLAIN},
+            "firmware_running": "s.firmware_version",
             "created_at": ":now", "updated_at": ":now",
         }
         joins = " ".join(
@@ -173,6 +174,9 @@ class DeviceStaging:
             if c in PLAIN or c in ORG_REFERENCES
         ]
         sets = ", ".join(f"{c} = excluded.{c}" for c in updated)
+        if "firmware_version" in columns:  # what the device reports outranks what the file says
+            sets += (", firmware_running = COALESCE((SELECT st.firmware_version FROM device_states st "
+                     "WHERE st.device_id = devices.id), excluded.firmware_version)")
         compared = [c for c in updated if c != "updated_at"]
         if self.pg:
             changed = (f"ROW({', '.join(f'devices.{c}' for c in compared)}) IS DISTINCT FROM "

@@ -224,7 +224,8 @@ def write_batch(conn: Connection, batch: Batch, now: datetime) -> BatchOutcome:
         out.history = len(history)
     if firmware:
         conn.execute(update(DeviceRow).where(DeviceRow.id == bindparam("b_id"))
-                     .values(firmware_version=bindparam("b_fw"), updated_at=now), firmware)
+                     .values(firmware_version=bindparam("b_fw"), firmware_running=bindparam("b_fw"),
+                             updated_at=now), firmware)
     return out
 
 

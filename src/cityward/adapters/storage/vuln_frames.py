@@ -1,19 +1,22 @@
-"""The fleet and the advisories as frames for matching (adapters/vuln_polars.py does the joins).
+"""The fleet and the advisories as frames for matching (adapters/vuln_polars.py does the joins),
+and the stored matches kept up to date by writing only what changed.
 
 Shared by the vulnerability service (which stores matches) and the audit's fact table (which asks,
-fresh, which devices a known exploited CVE affects): reading only what a set of CVEs touches — its
-statements, and the devices of the products those statements name — is what makes re-matching one
-advisory cheap.
+fresh, which classes a known exploited CVE affects). The fleet is read as its (product, running
+firmware) classes with their device counts, straight from the index on devices(product_id,
+firmware_running); reading only what a set of CVEs touches — its statements, and the classes of the
+products those statements name — is what makes re-matching one advisory cheap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Text, cast, delete, func, select, text
+from sqlalchemy import ColumnElement, Text, and_, bindparam, cast, delete, func, select
 from sqlalchemy.orm import Session
 
 from cityward.adapters import vuln_polars as vp
@@ -21,7 +24,6 @@ from cityward.adapters.storage.frames import read_frame, write_frame
 from cityward.adapters.storage.models import (
     AdvisoryEntryRow,
     DeviceRow,
-    DeviceStateRow,
     EpssScoreRow,
     FirmwareReleaseRow,
     KevEntryRow,
@@ -29,14 +31,11 @@ from cityward.adapters.storage.models import (
     SbomComponentRow,
     SbomVexRow,
     VulnMatchRow,
-    ZoneRow,
 )
 from cityward.domain import advisory_versions as av
-from cityward.domain.advisories import INSECURE_SERVICES
 from cityward.domain.products import VersionScheme, product_key
 
 _CHUNK = 500
-_CVE_INDEX = "ix_vuln_matches_cve"  # as the migration names it
 
 
 def chunks(values: list[Any]) -> Iterable[list[Any]]:
@@ -92,29 +91,17 @@ def _model_key(column: str) -> pl.Expr:
             .str.replace_all(r"[^0-9a-z]+", "").alias("product_key"))
 
 
-def _devices(s: Session, product_ids: list[int] | None) -> pl.DataFrame:
-    """Devices of those products (all when None): firmware as reported, else as inventoried."""
-    q = (select(DeviceRow.id, DeviceRow.product_id,
-                func.coalesce(DeviceStateRow.firmware_version, DeviceRow.firmware_version),
-                cast(DeviceStateRow.remote_access, Text), cast(DeviceStateRow.services, Text), ZoneRow.criticality)
-         .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
-         .outerjoin(DeviceStateRow, DeviceStateRow.device_id == DeviceRow.id))
-    schema = {"device_id": pl.String, "product_id": pl.Int64, "firmware": pl.String, "remote": pl.String,
-              "services": pl.String, "zone_criticality": pl.String}
+def _classes(s: Session, product_ids: list[int] | None) -> pl.DataFrame:
+    """Each (product, running firmware) of those products (all when None), with its device count
+    and version keys (CLASS_SCHEMA + devices)."""
+    q = (select(DeviceRow.product_id, DeviceRow.firmware_running, func.count())
+         .group_by(DeviceRow.product_id, DeviceRow.firmware_running))
+    schema = {"product_id": pl.Int64, "firmware": pl.String, "devices": pl.Int64}
     if product_ids is None:
-        raw = read_frame(s, q, schema)
+        pairs = read_frame(s, q, schema)
     else:
-        raw = pl.concat([read_frame(s, q.where(DeviceRow.product_id.in_(part)), schema)
-                         for part in chunks(product_ids)] or [pl.DataFrame(schema=schema)])
-    remote = pl.col("remote").str.json_decode(pl.List(pl.String))
-    services = pl.col("services").str.json_decode(pl.List(pl.String))
-    exposed = ((remote.list.len() > 0).fill_null(False)
-               | services.list.eval(pl.element().is_in(INSECURE_SERVICES)).list.any().fill_null(False))
-    return raw.with_columns(exposed.alias("exposed")).select(list(vp.DEVICE_SCHEMA))
-
-
-def _classes(devices: pl.DataFrame) -> pl.DataFrame:
-    pairs = devices.select("product_id", "firmware").unique()
+        pairs = pl.concat([read_frame(s, q.where(DeviceRow.product_id.in_(part)), schema)
+                           for part in chunks(product_ids)] or [pl.DataFrame(schema=schema)])
     semver, vendor = _keys(pairs.get_column("firmware").unique().to_list())
     return pairs.with_columns(
         pl.col("firmware").replace_strict(semver, default=None, return_dtype=pl.String).alias("semver_key"),
@@ -191,46 +178,88 @@ def _feeds(s: Session, cves: set[str] | None) -> tuple[pl.DataFrame, pl.DataFram
     return kev, epss
 
 
-def compute(s: Session, cves: set[str] | None, now: datetime) -> tuple[pl.DataFrame, int]:
-    """The matches for `cves` (all CVEs when None), and how many classes were examined."""
+def compute(s: Session, cves: set[str] | None, now: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The class matches for `cves` (all CVEs when None; STORED_SCHEMA), and the classes examined
+    with their device counts."""
     entries = _entries(s, cves)
+    no_classes = pl.DataFrame(schema={**vp.CLASS_SCHEMA, "devices": pl.Int64})
     if entries.height == 0:
-        return vp.empty_matches(), 0
+        return vp.empty_matches(), no_classes
     identities = _identities(s, entries)
     sbom_rows, origins = _sbom_releases(s, entries)
     if identities.height == 0 and not sbom_rows:
-        return vp.empty_matches(), 0
+        return vp.empty_matches(), no_classes
     if cves is None:
         product_ids = None
     else:
         release_keys = {(b, m) for _r, b, m, _v, _k, _cv in sbom_rows}
         product_ids = sorted(set(identities.get_column("product_id").to_list())
                              | {pid for pid, key in origins.items() if key in release_keys})
-    devices = _devices(s, product_ids)
-    classes = _classes(devices)
-    components, cleared = _component_classes(s, classes, sbom_rows, origins)
-    class_matches = vp.match_classes(classes, identities, entries, components, cleared)
+    classes = _classes(s, product_ids)
+    plain = classes.select(list(vp.CLASS_SCHEMA))
+    components, cleared = _component_classes(s, plain, sbom_rows, origins)
+    class_matches = vp.match_classes(plain, identities, entries, components, cleared)
     kev, epss = _feeds(s, cves)
-    return vp.device_matches(devices, class_matches, kev, epss, now), classes.height
+    return vp.scored(class_matches, kev, epss, now), classes
 
 
-def replace_all_matches(s: Session, dialect: str, found: pl.DataFrame) -> None:
-    """Every stored match replaced by `found`, in the caller's transaction. Millions of rows load
-    several times faster into a table without its indexes, built once afterwards, than through
-    them; on PostgreSQL TRUNCATE also spares deleting the old rows one by one. Both are
-    transactional, but they hold an exclusive lock: readers of the matches wait until the commit
-    (about 20 s at a million devices, bench/README.md) instead of seeing the old ones. Storing
-    (product, firmware, CVE) classes instead of devices would make this 20 times smaller."""
-    table = VulnMatchRow.__tablename__
-    if dialect == "postgresql":
-        s.execute(text(f"TRUNCATE {table}"))
-        s.execute(text(f"DROP INDEX IF EXISTS {_CVE_INDEX}"))
-        s.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS pk_{table}"))
+# --- storing: only the difference -----------------------------------------------------------------
+
+_KEYS = ["product_id", "firmware", "cve"]
+_VALUES = [c for c in vp.STORED_SCHEMA if c not in _KEYS and c != "matched_at"]
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    inserted: int
+    updated: int
+    deleted: int
+    unchanged: int
+
+
+def stored(s: Session, cves: set[str] | None) -> pl.DataFrame:
+    """The stored matches of `cves` (all when None)."""
+    q = select(*(getattr(VulnMatchRow, c) for c in vp.STORED_SCHEMA))
+    if cves is None:
+        return read_frame(s, q, vp.STORED_SCHEMA)
+    return pl.concat([read_frame(s, q.where(VulnMatchRow.cve.in_(part)), vp.STORED_SCHEMA)
+                      for part in chunks(sorted(cves))] or [vp.empty_matches()])
+
+
+def store(s: Session, found: pl.DataFrame, cves: set[str] | None) -> StoreOutcome:
+    """Make the stored matches of `cves` (all when None) equal `found`, in the caller's
+    transaction, writing only rows that appear, change or disappear. A row that changes keeps its
+    `matched_at` (the class has been affected since then). Readers keep seeing the previous matches
+    until the commit: nothing is locked beyond the rows written."""
+    old = stored(s, cves)
+    both = found.join(old, on=_KEYS, how="inner", suffix="_old")
+    differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}_old")) for c in _VALUES)
+    changed = (both.filter(differs).with_columns(pl.col("matched_at_old").alias("matched_at"))
+               .select(list(vp.STORED_SCHEMA)))
+    added = found.join(old, on=_KEYS, how="anti")
+    gone = old.join(found, on=_KEYS, how="anti")
+    if gone.height + changed.height > max(old.height // 2, _CHUNK):
+        # Most of it differs: emptying the scope and writing it anew is cheaper than row by row.
+        kept = both.filter(~differs).select(list(vp.STORED_SCHEMA))
+        if cves is None:
+            s.execute(delete(VulnMatchRow))
+        else:
+            for part in chunks(sorted(cves)):
+                s.execute(delete(VulnMatchRow).where(VulnMatchRow.cve.in_(part)))
+        write_frame(s, VulnMatchRow.__tablename__, pl.concat([kept, changed, added]))
     else:
-        s.execute(delete(VulnMatchRow))  # SQLite empties a table without a WHERE in one step
-        s.execute(text(f"DROP INDEX IF EXISTS {_CVE_INDEX}"))
-    if found.height:
-        write_frame(s, table, found)
-    if dialect == "postgresql":
-        s.execute(text(f"ALTER TABLE {table} ADD CONSTRAINT pk_{table} PRIMARY KEY (device_id, cve)"))
-    s.execute(text(f"CREATE INDEX {_CVE_INDEX} ON {table} (cve)"))
+        doomed = pl.concat([gone.select(_KEYS), changed.select(_KEYS)])
+        if doomed.height:
+            s.connection().execute(  # Core: the ORM has no executemany DELETE
+                delete(VulnMatchRow).where(VulnMatchRow.product_id == bindparam("b_p"),
+                                           VulnMatchRow.firmware == bindparam("b_f"),
+                                           VulnMatchRow.cve == bindparam("b_c")),
+                [{"b_p": p, "b_f": f, "b_c": c} for p, f, c in doomed.iter_rows()])
+        write_frame(s, VulnMatchRow.__tablename__, pl.concat([changed, added]))
+    return StoreOutcome(inserted=added.height, updated=changed.height, deleted=gone.height,
+                        unchanged=both.height - changed.height)
+
+
+def on_device() -> ColumnElement[bool]:
+    """The join of stored matches to the devices they affect."""
+    return and_(VulnMatchRow.product_id == DeviceRow.product_id, VulnMatchRow.firmware == DeviceRow.firmware_running)

@@ -47,10 +47,13 @@ class AdvisoryOut(_Out):
 class MatchOut(_Out):
     cves: int
     classes: int
+    affected_classes: int
     devices: int
     matches: int
-    by_label: dict[str, int]
     kev: int
+    inserted: int
+    updated: int
+    deleted: int
     seconds: float
 
 

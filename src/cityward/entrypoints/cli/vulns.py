@@ -26,11 +26,10 @@ _LABEL_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low"
 
 
 def _summary(s: MatchSummary) -> Table:
-    t = table("fleet matched", ["CVEs", "classes (product, firmware)", "devices affected", "matches",
-                                "critical", "high", "medium", "low", "in KEV", "seconds"], [(
-        f"{s.cves:,}", f"{s.classes:,}", f"{s.devices:,}", f"{s.matches:,}",
-        *(f"{s.by_label.get(label, 0):,}" for label in ("critical", "high", "medium", "low")), f"{s.kev:,}",
-        f"{s.seconds:.2f}")])
+    t = table("fleet matched", ["CVEs", "classes (product, firmware)", "affected (class, CVE)", "devices affected",
+                                "(device, CVE) matches", "in KEV", "stored: new / changed / gone", "seconds"], [(
+        f"{s.cves:,}", f"{s.classes:,}", f"{s.affected_classes:,}", f"{s.devices:,}", f"{s.matches:,}",
+        f"{s.kev:,}", f"{s.inserted:,} / {s.updated:,} / {s.deleted:,}", f"{s.seconds:.2f}")])
     return t
 
 
