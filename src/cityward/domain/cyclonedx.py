@@ -311,9 +311,11 @@ def _fast_purl(purl: str) -> _Purl | None:
     m = _FAST_PURL.fullmatch(purl)
     if m is None or m[1].lower() in _SLOW_TYPES:
         return None
-    qualifiers = dict(kv.partition("=")[::2] for kv in m[5].split("&")) if m[5] else {}
+    # Keys are case-insensitive: lower-cased before the dict, so a repeated key keeps its last value
+    # whatever its case, as packageurl does.
+    qualifiers = {k.lower(): v for k, v in (kv.partition("=")[::2] for kv in m[5].split("&"))} if m[5] else {}
     return _Purl(f"{m[1]}/{m[2]}{m[3]}".lower(), m[4],
-                 tuple(sorted((k.lower(), v) for k, v in qualifiers.items())), None)
+                 tuple(sorted(qualifiers.items())), None)
 
 
 def _slow_purl(purl: str) -> _Purl | str:

@@ -115,52 +115,61 @@ def _keys(versions: Iterable[str | None]) -> tuple[dict[str, str | None], dict[s
             {v: av.sort_key(v, VersionScheme.VENDOR) for v in distinct})
 
 
-def _sbom_releases(s: Session, entries: pl.DataFrame) -> tuple[list[tuple[Any, ...]], dict[int, tuple[str, str]]]:
-    """SBOM components some component statement names — (release, brand key, model key, version,
-    purl key, component version) — and each product's true-origin catalog key."""
-    keys = sorted(set(entries.get_column("purl_key").drop_nulls().to_list()))
-    rows: list[tuple[Any, ...]] = []
-    for part in chunks(keys):
-        rows += s.execute(
-            select(FirmwareReleaseRow.id, FirmwareReleaseRow.brand_key, FirmwareReleaseRow.model_key,
-                   FirmwareReleaseRow.version, SbomComponentRow.purl_key, SbomComponentRow.version)
-            .join(SbomComponentRow, SbomComponentRow.release_id == FirmwareReleaseRow.id)
-            .where(SbomComponentRow.purl_key.in_(part))).all()
-    origins = {pid: (ob_key, product_key("", om)[1]) for pid, ob_key, om in s.execute(
-        select(ProductRow.id, ProductRow.origin_brand_key, ProductRow.origin_model))} if rows else {}
-    return rows, origins
+_SBOM_SCHEMA = {"release_id": pl.Int64, "brand_key": pl.String, "model_key": pl.String, "release": pl.String,
+                "purl_key": pl.String, "version": pl.String}
 
 
-def _component_classes(s: Session, classes: pl.DataFrame, rows: list[tuple[Any, ...]],
-                       origins: dict[int, tuple[str, str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _sbom_components(s: Session, entries: pl.DataFrame, everything: bool) -> pl.DataFrame:
+    """SBOM components some component statement names, with their release's catalog key and
+    version (_SBOM_SCHEMA); `everything`: all statements are being matched, so read every
+    component once instead of by key."""
+    keys = entries.get_column("purl_key").drop_nulls().unique()
+    if keys.len() == 0:
+        return pl.DataFrame(schema=_SBOM_SCHEMA)
+    q = (select(FirmwareReleaseRow.id, FirmwareReleaseRow.brand_key, FirmwareReleaseRow.model_key,
+                FirmwareReleaseRow.version, SbomComponentRow.purl_key, SbomComponentRow.version)
+         .join(SbomComponentRow, SbomComponentRow.release_id == FirmwareReleaseRow.id))
+    if everything:
+        return read_frame(s, q.where(SbomComponentRow.purl_key.is_not(None)), _SBOM_SCHEMA).filter(
+            pl.col("purl_key").is_in(keys.implode()))
+    return pl.concat([read_frame(s, q.where(SbomComponentRow.purl_key.in_(part)), _SBOM_SCHEMA)
+                      for part in chunks(sorted(keys.to_list()))] or [pl.DataFrame(schema=_SBOM_SCHEMA)])
+
+
+def _origins(s: Session) -> pl.DataFrame:
+    """Each product's true origin as the firmware catalog keys it (brand_key, model_key)."""
+    rows = [(pid, ob_key, product_key("", om)[1]) for pid, ob_key, om in s.execute(
+        select(ProductRow.id, ProductRow.origin_brand_key, ProductRow.origin_model))]
+    return pl.DataFrame(rows, schema={"product_id": pl.Int64, "brand_key": pl.String, "model_key": pl.String},
+                        orient="row")
+
+
+def _component_classes(s: Session, classes: pl.DataFrame, components: pl.DataFrame,
+                       origins: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Classes running a release whose SBOM lists a named component (with the component's version
     keys), and the (class, CVE) pairs that SBOM's own VEX clears."""
-    schema = {"product_id": pl.Int64, "firmware": pl.String, "release_id": pl.Int64, "purl_key": pl.String,
-              "version": pl.String}
     empty = (pl.DataFrame(schema={**vp.COMPONENT_SCHEMA}), pl.DataFrame(schema=vp.CLEARED_SCHEMA))
-    if not rows or classes.height == 0:
+    if components.height == 0 or classes.height == 0:
         return empty
-    by_release = {(b, m, v): rid for rid, b, m, v, _k, _cv in rows}
-    linked = [(pid, fw, by_release[(*origins[pid], fw)]) for pid, fw in classes.select("product_id", "firmware")
-              .iter_rows() if pid in origins and (*origins[pid], fw) in by_release]
-    if not linked:
+    releases = components.select("release_id", "brand_key", "model_key", "release").unique()
+    link = (classes.select("product_id", "firmware").join(origins, on="product_id")
+            .join(releases, left_on=["brand_key", "model_key", "firmware"],
+                  right_on=["brand_key", "model_key", "release"])
+            .select("product_id", "firmware", "release_id"))
+    if link.height == 0:
         return empty
-    link = pl.DataFrame(linked, schema={"product_id": pl.Int64, "firmware": pl.String, "release_id": pl.Int64},
-                        orient="row")
-    comps = pl.DataFrame([(rid, k, cv) for rid, _b, _m, _v, k, cv in rows],
-                         schema={"release_id": pl.Int64, "purl_key": pl.String, "version": pl.String}, orient="row")
-    semver, vendor = _keys(comps.get_column("version").to_list())
-    found = (link.join(comps, on="release_id").select(list(schema))
+    semver, vendor = _keys(components.get_column("version").unique().to_list())
+    found = (link.join(components.select("release_id", "purl_key", "version"), on="release_id")
              .with_columns(pl.col("version").replace_strict(semver, default=None, return_dtype=pl.String)
                            .alias("semver_key"),
                            pl.col("version").replace_strict(vendor, default=None, return_dtype=pl.String)
                            .alias("vendor_key_fw"),
                            pl.lit("component").alias("via"))
              .select(list(vp.COMPONENT_SCHEMA)))
-    vex = read_frame(s, select(SbomVexRow.release_id, SbomVexRow.cve).where(
-        SbomVexRow.release_id.in_(sorted(set(link.get_column("release_id").to_list())))),
-        {"release_id": pl.Int64, "cve": pl.String})
-    cleared = link.join(vex, on="release_id").select(list(vp.CLEARED_SCHEMA))
+    release_ids = sorted(set(link.get_column("release_id").to_list()))
+    vex = pl.concat([read_frame(s, select(SbomVexRow.release_id, SbomVexRow.cve).where(SbomVexRow.release_id.in_(p)),
+                                {"release_id": pl.Int64, "cve": pl.String}) for p in chunks(release_ids)])
+    cleared = link.join(vex, on="release_id").select(list(vp.CLEARED_SCHEMA)).unique()
     return found, cleared
 
 
@@ -186,18 +195,21 @@ def compute(s: Session, cves: set[str] | None, now: datetime) -> tuple[pl.DataFr
     if entries.height == 0:
         return vp.empty_matches(), no_classes
     identities = _identities(s, entries)
-    sbom_rows, origins = _sbom_releases(s, entries)
-    if identities.height == 0 and not sbom_rows:
+    sbom = _sbom_components(s, entries, everything=cves is None)
+    if identities.height == 0 and sbom.height == 0:
         return vp.empty_matches(), no_classes
+    origins = _origins(s) if sbom.height else pl.DataFrame(
+        schema={"product_id": pl.Int64, "brand_key": pl.String, "model_key": pl.String})
     if cves is None:
         product_ids = None
     else:
-        release_keys = {(b, m) for _r, b, m, _v, _k, _cv in sbom_rows}
+        running_sbom = origins.join(sbom.select("brand_key", "model_key").unique(), on=["brand_key", "model_key"],
+                                    how="semi")
         product_ids = sorted(set(identities.get_column("product_id").to_list())
-                             | {pid for pid, key in origins.items() if key in release_keys})
+                             | set(running_sbom.get_column("product_id").to_list()))
     classes = _classes(s, product_ids)
     plain = classes.select(list(vp.CLASS_SCHEMA))
-    components, cleared = _component_classes(s, plain, sbom_rows, origins)
+    components, cleared = _component_classes(s, plain, sbom, origins)
     class_matches = vp.match_classes(plain, identities, entries, components, cleared)
     kev, epss = _feeds(s, cves)
     return vp.scored(class_matches, kev, epss, now), classes
