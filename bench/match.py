@@ -570,10 +570,11 @@ def _packages(rng: random.Random, n: int) -> tuple[list[Package], list[float]]:
     return out, [1.0 / (rank + 1) ** 0.8 for rank in range(n)]
 
 
-def _component_advisories(rng: random.Random, packages: list[Package], weights: list[float], entries: _Entries,
+def _component_advisories(rng: random.Random, packages: list[Package], entries: _Entries,
                           target: int, first_advisory: int) -> pl.DataFrame:
     """CVE records about packages (a PURL and a semver range), until `target` more entries: affected
-    before a fixed version (sometimes from one on), often with the fixed range stated as well."""
+    before a fixed version (every earlier version, or the few before it), often with the fixed
+    range stated as well."""
     cols: dict[str, list[Any]] = {c: [] for c in ("id", "source", "publisher", "publisher_key", "doc_id", "title",
                                                   "category", "cves")}
     start = len(entries)
@@ -581,11 +582,11 @@ def _component_advisories(rng: random.Random, packages: list[Package], weights: 
     while len(entries) - start < target:
         n += 1
         aid = first_advisory + n
-        pkg = rng.choices(packages, weights)[0]
+        pkg = rng.choice(packages)  # CVEs are spread over packages; SBOMs favour the popular ones
         cve = f"CVE-{2016 + n % 10}-{900000 + n}"
         vs = pkg.versions
         k = rng.randint(1, len(vs) - 1)
-        j = 0 if rng.random() < 0.7 else rng.randint(0, k - 1)
+        j = 0 if rng.random() < 0.4 else max(0, k - rng.randint(1, 4))  # every earlier version, or a few
         cvss = round(rng.uniform(3.0, 10.0), 1)
         text = f"vers:semver/<{vs[k]}" if j == 0 else f"vers:semver/>={vs[j]}|<{vs[k]}"
         entries.add_component(aid, cve, pkg, "affected", text, cvss=cvss, fixed=vs[k])
@@ -729,7 +730,7 @@ def build_world(args: argparse.Namespace, progress: Any) -> World:
     advisories, entries, cves, kinds = _advisories(rng, vendors, products, device_entries, args.in_catalog,
                                                    lambda n: progress.advance(task, n))
     packages, popularity = _packages(rng, args.packages)
-    components = _component_advisories(rng, packages, popularity, entries, args.component_entries,
+    components = _component_advisories(rng, packages, entries, args.component_entries,
                                        first_advisory=advisories.height)
     progress.advance(task, args.component_entries)
     advisories = pl.concat([advisories, components], how="diagonal_relaxed")

@@ -49,6 +49,19 @@ def _in_interval(key: str) -> pl.Expr:
     return (k.is_not_null() & low_ok & high_ok) | unbounded
 
 
+def _in_range(hits: pl.DataFrame, unique_by: list[str]) -> pl.DataFrame:
+    """The rows whose version key (of the statement's scheme) falls in one of its intervals (or
+    that cover every version), once each."""
+    keyed = hits.with_columns(
+        pl.when(pl.col("scheme") == "semver").then(pl.col("semver_key")).otherwise(pl.col("vendor_key_fw"))
+        .alias("fw_key"))
+    every_version = keyed.filter(pl.col("intervals").is_null()).drop("intervals", "fw_key")
+    ranged = (keyed.filter(pl.col("intervals").is_not_null()).explode("intervals").unnest("intervals")
+              .filter(_in_interval("fw_key")).drop("lo", "lo_incl", "hi", "hi_incl", "fw_key")
+              .unique(unique_by, keep="first"))
+    return pl.concat([every_version, ranged.select(every_version.columns)])
+
+
 def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.DataFrame,
                   components: pl.DataFrame | None = None, cleared_by_sbom: pl.DataFrame | None = None) -> pl.DataFrame:
     """(product, firmware) classes affected by each CVE, after precedence (CLASS_MATCH_SCHEMA).
@@ -63,18 +76,18 @@ def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.D
                           on="vendor_key", suffix="_entry")
                  .filter(pl.col("product_key").str.contains(pl.col("model_pattern")))
                  .drop("product_key_entry"))
-    parts = [exact, patterned.select(exact.columns)]
+    matched = _in_range(pl.concat([exact, patterned.select(exact.columns)]),
+                        ["product_id", "firmware", "entry_id", "via"])
     if components is not None and components.height:
-        by_package = components.join(entries.filter(pl.col("purl_key").is_not_null()), on="purl_key")
-        parts.append(by_package.select(exact.columns))
-    hits = pl.concat(parts).with_columns(
-        pl.when(pl.col("scheme") == "semver").then(pl.col("semver_key")).otherwise(pl.col("vendor_key_fw"))
-        .alias("fw_key"))
-    every_version = hits.filter(pl.col("intervals").is_null()).drop("intervals")
-    ranged = (hits.filter(pl.col("intervals").is_not_null()).explode("intervals").unnest("intervals")
-              .filter(_in_interval("fw_key")).drop("lo", "lo_incl", "hi", "hi_incl")
-              .unique(["product_id", "firmware", "entry_id", "via"], keep="first"))
-    matched = pl.concat([every_version, ranged.select(every_version.columns)])
+        # Each distinct package version meets its statements once; only what matched is joined back
+        # to the (many) classes whose SBOMs list it.
+        version_keys = ["purl_key", "semver_key", "vendor_key_fw"]
+        versions = components.select(version_keys).unique()
+        package_entries = entries.filter(pl.col("purl_key").is_not_null())
+        in_range = _in_range(versions.join(package_entries, on="purl_key"), [*version_keys, "entry_id"])
+        by_package = (components.join(in_range, on=version_keys, nulls_equal=True)
+                      .unique(["product_id", "firmware", "entry_id"], keep="first"))
+        matched = pl.concat([matched, by_package.select(matched.columns)])
     if matched.height == 0:
         return pl.DataFrame(schema=CLASS_MATCH_SCHEMA)
     keys = ["product_id", "firmware", "cve"]
