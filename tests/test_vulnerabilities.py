@@ -520,3 +520,30 @@ def test_a_providers_metadata_brings_its_documents_checked(platform: Platform, f
         assert _counts(platform) == before
     finally:
         server.shutdown()
+
+
+def test_an_image_hash_names_the_firmware_whatever_its_version_text(platform: Platform, fleet: Caller,
+                                                                    tmp_path: Path) -> None:
+    """A CSAF product identified only by its image's SHA-256 reaches the devices whose true product
+    runs the catalog release with that image (the relabel too), and no other version."""
+    store = tmp_path / "firmware"
+    firmware.register_key(platform.uow, fleet, "Hikvision", "hik-1", _pub(KEY))
+    version = DEVICES["CAM-1"][2]
+    image = b"the affected camera image " * 64
+    firmware.add_release(platform.uow, fleet, store, brand="Hikvision", model="DS-2CD2026G2-IU/SL", version=version,
+                         image=image, key_id="hik-1",
+                         signature=_sign("Hikvision", "DS-2CD2026G2-IU/SL", version, image))
+    doc = json.loads((FIXTURES / "csaf" / "hikvision-cve-2021-36260.json").read_text())
+    doc["document"]["tracking"]["id"] = "HSRC-HASH-TEST"
+    doc["product_tree"].setdefault("full_product_names", []).append({
+        "name": "Hikvision camera firmware image digicap.dav", "product_id": "CSAFPID-IMAGE",
+        "product_identification_helper": {"hashes": [{"filename": "digicap.dav", "file_hashes": [
+            {"algorithm": "sha256", "value": hashlib.sha256(image).hexdigest().upper()}]}]}})
+    doc["vulnerabilities"] = [{"cve": "CVE-2021-36261", "notes": doc["vulnerabilities"][0].get("notes", []),
+                               "product_status": {"known_affected": ["CSAFPID-IMAGE"]}}]
+    path = tmp_path / "image-hash.json"
+    path.write_text(json.dumps(doc))
+    _import(platform, fleet, path)
+    found = {d for d, cve in _matches(platform) if cve == "CVE-2021-36261"}
+    assert found == {"CAM-1", "CAM-3"}  # CAM-2 runs another image of the same model
+    assert {m.via for (d, cve), m in _stored(platform).items() if cve == "CVE-2021-36261"} == {"hash"}

@@ -31,6 +31,8 @@ ENTRY_SCHEMA = {
 COMPONENT_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "purl_key": pl.String, "semver_key": pl.String,
                     "vendor_key_fw": pl.String, "via": pl.String}
 CLEARED_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String}  # by the SBOM's own VEX
+# A class running a catalog release whose image hash a statement names.
+HASH_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "entry_id": pl.Int64, "via": pl.String}
 KEV_SCHEMA = {"cve": pl.String, "kev_due": pl.Date, "ransomware": pl.Boolean}
 EPSS_SCHEMA = {"cve": pl.String, "epss": pl.Float64}
 CLASS_MATCH_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String, "advisory_id": pl.Int64,
@@ -63,12 +65,14 @@ def _in_range(hits: pl.DataFrame, unique_by: list[str]) -> pl.DataFrame:
 
 
 def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.DataFrame,
-                  components: pl.DataFrame | None = None, cleared_by_sbom: pl.DataFrame | None = None) -> pl.DataFrame:
+                  components: pl.DataFrame | None = None, cleared_by_sbom: pl.DataFrame | None = None,
+                  by_hash: pl.DataFrame | None = None) -> pl.DataFrame:
     """(product, firmware) classes affected by each CVE, after precedence (CLASS_MATCH_SCHEMA).
 
     `components`: classes whose firmware's SBOM lists a package (COMPONENT_SCHEMA), matched to
     statements about that package by PURL key and the component's own version;
-    `cleared_by_sbom`: (class, CVE) pairs the SBOM's VEX declares not affected."""
+    `cleared_by_sbom`: (class, CVE) pairs the SBOM's VEX declares not affected;
+    `by_hash`: classes running an image whose hash a statement names (HASH_SCHEMA)."""
     cls = classes.join(identities, on="product_id")
     device_entries = entries.filter(pl.col("vendor_key").is_not_null() & pl.col("product_key").is_not_null())
     exact = cls.join(device_entries.filter(pl.col("model_pattern").is_null()), on=["vendor_key", "product_key"])
@@ -88,6 +92,10 @@ def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.D
         by_package = (components.join(in_range, on=version_keys, nulls_equal=True)
                       .unique(["product_id", "firmware", "entry_id"], keep="first"))
         matched = pl.concat([matched, by_package.select(matched.columns)])
+    if by_hash is not None and by_hash.height:
+        hashed = by_hash.join(entries, on="entry_id").with_columns(
+            pl.lit(None, pl.String).alias("semver_key"), pl.lit(None, pl.String).alias("vendor_key_fw"))
+        matched = pl.concat([matched, hashed.select(matched.columns)])
     if matched.height == 0:
         return pl.DataFrame(schema=CLASS_MATCH_SCHEMA)
     keys = ["product_id", "firmware", "cve"]

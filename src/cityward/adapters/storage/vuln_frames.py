@@ -187,6 +187,43 @@ def _feeds(s: Session, cves: set[str] | None) -> tuple[pl.DataFrame, pl.DataFram
     return kev, epss
 
 
+_RELEASE_KEYS = {"release_id": pl.Int64, "brand_key": pl.String, "model_key": pl.String, "release": pl.String}
+
+
+def _hashed_releases(s: Session, cves: set[str] | None) -> pl.DataFrame:
+    """Catalog releases whose image SHA-256 some statement names: (release keys, entry_id)."""
+    q = (select(AdvisoryEntryRow.id, cast(AdvisoryEntryRow.hashes, Text))
+         .where(cast(AdvisoryEntryRow.hashes, Text).not_in(["[]", "null"])))
+    schema = {"entry_id": pl.Int64, "hashes": pl.String}
+    if cves is None:
+        raw = read_frame(s, q, schema)
+    else:
+        raw = pl.concat([read_frame(s, q.where(AdvisoryEntryRow.cve.in_(p)), schema) for p in chunks(sorted(cves))]
+                        or [pl.DataFrame(schema=schema)])
+    named = (raw.with_columns(pl.col("hashes").str.json_decode(pl.List(pl.String))).explode("hashes")
+             .select("entry_id", pl.col("hashes").str.to_lowercase().alias("sha256")).drop_nulls())
+    if named.height == 0:
+        return pl.DataFrame(schema={**_RELEASE_KEYS, "entry_id": pl.Int64})
+    digests = sorted(set(named.get_column("sha256").to_list()))
+    q_rel = select(FirmwareReleaseRow.id, FirmwareReleaseRow.brand_key, FirmwareReleaseRow.model_key,
+                   FirmwareReleaseRow.version, FirmwareReleaseRow.sha256)
+    rel_schema = {**_RELEASE_KEYS, "sha256": pl.String}
+    releases = pl.concat([read_frame(s, q_rel.where(FirmwareReleaseRow.sha256.in_(p)), rel_schema)
+                          for p in chunks(digests)])
+    return releases.join(named, on="sha256").drop("sha256")
+
+
+def _hash_classes(classes: pl.DataFrame, hashed: pl.DataFrame, origins: pl.DataFrame) -> pl.DataFrame:
+    """Classes running a catalog release whose image hash a statement names (HASH_SCHEMA): the hash
+    identifies the version, so no range is consulted."""
+    if hashed.height == 0 or classes.height == 0:
+        return pl.DataFrame(schema=vp.HASH_SCHEMA)
+    return (classes.select("product_id", "firmware").join(origins, on="product_id")
+            .join(hashed, left_on=["brand_key", "model_key", "firmware"],
+                  right_on=["brand_key", "model_key", "release"])
+            .select("product_id", "firmware", "entry_id", pl.lit("hash").alias("via")).unique())
+
+
 def compute(s: Session, cves: set[str] | None, now: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The class matches for `cves` (all CVEs when None; STORED_SCHEMA), and the classes examined
     with their device counts."""
@@ -196,21 +233,23 @@ def compute(s: Session, cves: set[str] | None, now: datetime) -> tuple[pl.DataFr
         return vp.empty_matches(), no_classes
     identities = _identities(s, entries)
     sbom = _sbom_components(s, entries, everything=cves is None)
-    if identities.height == 0 and sbom.height == 0:
+    hashed = _hashed_releases(s, cves)
+    if identities.height == 0 and sbom.height == 0 and hashed.height == 0:
         return vp.empty_matches(), no_classes
-    origins = _origins(s) if sbom.height else pl.DataFrame(
+    origins = _origins(s) if sbom.height or hashed.height else pl.DataFrame(
         schema={"product_id": pl.Int64, "brand_key": pl.String, "model_key": pl.String})
     if cves is None:
         product_ids = None
     else:
-        running_sbom = origins.join(sbom.select("brand_key", "model_key").unique(), on=["brand_key", "model_key"],
-                                    how="semi")
+        release_keys = pl.concat([sbom.select("brand_key", "model_key"), hashed.select("brand_key", "model_key")])
+        running = origins.join(release_keys.unique(), on=["brand_key", "model_key"], how="semi")
         product_ids = sorted(set(identities.get_column("product_id").to_list())
-                             | set(running_sbom.get_column("product_id").to_list()))
+                             | set(running.get_column("product_id").to_list()))
     classes = _classes(s, product_ids)
     plain = classes.select(list(vp.CLASS_SCHEMA))
     components, cleared = _component_classes(s, plain, sbom, origins)
-    class_matches = vp.match_classes(plain, identities, entries, components, cleared)
+    by_hash = _hash_classes(plain, hashed, origins)
+    class_matches = vp.match_classes(plain, identities, entries, components, cleared, by_hash)
     kev, epss = _feeds(s, cves)
     return vp.scored(class_matches, kev, epss, now), classes
 
