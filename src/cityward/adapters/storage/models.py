@@ -570,7 +570,9 @@ class VulnMatchRow(Base):
     is when the class was first found affected, and a due date does not slide on re-matching."""
 
     __tablename__ = "vuln_matches"
-    __table_args__ = (Index("ix_vuln_matches_cve", "cve"),)
+    # SQLite: the rows live in the primary key's b-tree (no separate rowid table), so a full match
+    # written in key order is one sequential append rather than two trees filled at random.
+    __table_args__ = (Index("ix_vuln_matches_cve", "cve"), {"sqlite_with_rowid": False})
     product_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     firmware: Mapped[str] = mapped_column(String(64), primary_key=True)
     cve: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -586,6 +588,8 @@ class VulnMatchRow(Base):
     kev_due: Mapped[date | None] = mapped_column(Date)
     epss: Mapped[float | None] = mapped_column(Float)
     base_priority: Mapped[float] = mapped_column(Float)
+    # A hash of the columns above: re-matching compares it instead of reading every column back.
+    fingerprint: Mapped[int] = mapped_column(BigInteger)
     matched_at: Mapped[datetime] = mapped_column(Timestamp)
 
 

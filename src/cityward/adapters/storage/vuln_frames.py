@@ -115,6 +115,7 @@ def _keys(versions: Iterable[str | None]) -> tuple[dict[str, str | None], dict[s
             {v: av.sort_key(v, VersionScheme.VENDOR) for v in distinct})
 
 
+_RELEASE_KEYS = {"release_id": pl.Int64, "brand_key": pl.String, "model_key": pl.String, "release": pl.String}
 _SBOM_SCHEMA = {"release_id": pl.Int64, "brand_key": pl.String, "model_key": pl.String, "release": pl.String,
                 "purl_key": pl.String, "version": pl.String}
 
@@ -126,14 +127,20 @@ def _sbom_components(s: Session, entries: pl.DataFrame, everything: bool) -> pl.
     keys = entries.get_column("purl_key").drop_nulls().unique()
     if keys.len() == 0:
         return pl.DataFrame(schema=_SBOM_SCHEMA)
-    q = (select(FirmwareReleaseRow.id, FirmwareReleaseRow.brand_key, FirmwareReleaseRow.model_key,
-                FirmwareReleaseRow.version, SbomComponentRow.purl_key, SbomComponentRow.version)
-         .join(SbomComponentRow, SbomComponentRow.release_id == FirmwareReleaseRow.id))
+    # Components alone (three narrow columns: millions of rows), releases apart (thousands).
+    q = select(SbomComponentRow.release_id, SbomComponentRow.purl_key, SbomComponentRow.version)
+    schema = {"release_id": pl.Int64, "purl_key": pl.String, "version": pl.String}
     if everything:
-        return read_frame(s, q.where(SbomComponentRow.purl_key.is_not(None)), _SBOM_SCHEMA).filter(
+        found = read_frame(s, q.where(SbomComponentRow.purl_key.is_not(None)), schema).filter(
             pl.col("purl_key").is_in(keys.implode()))
-    return pl.concat([read_frame(s, q.where(SbomComponentRow.purl_key.in_(part)), _SBOM_SCHEMA)
-                      for part in chunks(sorted(keys.to_list()))] or [pl.DataFrame(schema=_SBOM_SCHEMA)])
+    else:
+        found = pl.concat([read_frame(s, q.where(SbomComponentRow.purl_key.in_(part)), schema)
+                           for part in chunks(sorted(keys.to_list()))] or [pl.DataFrame(schema=schema)])
+    if found.height == 0:
+        return pl.DataFrame(schema=_SBOM_SCHEMA)
+    releases = read_frame(s, select(FirmwareReleaseRow.id, FirmwareReleaseRow.brand_key, FirmwareReleaseRow.model_key,
+                                    FirmwareReleaseRow.version), _RELEASE_KEYS)
+    return found.join(releases, on="release_id").select(list(_SBOM_SCHEMA))
 
 
 def _origins(s: Session) -> pl.DataFrame:
@@ -185,9 +192,6 @@ def _feeds(s: Session, cves: set[str] | None) -> tuple[pl.DataFrame, pl.DataFram
     epss = pl.concat([read_frame(s, epss_q.where(EpssScoreRow.cve.in_(p)), vp.EPSS_SCHEMA) for p in parts]
                      or [pl.DataFrame(schema=vp.EPSS_SCHEMA)])
     return kev, epss
-
-
-_RELEASE_KEYS = {"release_id": pl.Int64, "brand_key": pl.String, "model_key": pl.String, "release": pl.String}
 
 
 def _hashed_releases(s: Session, cves: set[str] | None) -> pl.DataFrame:
@@ -268,13 +272,21 @@ class StoreOutcome:
     unchanged: int
 
 
-def stored(s: Session, cves: set[str] | None) -> pl.DataFrame:
-    """The stored matches of `cves` (all when None)."""
-    q = select(*(getattr(VulnMatchRow, c) for c in vp.STORED_SCHEMA))
+def _stored_keys(s: Session, cves: set[str] | None) -> pl.DataFrame:
+    """The keys, fingerprints and first-match times of the stored matches of `cves` (all when None)."""
+    schema: dict[str, Any] = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String, "fingerprint": pl.Int64,
+              "matched_at": pl.Datetime("us", "UTC")}
+    q = select(*(getattr(VulnMatchRow, c) for c in schema))
     if cves is None:
-        return read_frame(s, q, vp.STORED_SCHEMA)
-    return pl.concat([read_frame(s, q.where(VulnMatchRow.cve.in_(part)), vp.STORED_SCHEMA)
-                      for part in chunks(sorted(cves))] or [vp.empty_matches()])
+        return read_frame(s, q, schema)
+    return pl.concat([read_frame(s, q.where(VulnMatchRow.cve.in_(part)), schema)
+                      for part in chunks(sorted(cves))] or [pl.DataFrame(schema=schema)])
+
+
+def _fingerprint() -> pl.Expr:
+    # polars' hash is not promised stable across polars versions: after an upgrade that changes it,
+    # every row looks changed once and is rewritten (keeping matched_at), which is still correct.
+    return pl.struct(_VALUES).hash(seed=0).reinterpret(signed=True).alias("fingerprint")
 
 
 def store(s: Session, found: pl.DataFrame, cves: set[str] | None) -> StoreOutcome:
@@ -282,22 +294,23 @@ def store(s: Session, found: pl.DataFrame, cves: set[str] | None) -> StoreOutcom
     transaction, writing only rows that appear, change or disappear. A row that changes keeps its
     `matched_at` (the class has been affected since then). Readers keep seeing the previous matches
     until the commit: nothing is locked beyond the rows written."""
-    old = stored(s, cves)
-    both = found.join(old, on=_KEYS, how="inner", suffix="_old")
-    differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}_old")) for c in _VALUES)
-    changed = (both.filter(differs).with_columns(pl.col("matched_at_old").alias("matched_at"))
-               .select(list(vp.STORED_SCHEMA)))
-    added = found.join(old, on=_KEYS, how="anti")
-    gone = old.join(found, on=_KEYS, how="anti")
+    old = _stored_keys(s, cves)
+    new = found.with_columns(_fingerprint())
+    columns = [*vp.STORED_SCHEMA, "fingerprint"]
+    both = new.join(old, on=_KEYS, how="inner", suffix="_old")
+    differs = pl.col("fingerprint") != pl.col("fingerprint_old")
+    changed = both.filter(differs).with_columns(pl.col("matched_at_old").alias("matched_at")).select(columns)
+    added = new.join(old, on=_KEYS, how="anti").select(columns)
+    gone = old.join(new, on=_KEYS, how="anti")
     if gone.height + changed.height > max(old.height // 2, _CHUNK):
         # Most of it differs: emptying the scope and writing it anew is cheaper than row by row.
-        kept = both.filter(~differs).select(list(vp.STORED_SCHEMA))
+        kept = both.filter(~differs).with_columns(pl.col("matched_at_old").alias("matched_at")).select(columns)
         if cves is None:
             s.execute(delete(VulnMatchRow))
         else:
             for part in chunks(sorted(cves)):
                 s.execute(delete(VulnMatchRow).where(VulnMatchRow.cve.in_(part)))
-        write_frame(s, VulnMatchRow.__tablename__, pl.concat([kept, changed, added]))
+        write_frame(s, VulnMatchRow.__tablename__, pl.concat([kept, changed, added]).sort(_KEYS))
     else:
         doomed = pl.concat([gone.select(_KEYS), changed.select(_KEYS)])
         if doomed.height:
@@ -306,7 +319,7 @@ def store(s: Session, found: pl.DataFrame, cves: set[str] | None) -> StoreOutcom
                                            VulnMatchRow.firmware == bindparam("b_f"),
                                            VulnMatchRow.cve == bindparam("b_c")),
                 [{"b_p": p, "b_f": f, "b_c": c} for p, f, c in doomed.iter_rows()])
-        write_frame(s, VulnMatchRow.__tablename__, pl.concat([changed, added]))
+        write_frame(s, VulnMatchRow.__tablename__, pl.concat([changed, added]).sort(_KEYS))
     return StoreOutcome(inserted=added.height, updated=changed.height, deleted=gone.height,
                         unchanged=both.height - changed.height)
 
