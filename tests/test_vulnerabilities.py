@@ -135,7 +135,7 @@ def test_advisories_match_through_origin_ranges_and_precedence(platform: Platfor
     rows = {d: m for (d, _cve), m in _stored(platform).items()}
     assert rows["CAM-3"].via == "origin" and rows["CAM-1"].via == "product"  # the relabel inherits
     assert rows["CAM-1"].fixed_version == "V5.7.1 build 211009" and rows["CAM-1"].remediation == "vendor_fix"
-    assert rows["CAM-1"].cvss == 9.8 and not rows["CAM-1"].kev  # no KEV catalog yet
+    assert rows["CAM-1"].cvss == 9.8
 
 
 def _exploited(platform: Platform, caller: Caller) -> set[str]:
@@ -152,8 +152,6 @@ def test_kev_and_epss_set_priority_and_the_known_exploited_rule(platform: Platfo
     _import(platform, fleet, FIXTURES / "epss" / "epss_scores-excerpt.csv.gz")
     with platform.uow() as uow:
         kev_due = uow.session.scalar(select(KevEntryRow.due_date).where(KevEntryRow.cve == HIKVISION_CVE))
-    rows = _stored(platform)
-    assert rows[("CAM-1", HIKVISION_CVE)].kev and rows[("CAM-1", HIKVISION_CVE)].epss is not None
     exposed = {(e.cve, e.product): e for e in vulnerabilities.exposures(platform.uow, fleet)}
     cam = exposed[(HIKVISION_CVE, "Hikvision DS-2CD2026G2-IU/SL")]
     assert cam.kev and cam.label == "critical" and cam.due == kev_due and cam.epss is not None
@@ -260,18 +258,49 @@ def _matched_at(platform: Platform) -> dict[tuple[int, str, str], object]:
         return {(m.product_id, m.firmware, m.cve): m.matched_at for m in uow.session.scalars(select(VulnMatchRow))}
 
 
-def test_rematching_writes_only_what_changed_and_due_dates_do_not_slide(platform: Platform, fleet: Caller) -> None:
+def test_rematching_writes_only_what_changed_and_due_dates_do_not_slide(platform: Platform, fleet: Caller,
+                                                                        tmp_path: Path) -> None:
     _import(platform, fleet, FIXTURES / "csaf")
     first = _matched_at(platform)
     again = vulnerabilities.match(platform.uow)
     assert (again.inserted, again.updated, again.deleted) == (0, 0, 0) and _matched_at(platform) == first
-    # The Hikvision CVE is in the catalog; import alone, then the whole fleet re-matched.
-    advisories.import_advisories(platform.uow, fleet, str(FIXTURES / "kev" / "known_exploited_vulnerabilities.json"))
-    kev = vulnerabilities.match(platform.uow)
+    # KEV is joined when matches are read: importing the catalog re-matches nothing, yet shows at once.
+    kev = advisories.import_advisories(platform.uow, fleet,
+                                       str(FIXTURES / "kev" / "known_exploited_vulnerabilities.json"))
+    assert advisories.rematch(platform.uow, fleet, kev) is None
+    assert all(e.kev for e in vulnerabilities.exposures(platform.uow, fleet, cve=HIKVISION_CVE))
+    # A newer revision that rescores the CVE changes the stored rows, not when they were first matched.
+    doc = json.loads((FIXTURES / "csaf" / "hikvision-cve-2021-36260.json").read_text())
+    tracking = doc["document"]["tracking"]
+    tracking["version"] = "2"
+    tracking["current_release_date"] = "2030-01-01T00:00:00.000Z"
+    tracking["revision_history"].append({"date": "2030-01-01T00:00:00.000Z", "number": "2", "summary": "rescored"})
+    for score in doc["vulnerabilities"][0]["scores"]:
+        score["cvss_v3"].update(baseScore=7.2, baseSeverity="HIGH", privilegesRequired="HIGH",
+                                vectorString="CVSS:3.1/AV:N/AC:L/PR:H/UI:N/S:U/C:H/I:H/A:H")
+    newer = tmp_path / "hikvision-v2.json"
+    newer.write_text(json.dumps(doc))
+    rescored = advisories.rematch(platform.uow, fleet, advisories.import_advisories(platform.uow, fleet, str(newer)))
     hikvision = {k for k in first if k[2] == HIKVISION_CVE}
-    assert (kev.inserted, kev.updated, kev.deleted) == (0, len(hikvision), 0) and hikvision
+    assert rescored is not None and hikvision
+    assert (rescored.inserted, rescored.updated, rescored.deleted) == (0, len(hikvision), 0)
     assert _matched_at(platform) == first  # affected since the first match: that is when the clock started
-    assert all(m.kev for (_d, cve), m in _stored(platform).items() if cve == HIKVISION_CVE)
+    assert {m.cvss for (_d, cve), m in _stored(platform).items() if cve == HIKVISION_CVE} == {7.2}
+
+
+def test_a_bulk_rewrite_stores_what_row_by_row_stores(platform: Platform, fleet: Caller) -> None:
+    """Large differences empty the scope and write it anew (on SQLite with the CVE index rebuilt):
+    the same rows, and first-match times kept."""
+    _import(platform, fleet, FIXTURES / "csaf")
+    first, rows = _matched_at(platform), set(_matches(platform))
+    for scope in (None, {HIKVISION_CVE}):
+        with platform.uow(write=True) as uow:
+            found, _classes = vuln_frames.compute(uow.session, scope, uow.clock())
+            outcome = vuln_frames.store(uow.session, found, scope, bulk_from=0)
+            uow.commit()
+        assert (outcome.inserted, outcome.updated, outcome.deleted) == (0, 0, 0) and outcome.unchanged
+        assert _matched_at(platform) == first and _matches(platform) == rows
+    assert vulnerabilities.exposures(platform.uow, fleet, cve=SIEMENS_CVE)  # read through the rebuilt index
 
 
 def test_matches_follow_the_firmware_a_device_runs(platform: Platform, fleet: Caller) -> None:

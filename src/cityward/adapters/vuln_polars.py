@@ -5,13 +5,12 @@ are a few thousand classes). Classes meet entries on identity — the product's 
 and its true origin's (so a relabeled product inherits its origin's advisories) — then on version:
 each entry's intervals are sortable keys (domain.advisory_versions), compared with the class's
 firmware key of the same scheme. Per class and CVE, precedence: any not-affected or fixed statement
-that matches wins over affected ones. Matches are stored per class; a device's own exposure and
-zone complete the priority when they are read (`device_priority`).
+that matches wins over affected ones. Matches are stored per class; KEV, EPSS and a device's own
+exposure and zone give the priority when they are read (`device_priority`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -33,14 +32,10 @@ COMPONENT_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "purl_key": p
 CLEARED_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String}  # by the SBOM's own VEX
 # A class running a catalog release whose image hash a statement names.
 HASH_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "entry_id": pl.Int64, "via": pl.String}
-KEV_SCHEMA = {"cve": pl.String, "kev_due": pl.Date, "ransomware": pl.Boolean}
-EPSS_SCHEMA = {"cve": pl.String, "epss": pl.Float64}
 CLASS_MATCH_SCHEMA = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String, "advisory_id": pl.Int64,
                       "entry_id": pl.Int64, "via": pl.String, "fixed_version": pl.String, "remediation": pl.String,
                       "cvss": pl.Float64, "exploited": pl.Boolean}
-STORED_SCHEMA: dict[str, Any] = {**CLASS_MATCH_SCHEMA, "kev": pl.Boolean, "ransomware": pl.Boolean,
-                                 "kev_due": pl.Date, "epss": pl.Float64, "base_priority": pl.Float64,
-                                 "matched_at": pl.Datetime("us", "UTC")}  # = vuln_matches
+STORED_SCHEMA: dict[str, Any] = {**CLASS_MATCH_SCHEMA, "matched_at": pl.Datetime("us", "UTC")}  # = vuln_matches
 
 
 def _in_interval(key: str) -> pl.Expr:
@@ -113,22 +108,6 @@ def match_classes(classes: pl.DataFrame, identities: pl.DataFrame, entries: pl.D
             .select(list(CLASS_MATCH_SCHEMA)).cast(CLASS_MATCH_SCHEMA))  # type: ignore[arg-type]
 
 
-def scored(class_matches: pl.DataFrame, kev: pl.DataFrame, epss: pl.DataFrame, now: datetime) -> pl.DataFrame:
-    """Class matches with their feeds and the part of the priority that holds for every device of
-    the class (STORED_SCHEMA, as `vuln_matches` stores it)."""
-    w = PRIORITY_WEIGHTS
-    m = (class_matches.join(kev.with_columns(pl.lit(True).alias("kev")), on="cve", how="left")
-         .join(epss, on="cve", how="left")
-         .with_columns(pl.col("kev").fill_null(False), pl.col("ransomware").fill_null(False)))
-    base = (pl.col("cvss").fill_null(UNKNOWN_CVSS) * w["cvss"]
-            + pl.col("kev").cast(pl.Float64) * w["kev"]
-            + pl.col("ransomware").cast(pl.Float64) * w["ransomware"]
-            + (pl.col("exploited") & ~pl.col("kev")).cast(pl.Float64) * w["exploited"]
-            + pl.col("epss").fill_null(0.0) * w["epss"])
-    return (m.with_columns(base.round(1).alias("base_priority"), pl.lit(now).alias("matched_at"))
-            .select(list(STORED_SCHEMA)).cast(STORED_SCHEMA))  # type: ignore[arg-type]
-
-
 def exposed(remote_json: str, services_json: str) -> pl.Expr:
     """Remote access enabled or an insecure service running, from device_states' JSON columns."""
     remote = pl.col(remote_json).str.json_decode(pl.List(pl.String))
@@ -138,11 +117,16 @@ def exposed(remote_json: str, services_json: str) -> pl.Expr:
 
 
 def device_priority(frame: pl.DataFrame) -> pl.DataFrame:
-    """Stored matches joined to their devices (`base_priority`, `kev`, `kev_due`, `matched_at`,
-    `exposed`, `zone_criticality`) gain `priority`, `label` and `due`: the device's exposure and
-    zone complete the class's priority."""
+    """Stored matches joined to their devices and to KEV and EPSS (`cvss`, `exploited`, `kev`,
+    `ransomware`, `kev_due`, `epss`, `matched_at`, `exposed`, `zone_criticality`) gain `priority`,
+    `label` and `due`."""
     w = PRIORITY_WEIGHTS
-    score = (pl.col("base_priority")
+    kev = pl.col("kev").fill_null(False)
+    score = (pl.col("cvss").fill_null(UNKNOWN_CVSS) * w["cvss"]
+             + kev.cast(pl.Float64) * w["kev"]
+             + pl.col("ransomware").fill_null(False).cast(pl.Float64) * w["ransomware"]
+             + (pl.col("exploited") & ~kev).cast(pl.Float64) * w["exploited"]
+             + pl.col("epss").fill_null(0.0) * w["epss"]
              + pl.col("exposed").fill_null(False).cast(pl.Float64) * w["exposed"]
              + pl.when(pl.col("zone_criticality") == "critical").then(w["critical_zone"])
              .when(pl.col("zone_criticality") == "high").then(w["critical_zone"] / 2).otherwise(0.0))
@@ -151,7 +135,8 @@ def device_priority(frame: pl.DataFrame) -> pl.DataFrame:
     for name, floor, within in reversed(PRIORITY_LABELS[:-1]):
         label = pl.when(pl.col("priority") >= floor).then(pl.lit(name)).otherwise(label)
         days = pl.when(pl.col("priority") >= floor).then(pl.lit(within)).otherwise(days)
-    return (frame.with_columns(score.clip(0.0, 100.0).round(1).alias("priority"))
+    return (frame.with_columns(score.clip(0.0, 100.0).round(1).alias("priority"), kev.alias("kev"),
+                               pl.col("ransomware").fill_null(False))
             .with_columns(label.alias("label"),
                           pl.when(pl.col("kev") & pl.col("kev_due").is_not_null()).then(pl.col("kev_due"))
                           .otherwise(pl.col("matched_at").dt.date() + pl.duration(days=days)).alias("due")))

@@ -57,7 +57,6 @@ class ImportReport:
     kev: int | None = None
     epss: int | None = None
     cves: set[str] = field(default_factory=set)  # what the fleet must be re-matched for
-    everything: bool = False  # KEV or EPSS changed: every match's priority may change
 
 
 def _json(doc: Document) -> Any:
@@ -232,10 +231,8 @@ def _store_advisory(uow: UnitOfWork, caller: Caller, doc: Document, adv: Advisor
 
 
 def rematch(uow_factory: UnitOfWorkFactory, caller: Caller, report: ImportReport) -> MatchSummary | None:
-    """Match the fleet again for what an import changed: everything when KEV or EPSS changed
-    (every priority may move), else only the CVEs of the advisories it stored; None: nothing."""
-    if report.everything:
-        return vulnerabilities.match(uow_factory, caller=caller)
+    """Match the fleet again for the CVEs of the advisories an import stored; None: nothing to
+    match. KEV and EPSS are joined when matches are read: a new catalog or score file needs none."""
     if report.cves:
         return vulnerabilities.match(uow_factory, cves=report.cves, caller=caller)
     return None
@@ -277,7 +274,7 @@ def import_advisories(uow_factory: UnitOfWorkFactory, caller: Caller, source: st
                 "catalog_version": parsed.kev.version} for k in parsed.kev.entries]
             if kev_rows:
                 uow.session.execute(insert(KevEntryRow), kev_rows)
-            report.kev, report.everything = len(parsed.kev.entries), True
+            report.kev = len(parsed.kev.entries)
             uow.record(caller, "kev.imported", "feed", "kev", after={"entries": report.kev,
                                                                     "catalog_version": parsed.kev.version})
         if parsed.epss is not None:
@@ -287,7 +284,7 @@ def import_advisories(uow_factory: UnitOfWorkFactory, caller: Caller, source: st
                     for e in parsed.epss.scores]
             for i in range(0, len(rows), 20000):
                 uow.session.execute(insert(EpssScoreRow), rows[i:i + 20000])  # empty: no batch at all
-            report.epss, report.everything = len(rows), True
+            report.epss = len(rows)
             uow.record(caller, "epss.imported", "feed", "epss", after={
                 "scores": report.epss, "model_version": parsed.epss.model_version})
         uow.commit()

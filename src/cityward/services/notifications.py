@@ -31,6 +31,7 @@ from cityward.adapters.secretbox import SecretBox
 from cityward.adapters.storage import vuln_frames
 from cityward.adapters.storage.models import (
     DeviceRow,
+    KevEntryRow,
     NotificationRow,
     OrganizationRow,
     OrgContactRow,
@@ -131,10 +132,11 @@ def _manufacturer_news(uow_factory: UnitOfWorkFactory) -> dict[str, list[dict[st
             return news
         rows = s.execute(
             select(ProductRow.origin_brand_key, ProductRow.origin_model, VulnMatchRow.firmware, VulnMatchRow.cve,
-                   func.bool_or(VulnMatchRow.kev) if uow.dialect == "postgresql" else func.max(VulnMatchRow.kev),
+                   func.count(KevEntryRow.cve) > 0,
                    func.count(), func.count(func.distinct(ProductRow.brand)))
             .join(DeviceRow, vuln_frames.on_device())
             .join(ProductRow, ProductRow.id == DeviceRow.product_id)
+            .outerjoin(KevEntryRow, KevEntryRow.cve == VulnMatchRow.cve)
             .where(ProductRow.origin_brand_key.in_(sorted(makers)))
             .group_by(ProductRow.origin_brand_key, ProductRow.origin_model, VulnMatchRow.firmware, VulnMatchRow.cve)
             .order_by(func.count().desc())).all()

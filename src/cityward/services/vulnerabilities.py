@@ -29,6 +29,8 @@ from cityward.adapters.storage.models import (
     AdvisoryRow,
     DeviceRow,
     DeviceStateRow,
+    EpssScoreRow,
+    KevEntryRow,
     OrganizationRow,
     ProductRow,
     VulnMatchRow,
@@ -69,12 +71,13 @@ def match(uow_factory: UnitOfWorkFactory, *, cves: Iterable[str] | None = None,
         found, classes = vuln_frames.compute(s, scope, uow.clock())
         outcome = vuln_frames.store(s, found, scope)
         per_class = found.join(classes.select("product_id", "firmware", "devices"), on=["product_id", "firmware"])
+        in_kev = set(s.scalars(select(KevEntryRow.cve)))
         summary = MatchSummary(
             cves=len(scope) if scope is not None else found.get_column("cve").n_unique(), classes=classes.height,
             affected_classes=found.height,
             devices=int(per_class.unique(["product_id", "firmware"]).get_column("devices").sum()),
             matches=int(per_class.get_column("devices").sum()),
-            kev=int(per_class.filter(pl.col("kev")).get_column("devices").sum()),
+            kev=int(per_class.filter(pl.col("cve").is_in(sorted(in_kev))).get_column("devices").sum()),
             inserted=outcome.inserted, updated=outcome.updated, deleted=outcome.deleted,
             seconds=round(time.perf_counter() - t0, 3))
         uow.record(caller, "vulnerabilities.matched", "fleet", "all" if scope is None else f"{len(scope)} CVEs",
@@ -116,8 +119,9 @@ def exposures(uow_factory: UnitOfWorkFactory, caller: Caller, *, cve: str | None
     scope = require_device_details(caller)
     with uow_factory() as uow:
         s = uow.session
-        q = (select(VulnMatchRow.cve, VulnMatchRow.base_priority, VulnMatchRow.kev, VulnMatchRow.kev_due,
-                    VulnMatchRow.matched_at, VulnMatchRow.ransomware, VulnMatchRow.epss, VulnMatchRow.cvss,
+        q = (select(VulnMatchRow.cve, VulnMatchRow.exploited, KevEntryRow.cve.is_not(None).label("kev"),
+                    KevEntryRow.due_date, VulnMatchRow.matched_at, KevEntryRow.ransomware, EpssScoreRow.epss,
+                    VulnMatchRow.cvss,
                     VulnMatchRow.fixed_version, VulnMatchRow.remediation, VulnMatchRow.via,
                     AdvisoryRow.doc_id.label("advisory"), (ProductRow.brand + " " + ProductRow.model).label("product"),
                     VulnMatchRow.firmware, cast(DeviceStateRow.remote_access, Text),
@@ -129,12 +133,14 @@ def exposures(uow_factory: UnitOfWorkFactory, caller: Caller, *, cve: str | None
              .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
              .join(AdvisoryRow, AdvisoryRow.id == VulnMatchRow.advisory_id)
              .outerjoin(DeviceStateRow, DeviceStateRow.device_id == DeviceRow.id)
+             .outerjoin(KevEntryRow, KevEntryRow.cve == VulnMatchRow.cve)
+             .outerjoin(EpssScoreRow, EpssScoreRow.cve == VulnMatchRow.cve)
              .where(scope_clause(s, scope)))
         if cve:
             q = q.where(VulnMatchRow.cve == cve)
         if kev_only:
-            q = q.where(VulnMatchRow.kev.is_(True))
-        schema: dict[str, Any] = {"cve": pl.String, "base_priority": pl.Float64, "kev": pl.Boolean, "kev_due": pl.Date,
+            q = q.where(KevEntryRow.cve.is_not(None))
+        schema: dict[str, Any] = {"cve": pl.String, "exploited": pl.Boolean, "kev": pl.Boolean, "kev_due": pl.Date,
                   "matched_at": pl.Datetime("us", "UTC"), "ransomware": pl.Boolean, "epss": pl.Float64,
                   "cvss": pl.Float64, "fixed_version": pl.String, "remediation": pl.String, "via": pl.String,
                   "advisory": pl.String, "product": pl.String, "firmware": pl.String, "remote": pl.String,

@@ -564,10 +564,10 @@ class EpssScoreRow(Base):
 class VulnMatchRow(Base):
     """A product running a firmware (a *class* of devices) affected by a CVE, after precedence
     (not-affected, fixed and VEX statements win). Its devices are those with this product and
-    `firmware_running`; a million devices are a few hundred thousand such rows, not millions.
-    `base_priority` is everything but the device's own exposure and zone (added when read:
-    adapters/vuln_polars.device_priority). Rows are rewritten only when they change, so `matched_at`
-    is when the class was first found affected, and a due date does not slide on re-matching."""
+    `firmware_running`: a million devices are about 40,000 classes. KEV and EPSS are joined by CVE
+    when matches are read (adapters/vuln_polars.device_priority), so a daily EPSS file re-matches
+    nothing. Rows are rewritten only when they change, so `matched_at` is when the class was first
+    found affected, and a due date does not slide on re-matching."""
 
     __tablename__ = "vuln_matches"
     # SQLite: the rows live in the primary key's b-tree (no separate rowid table), so a full match
@@ -583,11 +583,6 @@ class VulnMatchRow(Base):
     remediation: Mapped[str | None] = mapped_column(String(30))
     cvss: Mapped[float | None] = mapped_column(Float)
     exploited: Mapped[bool] = mapped_column(Boolean)  # the advisory itself says so
-    kev: Mapped[bool] = mapped_column(Boolean)
-    ransomware: Mapped[bool] = mapped_column(Boolean)
-    kev_due: Mapped[date | None] = mapped_column(Date)
-    epss: Mapped[float | None] = mapped_column(Float)
-    base_priority: Mapped[float] = mapped_column(Float)
     # A hash of the columns above: re-matching compares it instead of reading every column back.
     fingerprint: Mapped[int] = mapped_column(BigInteger)
     matched_at: Mapped[datetime] = mapped_column(Timestamp)

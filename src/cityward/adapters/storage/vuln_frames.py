@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import ColumnElement, Text, and_, bindparam, cast, delete, func, select
+from sqlalchemy import ColumnElement, Text, and_, bindparam, cast, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from cityward.adapters import vuln_polars as vp
@@ -24,9 +24,7 @@ from cityward.adapters.storage.frames import read_frame, write_frame
 from cityward.adapters.storage.models import (
     AdvisoryEntryRow,
     DeviceRow,
-    EpssScoreRow,
     FirmwareReleaseRow,
-    KevEntryRow,
     ProductRow,
     SbomComponentRow,
     SbomVexRow,
@@ -180,20 +178,6 @@ def _component_classes(s: Session, classes: pl.DataFrame, components: pl.DataFra
     return found, cleared
 
 
-def _feeds(s: Session, cves: set[str] | None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """KEV and EPSS rows for `cves` (all when None)."""
-    kev_q = select(KevEntryRow.cve, KevEntryRow.due_date, KevEntryRow.ransomware)
-    epss_q = select(EpssScoreRow.cve, EpssScoreRow.epss)
-    if cves is None:
-        return read_frame(s, kev_q, vp.KEV_SCHEMA), read_frame(s, epss_q, vp.EPSS_SCHEMA)
-    parts = list(chunks(sorted(cves)))
-    kev = pl.concat([read_frame(s, kev_q.where(KevEntryRow.cve.in_(p)), vp.KEV_SCHEMA) for p in parts]
-                    or [pl.DataFrame(schema=vp.KEV_SCHEMA)])
-    epss = pl.concat([read_frame(s, epss_q.where(EpssScoreRow.cve.in_(p)), vp.EPSS_SCHEMA) for p in parts]
-                     or [pl.DataFrame(schema=vp.EPSS_SCHEMA)])
-    return kev, epss
-
-
 def _hashed_releases(s: Session, cves: set[str] | None) -> pl.DataFrame:
     """Catalog releases whose image SHA-256 some statement names: (release keys, entry_id)."""
     q = (select(AdvisoryEntryRow.id, cast(AdvisoryEntryRow.hashes, Text))
@@ -254,13 +238,14 @@ def compute(s: Session, cves: set[str] | None, now: datetime) -> tuple[pl.DataFr
     components, cleared = _component_classes(s, plain, sbom, origins)
     by_hash = _hash_classes(plain, hashed, origins)
     class_matches = vp.match_classes(plain, identities, entries, components, cleared, by_hash)
-    kev, epss = _feeds(s, cves)
-    return vp.scored(class_matches, kev, epss, now), classes
+    stamped = class_matches.with_columns(pl.lit(now).alias("matched_at"))
+    return stamped.cast(vp.STORED_SCHEMA), classes  # type: ignore[arg-type]
 
 
 # --- storing: only the difference -----------------------------------------------------------------
 
 _KEYS = ["product_id", "firmware", "cve"]
+_CVE_INDEX = "ix_vuln_matches_cve"  # as the model and migration 0006 name it
 _VALUES = [c for c in vp.STORED_SCHEMA if c not in _KEYS and c != "matched_at"]
 
 
@@ -289,7 +274,7 @@ def _fingerprint() -> pl.Expr:
     return pl.struct(_VALUES).hash(seed=0).reinterpret(signed=True).alias("fingerprint")
 
 
-def store(s: Session, found: pl.DataFrame, cves: set[str] | None) -> StoreOutcome:
+def store(s: Session, found: pl.DataFrame, cves: set[str] | None, *, bulk_from: int = 50_000) -> StoreOutcome:
     """Make the stored matches of `cves` (all when None) equal `found`, in the caller's
     transaction, writing only rows that appear, change or disappear. A row that changes keeps its
     `matched_at` (the class has been affected since then). Readers keep seeing the previous matches
@@ -302,15 +287,24 @@ def store(s: Session, found: pl.DataFrame, cves: set[str] | None) -> StoreOutcom
     changed = both.filter(differs).with_columns(pl.col("matched_at_old").alias("matched_at")).select(columns)
     added = new.join(old, on=_KEYS, how="anti").select(columns)
     gone = old.join(new, on=_KEYS, how="anti")
-    if gone.height + changed.height > max(old.height // 2, _CHUNK):
-        # Most of it differs: emptying the scope and writing it anew is cheaper than row by row.
+    if gone.height + changed.height + added.height >= max(old.height // 2, bulk_from):
+        # Much of it differs: emptying the scope and writing it anew is cheaper than row by row.
         kept = both.filter(~differs).with_columns(pl.col("matched_at_old").alias("matched_at")).select(columns)
+        rows = pl.concat([kept, changed, added]).sort(_KEYS)
+        # SQLite, the whole table: rows in key order append to the primary key's tree, and the CVE
+        # index is built once afterwards instead of grown at random (WAL readers are not blocked;
+        # PostgreSQL would lock readers out for a DROP INDEX, and its COPY needs no help).
+        rebuild = cves is None and s.get_bind().dialect.name == "sqlite"
         if cves is None:
             s.execute(delete(VulnMatchRow))
         else:
             for part in chunks(sorted(cves)):
                 s.execute(delete(VulnMatchRow).where(VulnMatchRow.cve.in_(part)))
-        write_frame(s, VulnMatchRow.__tablename__, pl.concat([kept, changed, added]).sort(_KEYS))
+        if rebuild:
+            s.execute(text(f"DROP INDEX IF EXISTS {_CVE_INDEX}"))
+        write_frame(s, VulnMatchRow.__tablename__, rows)
+        if rebuild:
+            s.execute(text(f"CREATE INDEX {_CVE_INDEX} ON {VulnMatchRow.__tablename__} (cve)"))
     else:
         doomed = pl.concat([gone.select(_KEYS), changed.select(_KEYS)])
         if doomed.height:
