@@ -871,11 +871,10 @@ def _instrument() -> tuple[dict[str, float], dict[str, int]]:
     reader = _reader()
     for attr, name in (("_entries", "read entries"), ("_identities", "identities"),
                        ("_sbom_components", "read SBOM components"), ("_classes", "read classes (version keys)"),
-                       ("_component_classes", "classes x components"), ("_feeds", "read KEV, EPSS"),
+                       ("_component_classes", "classes x components"), ("_hashed_releases", "read hashed releases"),
                        ("store", "store (difference)")):
         setattr(reader, attr, timed(name, getattr(reader, attr)))
     vuln_polars.match_classes = timed("join classes x entries", vuln_polars.match_classes)
-    vuln_polars.scored = timed("feeds, priority", vuln_polars.scored)
     return phases, rows
 
 
