@@ -259,8 +259,8 @@ class StoreOutcome:
 
 def _stored_keys(s: Session, cves: set[str] | None) -> pl.DataFrame:
     """The keys, fingerprints and first-match times of the stored matches of `cves` (all when None)."""
-    schema: dict[str, Any] = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String, "fingerprint": pl.Int64,
-              "matched_at": pl.Datetime("us", "UTC")}
+    schema: dict[str, Any] = {"product_id": pl.Int64, "firmware": pl.String, "cve": pl.String,
+                              "fingerprint": pl.Int64, "matched_at": pl.Datetime("us", "UTC")}
     q = select(*(getattr(VulnMatchRow, c) for c in schema))
     if cves is None:
         return read_frame(s, q, schema)
