@@ -47,7 +47,7 @@ _TABLES = ("audit_events", "api_tokens", "devices", "zone_responsibilities", "pr
            "audit_findings", "audit_runs", "policy_acks", "policy_versions", "policy_waivers",
            "rollout_actions", "rollout_waves", "rollouts", "firmware_releases", "firmware_keys", "desired_configs",
            "city_ca", "vuln_matches", "advisory_entries", "advisories", "kev_entries", "epss_scores",
-           "sbom_vex", "sbom_components", "sboms", "org_contacts", "notifications",
+           "sbom_vex", "sbom_components", "sboms", "org_contacts", "notifications", "web_sessions", "users",
            "zones", "organizations")
 
 
@@ -69,7 +69,7 @@ def platform(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Platfor
 @pytest.fixture
 def city(platform: Platform) -> Caller:
     """An initialized installation; the local operator (city admin) acting."""
-    setup.initialize(platform.uow, "Springfield", "local:test")
+    setup.initialize(platform.uow, "Springfield", "local:test", admin_user=None)
     return organizations.local_operator(platform.uow, "test")
 
 

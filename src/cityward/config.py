@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Dashboard cookies only over HTTPS (browsers also treat http://localhost as secure). Turn off
+    # only behind a TLS-terminating proxy that talks plain HTTP to cityward on another host.
+    web_secure_cookies: bool = True
     # Verified firmware images, one file per SHA-256 (content-addressed, written once).
     firmware_dir: Path = Path("cityward-firmware")
     # Where devices download firmware from: the executor serves it here (host:port, port 0: any),

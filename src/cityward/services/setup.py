@@ -1,4 +1,5 @@
-"""`cityward init`: the city organization and its first admin token, once per installation."""
+"""`cityward init`: the city organization, its first admin token and its first admin user (with a
+generated password), once per installation. There are no default credentials."""
 
 from __future__ import annotations
 
@@ -12,15 +13,19 @@ from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.errors import Conflict
 from cityward.services.organizations import check_name
 from cityward.services.tokens import IssuedToken, issue_token
+from cityward.services.users import NewPassword, add_user
 
 
 @dataclass(frozen=True)
 class Installation:
     city: str
     admin_token: IssuedToken
+    admin_user: NewPassword | None  # its generated password is shown once
 
 
-def initialize(uow_factory: UnitOfWorkFactory, city_name: str, actor: str) -> Installation:
+def initialize(uow_factory: UnitOfWorkFactory, city_name: str, actor: str,
+               admin_user: str | None = "admin") -> Installation:
+    """`admin_user` None: no dashboard user (tests that need none skip argon2's deliberate cost)."""
     name = check_name(city_name, "city name")
     with uow_factory(write=True) as uow:
         if uow.session.scalar(select(OrganizationRow.id).where(OrganizationRow.kind == OrgKind.CITY.value)):
@@ -34,5 +39,6 @@ def initialize(uow_factory: UnitOfWorkFactory, city_name: str, actor: str) -> In
         uow.record(caller, "installation.initialized", "organization", city.id,
                    after={"name": name, "kind": "city"})
         token = issue_token(uow, caller, city, "first admin", Role.ADMIN, None)
+        user = add_user(uow, caller, city, admin_user, Role.ADMIN) if admin_user else None
         uow.commit()
-    return Installation(name, token)
+    return Installation(name, token, user)

@@ -264,6 +264,37 @@ class TokenRow(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
+class UserRow(Base):
+    """A person who signs in to the dashboard: a member of one organization with one role."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    role: Mapped[str] = mapped_column(String(10))
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, with its parameters
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_by: Mapped[str] = mapped_column(String(200))
+    password_changed_at: Mapped[datetime] = mapped_column(Timestamp)
+    disabled_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    locked_until: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class WebSessionRow(Base):
+    """A signed-in browser. The cookie holds a random secret; only its SHA-256 is stored."""
+
+    __tablename__ = "web_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))  # forms echo it; useless without the cookie
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    last_seen_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)  # the latest it can last, however active
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
 class AuditEventRow(Base):
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_target", "target_type", "target_id"),)

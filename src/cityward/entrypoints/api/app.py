@@ -32,6 +32,7 @@ from cityward.entrypoints.api.auth import PlatformDep, current_caller
 from cityward.entrypoints.api.problems import COMMON_RESPONSES, install_problem_handlers
 from cityward.entrypoints.api.schemas import HealthOut
 from cityward.entrypoints.api.uploads import JSON_BODY_LIMIT, BodyLimit
+from cityward.entrypoints.web import install_web
 from cityward.errors import CitywardError
 from cityward.services.organizations import is_initialized
 
@@ -86,6 +87,7 @@ def create_app(platform: Platform, *, owns_platform: bool = False) -> FastAPI:
         api.include_router(module.router)
     app.include_router(health)
     app.include_router(api)
+    install_web(app)  # the dashboard: pages and sign-in, around the same services
     return app
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -68,7 +68,12 @@ def problem_response(
     more: int = 0,
     hint: str | None = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> Response:
+    html = getattr(request.app.state, "html_error", None)  # the dashboard's pages answer in HTML
+    if html is not None:
+        page: Response | None = html(request, status, title, detail, hint)
+        if page is not None:
+            return page
     body = ProblemOut(
         type=problem_type(title), title=title, status=status, detail=detail,
         instance=request.url.path, hint=hint, errors=list(errors[:MAX_ERRORS]),
@@ -94,7 +99,7 @@ def _www_authenticate(request: Request) -> dict[str, str]:
     return {"WWW-Authenticate": 'Bearer realm="cityward"'}
 
 
-async def _cityward_error(request: Request, exc: Exception) -> JSONResponse:
+async def _cityward_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CitywardError)
     status = status_of(exc)
     if status == 500:
@@ -118,7 +123,7 @@ def _location(loc: Sequence[Any]) -> str:
     return ".".join(parts)
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     items = []
     for err in exc.errors():
@@ -142,20 +147,20 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 _HTTP_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     title = _HTTP_TITLES.get(exc.status_code, "HTTP error")
     return problem_response(request, exc.status_code, title, str(exc.detail),
                             headers=dict(exc.headers) if exc.headers else None)
 
 
-async def _disconnected(request: Request, exc: Exception) -> JSONResponse:
+async def _disconnected(request: Request, exc: Exception) -> Response:
     # The client went away mid-upload: nobody to answer and nothing wrong with the server.
     log.info("client disconnected during %s %s", request.method, request.url.path)
     return problem_response(request, 400, "Client disconnected", "the request ended early")
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error serving %s %s", request.method, request.url.path,
                   exc_info=exc)
     return problem_response(request, 500, "Internal error",

@@ -1,7 +1,8 @@
-"""`cityward orgs|zones|products|tokens|auditlog …`: the installation's partners and records."""
+"""`cityward orgs|zones|products|tokens|users|auditlog …`: the installation's partners and records."""
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from cityward.domain.zones import MaintenanceWindow
 from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.render import err, out, print_json, table
 from cityward.errors import InvalidInput
-from cityward.services import auditlog, catalog, organizations, tokens, zones
+from cityward.services import auditlog, catalog, organizations, tokens, users, zones
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -21,6 +22,8 @@ orgs_app = typer.Typer(help="Organizations: the city and its partners.", no_args
 zones_app = typer.Typer(help="Zones and who is responsible for what in them.", no_args_is_help=True)
 products_app = typer.Typer(help="The product catalog and true (OEM/ODM) origin.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens (shown once, stored hashed).", no_args_is_help=True)
+users_app = typer.Typer(help="People who sign in to the dashboard (passwords hashed with argon2id).",
+                        no_args_is_help=True)
 auditlog_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
 
@@ -212,6 +215,73 @@ def tokens_revoke(token_id: str) -> None:
     """Revoke a token at once."""
     t = tokens.revoke_token(CTX.platform.uow, CTX.caller, token_id)
     out.print(f"revoked token {t.id} ({t.name}) of {t.org}")
+
+
+PasswordStdin = Annotated[bool, typer.Option(
+    "--password-stdin", help="Read the password from the first line of standard input instead of generating one.")]
+
+
+def _stdin_password(use: bool) -> str | None:
+    if not use:
+        return None
+    line = sys.stdin.readline()
+    if not line:
+        raise InvalidInput("--password-stdin: standard input is empty", hint="pipe the password in, one line")
+    return line.rstrip("\r\n")
+
+
+def _show_password(created: users.NewPassword, json_out: bool) -> None:
+    if json_out:
+        print_json({"password": created.password, **vars(created.user)})
+        return
+    if created.password is None:
+        out.print(f"user [bold]{created.user.username}[/] of {created.user.org} ({created.user.role}): password set")
+        return
+    out.print(f"user [bold]{created.user.username}[/] of {created.user.org} ({created.user.role}), password:")
+    out.print(created.password, markup=False)
+    err.print("[yellow]Hand it over now: it is not shown again.[/]")
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument(help="Lower-case letters, digits and . _ @ - (3 to 100).")],
+    org: Annotated[str | None, typer.Option(help="Organization (default: your own).")] = None,
+    role: Annotated[str, typer.Option(help="admin, operator or viewer.")] = "viewer",
+    password_stdin: PasswordStdin = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a dashboard user; without --password-stdin a password is generated and printed once."""
+    created = users.create_user(CTX.platform.uow, CTX.caller, username, org or CTX.caller.org_name, role,
+                                _stdin_password(password_stdin))
+    _show_password(created, json_out)
+
+
+@users_app.command("passwd")
+def users_passwd(username: str, password_stdin: PasswordStdin = False, json_out: JsonOpt = False) -> None:
+    """Set a new password (generated unless --password-stdin); ends the user's sessions and lockout."""
+    _show_password(users.set_password(CTX.platform.uow, CTX.caller, username, _stdin_password(password_stdin)),
+                   json_out)
+
+
+@users_app.command("disable")
+def users_disable(username: str) -> None:
+    """Stop a user signing in; its sessions end at once."""
+    u = users.disable_user(CTX.platform.uow, CTX.caller, username)
+    out.print(f"disabled user {u.username} of {u.org}")
+
+
+@users_app.command("list")
+def users_list(json_out: JsonOpt = False) -> None:
+    """Users you manage (never their passwords)."""
+    found = users.list_users(CTX.platform.uow, CTX.caller)
+    if json_out:
+        print_json(found)
+        return
+    out.print(table("users", ["username", "org", "role", "created", "disabled", "locked until", "last sign-in"], (
+        (u.username, u.org, u.role, f"{u.created_at:%Y-%m-%d}", "yes" if u.disabled else "",
+         u.locked_until and f"{u.locked_until:%Y-%m-%d %H:%M}",
+         u.last_sign_in_at and f"{u.last_sign_in_at:%Y-%m-%d %H:%M}")
+        for u in found)))
 
 
 @auditlog_app.command("verify")

@@ -156,7 +156,9 @@ def _city_admin(platform: Platform, city: DemoCity) -> Caller:
     if not organizations.is_initialized(platform.uow):
         inst = setup.initialize(platform.uow, city.name, f"local:{_user()}")
         platform.settings.secret_key_bytes()
-        out.print(Panel(f"first admin token for {inst.city} (shown once):\n{inst.admin_token.secret}",
+        user = inst.admin_user
+        signin = f"\ndashboard sign-in (shown once): {user.user.username} / {user.password}" if user else ""
+        out.print(Panel(f"first admin token for {inst.city} (shown once):\n{inst.admin_token.secret}{signin}",
                         title="cityward initialized", expand=False))
     return organizations.local_operator(platform.uow, _user())
 

@@ -29,6 +29,7 @@ app.add_typer(admin.products_app, name="products")
 app.add_typer(admin.zones_app, name="zones")
 app.add_typer(admin.orgs_app, name="orgs")
 app.add_typer(admin.tokens_app, name="tokens")
+app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.auditlog_app, name="auditlog")
 app.add_typer(fleet.mqtt_app, name="mqtt")
 app.add_typer(fleet.credentials_app, name="credentials")
@@ -64,13 +65,19 @@ def _root(
 @app.command()
 def init(
     city: Annotated[str, typer.Option(help="The city's name.")],
+    admin: Annotated[str, typer.Option(help="Username of the first dashboard administrator.")] = "admin",
 ) -> None:
-    """Create the city organization and its first admin token (printed once, stored hashed)."""
-    inst = setup.initialize(CTX.platform.uow, city, f"local:{_user()}")
+    """Create the city organization, its first admin token and its first admin user (token and
+    password printed once, stored hashed)."""
+    inst = setup.initialize(CTX.platform.uow, city, f"local:{_user()}", admin)
     CTX.platform.settings.secret_key_bytes()  # create the key file now, with 0600
     out.print(f"initialized cityward for [bold]{inst.city}[/]")
     out.print("first admin token (store it now; it is not shown again):")
     out.print(inst.admin_token.secret, markup=False)
+    if inst.admin_user is not None:
+        out.print(f"dashboard sign-in: user [bold]{inst.admin_user.user.username}[/], password (shown once; "
+                  f"change it with `cityward users passwd`):")
+        out.print(inst.admin_user.password or "", markup=False)
 
 
 @app.command()

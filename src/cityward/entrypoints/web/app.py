@@ -1,0 +1,192 @@
+"""Routes of the dashboard: sign-in, sign-out and the pages."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.middleware.base import BaseHTTPMiddleware
+
+from cityward import __version__
+from cityward.bootstrap import Platform
+from cityward.domain import users as rules
+from cityward.errors import AuthenticationFailed
+from cityward.services import overview, users
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "cw_session"
+LOGIN_COOKIE = "cw_login"  # the sign-in form's CSRF secret, before there is a session
+templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
+templates.env.globals["version"] = __version__
+
+router = APIRouter(include_in_schema=False)
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class NotSignedIn(Exception):
+    """A page was asked for without a live session: go and sign in."""
+
+
+def _platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+def _secure(request: Request) -> bool:
+    return bool(_platform(request).settings.web_secure_cookies)
+
+
+def current_session(request: Request) -> users.WebSession:
+    found = users.session(_platform(request).uow, request.cookies.get(SESSION_COOKIE, ""))
+    if found is None:
+        raise NotSignedIn
+    return found
+
+
+SessionDep = Annotated[users.WebSession, Depends(current_session)]
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: never another host (`//evil`, `https://…`) after signing in."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target or len(target) > 500:
+        return "/"
+    return target
+
+
+def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, template, context, status_code=status)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: Annotated[str | None, Query(max_length=1000)] = None) -> Response:
+    if users.session(_platform(request).uow, request.cookies.get(SESSION_COOKIE, "")) is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return _login_page(request, _safe_next(next))
+
+
+def _login_page(request: Request, target: str, *, error: str | None = None, status: int = 200,
+                username: str = "") -> HTMLResponse:
+    token = secrets.token_urlsafe(32)
+    response = page(request, "login.html", status, csrf_token=token, next=target, error=error, username=username,
+                    min_password=rules.MIN_PASSWORD)
+    response.set_cookie(LOGIN_COOKIE, token, max_age=3600, httponly=True, samesite="strict", secure=_secure(request),
+                        path="/login")
+    return response
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(request: Request, username: Annotated[str, Form(max_length=200)] = "",
+          password: Annotated[str, Form(max_length=1000)] = "", csrf_token: Annotated[str, Form(max_length=200)] = "",
+          next: Annotated[str, Form(max_length=1000)] = "/") -> Response:
+    target = _safe_next(next)
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not expected or not hmac.compare_digest(expected, csrf_token):
+        return _login_page(request, target, status=403, username=username,
+                           error="the sign-in form expired or came from another site: sign in again")
+    if not username or not password:
+        return _login_page(request, target, status=422, username=username,
+                           error="enter both your username and your password")
+    try:
+        signed = users.sign_in(_platform(request).uow, username, password)
+    except AuthenticationFailed as exc:
+        return _login_page(request, target, status=401, username=username, error=str(exc))
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(SESSION_COOKIE, signed.session, max_age=int(rules.SESSION_LONGEST.total_seconds()),
+                        httponly=True, samesite="strict", secure=_secure(request), path="/")
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+def check_csrf(active: users.WebSession, token: str) -> None:
+    if not hmac.compare_digest(active.csrf_token, token):
+        raise CsrfRefused
+
+
+class CsrfRefused(Exception):
+    """A form without this session's CSRF token: refused, whatever it asked."""
+
+
+@router.post("/logout")
+def logout(request: Request, active: SessionDep, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+    check_csrf(active, csrf_token)
+    users.sign_out(_platform(request).uow, request.cookies.get(SESSION_COOKIE, ""))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, active: SessionDep) -> HTMLResponse:
+    platform = _platform(request)
+    fleet = overview.fleet_overview(platform.uow, active.caller)
+    live = overview.live_overview(platform.uow, active.caller)
+    return page(request, "overview.html", session=active, fleet=fleet, live=live,
+                kinds=_bars(fleet.by_kind), zones=_bars(fleet.by_zone[:12]))
+
+
+def _bars(pairs: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Rows for a horizontal bar chart drawn in SVG by the template (no script, readable as text)."""
+    top = max((n for _k, n in pairs), default=0) or 1
+    return [{"label": k, "value": n, "share": n / top} for k, n in pairs]
+
+
+def _error_page(request: Request, status: int, title: str, message: str, hint: str | None = None) -> HTMLResponse:
+    return page(request, "error.html", status, title=title, message=message, hint=hint)
+
+
+def _html_error(request: Request, status: int, title: str, message: str, hint: str | None) -> Response | None:
+    """The API's errors, as a page when a browser asked for a page (None: keep problem+json)."""
+    return _error_page(request, status, title, message, hint) if wants_html(request) else None
+
+
+def wants_html(request: Request) -> bool:
+    """Browser pages get HTML errors; the API and its clients keep problem+json."""
+    path = request.url.path
+    if path.startswith(("/api/", "/healthz", "/docs", "/openapi", "/redoc")):
+        return False
+    return "text/html" in request.headers.get("accept", "") or request.method == "POST"
+
+
+class _Headers(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        if response.headers.get("content-type", "").startswith("text/html"):
+            for name, value in _PAGE_HEADERS.items():
+                response.headers.setdefault(name, value)
+        return response
+
+
+def install_web(app: FastAPI) -> None:
+    """Mount the dashboard on `app` (whose state holds the platform)."""
+
+    async def not_signed_in(request: Request, _exc: Exception) -> Response:
+        if request.method == "GET":
+            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        return _error_page(request, 401, "Not signed in", "your session ended", "sign in again, then repeat it")
+
+    async def csrf_refused(request: Request, _exc: Exception) -> Response:
+        return _error_page(request, 403, "Form refused", "the form did not carry this session's token (an old tab, "
+                           "or a page of another site)", "reload the page and submit it again")
+
+    app.add_exception_handler(NotSignedIn, not_signed_in)
+    app.add_exception_handler(CsrfRefused, csrf_refused)
+    app.state.html_error = _html_error
+    app.add_middleware(_Headers)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(router)
+

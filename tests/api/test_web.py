@@ -1,0 +1,146 @@
+"""The dashboard over a real socket: sign-in with CSRF, secure cookies, scoping, escaping, errors."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from http.cookies import SimpleCookie
+
+import httpx
+import pytest
+from api_support import Api
+from tests.helpers import csv_bytes, device, import_csv
+
+from cityward.domain import users as rules
+from cityward.services import organizations, users
+
+
+class Browser:
+    """An httpx client that keeps cookies itself: httpx would not send back a Secure cookie over the
+    test's plain-HTTP loopback, while browsers do for localhost."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30, headers={"Accept": "text/html"})
+        self.cookies: dict[str, str] = {}
+        self.set_cookie: list[str] = []
+
+    def _keep(self, response: httpx.Response) -> httpx.Response:
+        self.set_cookie = response.headers.get_list("set-cookie")
+        for header in self.set_cookie:
+            for name, morsel in SimpleCookie(header).items():
+                if morsel["max-age"] == "0" or morsel.value in ("", '""'):
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        return response
+
+    def get(self, path: str, **kw: object) -> httpx.Response:
+        return self._keep(self.http.get(path, headers=self._header(), **kw))  # type: ignore[arg-type]
+
+    def post(self, path: str, data: dict[str, str], **kw: object) -> httpx.Response:
+        return self._keep(self.http.post(path, data=data, headers=self._header(), **kw))  # type: ignore[arg-type]
+
+    def _header(self) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+
+    def form_token(self, html: str) -> str:
+        found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+        assert found, html
+        return found.group(1)
+
+    def sign_in(self, username: str, password: str, next_page: str = "/") -> httpx.Response:
+        form = self.get(f"/login?next={next_page}")
+        return self.post("/login", {"username": username, "password": password, "next": next_page,
+                                    "csrf_token": self.form_token(form.text)})
+
+
+@pytest.fixture
+def browser(api: Api) -> Iterator[Browser]:
+    b = Browser(api.url)
+    yield b
+    b.http.close()
+
+
+@pytest.fixture
+def anna(api: Api) -> str:
+    password = secrets.token_urlsafe(16)
+    users.create_user(api.platform.uow, api.city, "anna", "Springfield", "admin", password=password)
+    return password
+
+
+def test_sign_in_sets_a_strict_session_cookie_and_shows_the_overview(api: Api, browser: Browser, anna: str) -> None:
+    import_csv(api.platform, api.city, csv_bytes(device(i) for i in range(7)), create_missing=True)
+    assert browser.get("/").status_code == 303  # not signed in: to the sign-in page
+    signed = browser.sign_in("anna", anna)
+    assert signed.status_code == 303 and signed.headers["location"] == "/"
+    session = next(c for c in browser.set_cookie if c.startswith("cw_session="))
+    assert all(flag in session.lower() for flag in ("secure", "httponly", "samesite=strict", "path=/"))
+    home = browser.get("/")
+    assert home.status_code == 200 and "Overview" in home.text and ">7</span> devices" in home.text
+    assert "default-src 'self'" in home.headers["content-security-policy"]
+    assert home.headers["x-frame-options"] == "DENY" and home.headers["cache-control"] == "no-store"
+    assert anna not in home.text and "cw_" not in home.text  # no secret is ever rendered
+    css = browser.get("/static/cityward.css")
+    assert css.status_code == 200 and "--accent" in css.text
+
+
+def test_forms_without_the_right_csrf_token_are_refused(api: Api, browser: Browser, anna: str) -> None:
+    stolen = browser.post("/login", {"username": "anna", "password": anna, "csrf_token": "guessed"})
+    assert stolen.status_code == 403 and "sign in again" in stolen.text and "cw_session" not in browser.cookies
+    browser.sign_in("anna", anna)
+    assert browser.post("/logout", {"csrf_token": "not-this-one"}).status_code == 403
+    assert browser.get("/").status_code == 200  # still signed in: the forged form did nothing
+    token = browser.form_token(browser.get("/").text)
+    out = browser.post("/logout", {"csrf_token": token})
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    assert browser.get("/").status_code == 303
+
+
+def test_wrong_passwords_lock_the_account_with_one_message(api: Api, browser: Browser, anna: str) -> None:
+    texts = set()
+    for _ in range(rules.FAILURES_BEFORE_LOCK):
+        failed = browser.sign_in("anna", anna + "!")
+        assert failed.status_code == 401
+        texts.add(re.search(r'role="alert">([^<]+)<', failed.text).group(1))  # type: ignore[union-attr]
+    locked = browser.sign_in("anna", anna)
+    assert locked.status_code == 401 and "cw_session" not in browser.cookies
+    unknown = browser.sign_in("nobody", anna)
+    assert unknown.status_code == 401
+    assert len(texts) == 1 and next(iter(texts)) in locked.text and next(iter(texts)) in unknown.text
+
+
+def test_after_sign_in_only_this_site_is_a_destination(api: Api, browser: Browser, anna: str) -> None:
+    for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+        assert browser.sign_in("anna", anna, target).headers["location"] == "/"
+        browser.cookies.pop("cw_session", None)
+    assert browser.sign_in("anna", anna, "/static/cityward.css").headers["location"] == "/static/cityward.css"
+
+
+def test_what_a_user_typed_is_shown_as_text(api: Api, browser: Browser) -> None:
+    page = browser.sign_in("<script>alert(1)</script>", "whatever-it-is-123")
+    assert page.status_code == 401 and "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert "<script>alert(1)" not in page.text
+
+
+def test_a_partner_sees_only_its_own_devices(api: Api, browser: Browser) -> None:
+    organizations.create_org(api.platform.uow, api.city, "Alpha", "integrator")
+    import_csv(api.platform, api.city, csv_bytes(
+        [device(i, maintainer="Alpha" if i < 2 else "") for i in range(6)]), create_missing=True)
+    password = secrets.token_urlsafe(16)
+    users.create_user(api.platform.uow, api.city, "alpha.tech", "Alpha", "operator", password=password)
+    browser.sign_in("alpha.tech", password)
+    home = browser.get("/")
+    assert ">2</span> devices" in home.text and "Alpha" in home.text
+
+
+def test_errors_are_pages_for_browsers_and_problems_for_the_api(api: Api, browser: Browser, anna: str) -> None:
+    browser.sign_in("anna", anna)
+    missing = browser.get("/no-such-page")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert "Back to the overview" in missing.text and "Traceback" not in missing.text
+    with api.client(api.admin_token) as client:
+        problem = client.get("/api/v1/no-such-thing")
+    assert problem.status_code == 404 and problem.headers["content-type"] == "application/problem+json"
+    oversized = browser.post("/login", {"username": "anna", "password": "x" * 5000, "csrf_token": "t"})
+    assert oversized.status_code == 422 and oversized.headers["content-type"].startswith("text/html")
