@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import stat
 import subprocess
 import sys
@@ -12,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from cityward.adapters.storage.uow import UnitOfWorkFactory
+from cityward.bootstrap import bootstrap
+from cityward.config import load_settings
+from cityward.services import users
 from tests.helpers import csv_bytes, device
 
 CLI = [sys.executable, "-m", "cityward.entrypoints.cli.main"]
@@ -50,6 +55,37 @@ def test_init_prints_token_once_and_keeps_the_key_private(tmp_path: Path) -> Non
     again = run("init", "--city", "Other", code=1)
     assert "already initialized" in again.stderr
     assert "cw_" not in run("tokens", "list").stdout
+
+
+def test_init_creates_the_first_admin_user_with_a_password_shown_once(tmp_path: Path) -> None:
+    run = Cli(tmp_path)
+    out = run("init", "--city", "Springfield", "--admin", "mayor.office").stdout
+    password = out.strip().splitlines()[-1]
+    assert "mayor.office" in out and len(password) >= 20
+    listed = run("users", "list", "--json").stdout
+    assert "mayor.office" in listed and password not in listed
+    plat = bootstrap(load_settings(database_url=f"sqlite:///{tmp_path / 'cityward.db'}",
+                                   secret_key_file=tmp_path / "cityward.secret"))
+    try:
+        assert users.sign_in(UnitOfWorkFactory(plat.engine), "mayor.office", password).caller.is_city_admin
+    finally:
+        plat.close()
+
+
+def test_users_story(cli: Cli) -> None:
+    cli("orgs", "add", "Alpha", "--kind", "integrator")
+    made = json.loads(cli("users", "create", "alpha.tech", "--org", "Alpha", "--role", "operator", "--json").stdout)
+    assert made["username"] == "alpha.tech" and len(made["password"]) >= 20
+    chosen = secrets.token_urlsafe(16)
+    out = cli("users", "passwd", "alpha.tech", "--password-stdin", stdin=f"{chosen}\n".encode()).stdout
+    assert "password set" in out and chosen not in out
+    short = cli("users", "passwd", "alpha.tech", "--password-stdin", stdin=b"short\n", code=2)
+    assert "at least 12 characters" in short.stderr
+    cli("users", "create", "Bad Name", code=2)
+    cli("users", "disable", "alpha.tech")
+    listed = {u["username"]: u for u in json.loads(cli("users", "list", "--json").stdout)}
+    assert listed["alpha.tech"]["disabled"] is True and listed["admin"]["disabled"] is False
+    cli("users", "disable", "nobody", code=1)
 
 
 def test_inventory_story(cli: Cli) -> None:
