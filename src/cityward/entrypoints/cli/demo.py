@@ -204,5 +204,7 @@ def serve_api(platform: Platform, host: str, port: int) -> None:
 
     from cityward.entrypoints.api.app import create_app
 
-    err.print(f"serving the API on http://{host}:{port} (OpenAPI: /docs); Ctrl-C stops")
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host  # browsers keep Secure cookies on localhost
+    err.print(f"dashboard: http://{shown}:{port}/  ·  API: http://{shown}:{port}/api/v1 (OpenAPI: /docs); "
+              f"Ctrl-C stops")
     uvicorn.run(create_app(platform), host=host, port=port, log_level="warning")

@@ -85,7 +85,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
-    """Serve the REST API (OpenAPI at /docs)."""
+    """Serve the REST API (OpenAPI at /docs) and the web dashboard (sign in as a user)."""
     from cityward.entrypoints.cli.demo import serve_api
 
     settings = CTX.platform.settings
