@@ -6,6 +6,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from api_support import Api
 from tests.helpers import csv_bytes, device, import_csv
 
 from cityward.domain import users as rules
-from cityward.services import organizations, users
+from cityward.services import advisories, organizations, users
 
 
 class Browser:
@@ -144,3 +145,65 @@ def test_errors_are_pages_for_browsers_and_problems_for_the_api(api: Api, browse
     assert problem.status_code == 404 and problem.headers["content-type"] == "application/problem+json"
     oversized = browser.post("/login", {"username": "anna", "password": "x" * 5000, "csrf_token": "t"})
     assert oversized.status_code == 422 and oversized.headers["content-type"].startswith("text/html")
+
+
+def test_filter_devices_open_one_and_see_its_vulnerabilities(api: Api, browser: Browser, anna: str) -> None:
+    rows = [device(i, kind="camera" if i % 2 else "streetlight") for i in range(9)]
+    rows[3]["serial"] = "<script>alert('serial')</script>"
+    import_csv(api.platform, api.city, csv_bytes(rows), create_missing=True)
+    browser.sign_in("anna", anna)
+    cameras = browser.get("/devices?kind=camera")
+    assert cameras.status_code == 200 and "4 devices match" in cameras.text
+    assert "SL-00001" in cameras.text and "SL-00002" not in cameras.text
+    first = browser.get("/devices", params={"online": "never"})
+    assert "9 devices match" in first.text
+    one = browser.get("/devices/SL-00003")
+    assert one.status_code == 200 and "Lumo L100" in one.text and "No matched vulnerability" in one.text
+    assert "&lt;script&gt;alert(&#39;serial&#39;)&lt;/script&gt;" in one.text and "<script>alert" not in one.text
+    missing = browser.get("/devices?zone=atlantis")
+    assert missing.status_code == 400 and "atlantis" in missing.text and "does not exist" in missing.text
+    assert browser.get("/devices?online=maybe").status_code == 422
+    assert browser.get("/devices/NOPE-1").status_code == 404
+
+
+def test_pages_come_one_after_another(api: Api, browser: Browser, anna: str) -> None:
+    import_csv(api.platform, api.city, csv_bytes(device(i) for i in range(120)), create_missing=True)
+    browser.sign_in("anna", anna)
+    seen: list[str] = []
+    url: str | None = "/devices"
+    while url:
+        shown = browser.get(url)
+        seen += re.findall(r'href="/devices/(SL-\d+)"', shown.text)
+        found = re.search(r'href="([^"]+)" rel="next"', shown.text)
+        url = found.group(1).replace("&amp;", "&") if found else None
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 120
+
+
+def test_a_partner_cannot_open_another_partners_device(api: Api, browser: Browser) -> None:
+    for org in ("Alpha", "Beta"):
+        organizations.create_org(api.platform.uow, api.city, org, "integrator")
+    import_csv(api.platform, api.city, csv_bytes(
+        [device(i, maintainer="Alpha" if i < 3 else "Beta") for i in range(6)]), create_missing=True)
+    password = secrets.token_urlsafe(16)
+    users.create_user(api.platform.uow, api.city, "beta.tech", "Beta", "operator", password=password)
+    browser.sign_in("beta.tech", password)
+    assert browser.get("/devices/SL-00004").status_code == 200
+    refused = browser.get("/devices/SL-00001")  # Alpha's: as if it did not exist
+    assert refused.status_code == 404 and "SL-00001" in refused.text and "Lumo" not in refused.text
+    listed = browser.get("/devices").text
+    assert "SL-00001" not in listed and "3 devices match" in listed
+
+
+def test_a_device_page_lists_the_cves_its_firmware_has(api: Api, browser: Browser, anna: str) -> None:
+    rows = [device(1, id="CAM-1", kind="camera", brand="Hikvision", model="DS-2CD2026G2-IU/SL",
+                   firmware_version="V5.5.113 build 210317"),
+            device(2, id="CAM-2", kind="camera", brand="Hikvision", model="DS-2CD2026G2-IU/SL",
+                   firmware_version="V5.7.1 build 211009")]
+    import_csv(api.platform, api.city, csv_bytes(rows), create_missing=True)
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures" / "advisories" / "csaf"
+    advisories.rematch(api.platform.uow, api.city, advisories.import_advisories(api.platform.uow, api.city,
+                                                                                 str(fixtures)))
+    browser.sign_in("anna", anna)
+    affected = browser.get("/devices/CAM-1").text
+    assert "CVE-2021-36260" in affected and "HSRC-202109-01" in affected and "V5.7.1 build 211009" in affected
+    assert "No matched vulnerability" in browser.get("/devices/CAM-2").text  # the fixed firmware

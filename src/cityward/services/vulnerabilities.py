@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 from sqlalchemy import Text, cast, select
+from sqlalchemy.orm import Session
 
 from cityward.adapters import vuln_polars as vp
 from cityward.adapters.storage import vuln_frames
@@ -38,7 +39,7 @@ from cityward.adapters.storage.models import (
 )
 from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
-from cityward.domain.access import require_device_details
+from cityward.domain.access import DeviceScope, require_device_details
 from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.domain.responsibility import DEVICE_COLUMN, Duty
 
@@ -111,6 +112,34 @@ class Exposure:
     via: str
 
 
+_MATCH_SCHEMA: dict[str, Any] = {
+    "cve": pl.String, "exploited": pl.Boolean, "kev": pl.Boolean, "kev_due": pl.Date,
+    "matched_at": pl.Datetime("us", "UTC"), "ransomware": pl.Boolean, "epss": pl.Float64, "cvss": pl.Float64,
+    "fixed_version": pl.String, "remediation": pl.String, "via": pl.String, "advisory": pl.String,
+    "remote": pl.String, "services": pl.String, "zone_criticality": pl.String}
+
+
+def _device_matches(s: Session, scope: DeviceScope, extra: dict[str, tuple[Any, Any]], *where: Any) -> pl.DataFrame:
+    """Stored matches joined to the devices in scope, with KEV, EPSS and each device's priority,
+    label and due date (adapters/vuln_polars.device_priority); `extra`: more columns by name."""
+    q = (select(VulnMatchRow.cve, VulnMatchRow.exploited, KevEntryRow.cve.is_not(None), KevEntryRow.due_date,
+                VulnMatchRow.matched_at, KevEntryRow.ransomware, EpssScoreRow.epss, VulnMatchRow.cvss,
+                VulnMatchRow.fixed_version, VulnMatchRow.remediation, VulnMatchRow.via, AdvisoryRow.doc_id,
+                cast(DeviceStateRow.remote_access, Text), cast(DeviceStateRow.services, Text), ZoneRow.criticality,
+                *(column for column, _type in extra.values()))
+         .join(DeviceRow, vuln_frames.on_device())
+         .join(ProductRow, ProductRow.id == DeviceRow.product_id)
+         .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
+         .join(AdvisoryRow, AdvisoryRow.id == VulnMatchRow.advisory_id)
+         .outerjoin(DeviceStateRow, DeviceStateRow.device_id == DeviceRow.id)
+         .outerjoin(KevEntryRow, KevEntryRow.cve == VulnMatchRow.cve)
+         .outerjoin(EpssScoreRow, EpssScoreRow.cve == VulnMatchRow.cve)
+         .where(scope_clause(s, scope), *where))
+    schema = {**_MATCH_SCHEMA, **{name: dtype for name, (_column, dtype) in extra.items()}}
+    raw = read_frame(s, q, schema)
+    return vp.device_priority(raw.with_columns(vp.exposed("remote", "services").alias("exposed")))
+
+
 def exposures(uow_factory: UnitOfWorkFactory, caller: Caller, *, cve: str | None = None,
               organization: str | None = None, kev_only: bool = False, label: str | None = None,
               limit: int = 200) -> list[Exposure]:
@@ -119,35 +148,12 @@ def exposures(uow_factory: UnitOfWorkFactory, caller: Caller, *, cve: str | None
     scope = require_device_details(caller)
     with uow_factory() as uow:
         s = uow.session
-        q = (select(VulnMatchRow.cve, VulnMatchRow.exploited, KevEntryRow.cve.is_not(None).label("kev"),
-                    KevEntryRow.due_date, VulnMatchRow.matched_at, KevEntryRow.ransomware, EpssScoreRow.epss,
-                    VulnMatchRow.cvss,
-                    VulnMatchRow.fixed_version, VulnMatchRow.remediation, VulnMatchRow.via,
-                    AdvisoryRow.doc_id.label("advisory"), (ProductRow.brand + " " + ProductRow.model).label("product"),
-                    VulnMatchRow.firmware, cast(DeviceStateRow.remote_access, Text),
-                    cast(DeviceStateRow.services, Text),
-                    ZoneRow.criticality, DeviceRow.zone_id.label("_zone_id"),
-                    getattr(DeviceRow, DEVICE_COLUMN[Duty.MAINTAIN]).label("_override_maintain"))
-             .join(DeviceRow, vuln_frames.on_device())
-             .join(ProductRow, ProductRow.id == DeviceRow.product_id)
-             .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
-             .join(AdvisoryRow, AdvisoryRow.id == VulnMatchRow.advisory_id)
-             .outerjoin(DeviceStateRow, DeviceStateRow.device_id == DeviceRow.id)
-             .outerjoin(KevEntryRow, KevEntryRow.cve == VulnMatchRow.cve)
-             .outerjoin(EpssScoreRow, EpssScoreRow.cve == VulnMatchRow.cve)
-             .where(scope_clause(s, scope)))
-        if cve:
-            q = q.where(VulnMatchRow.cve == cve)
-        if kev_only:
-            q = q.where(KevEntryRow.cve.is_not(None))
-        schema: dict[str, Any] = {"cve": pl.String, "exploited": pl.Boolean, "kev": pl.Boolean, "kev_due": pl.Date,
-                  "matched_at": pl.Datetime("us", "UTC"), "ransomware": pl.Boolean, "epss": pl.Float64,
-                  "cvss": pl.Float64, "fixed_version": pl.String, "remediation": pl.String, "via": pl.String,
-                  "advisory": pl.String, "product": pl.String, "firmware": pl.String, "remote": pl.String,
-                  "services": pl.String, "zone_criticality": pl.String, "_zone_id": pl.Int64,
-                  "_override_maintain": pl.Int64}
-        raw = read_frame(s, q, schema).with_columns(vp.exposed("remote", "services").alias("exposed"))
-        frame = vp.device_priority(raw)
+        where = [c for c, wanted in ((VulnMatchRow.cve == cve, cve), (KevEntryRow.cve.is_not(None), kev_only))
+                 if wanted]
+        frame = _device_matches(s, scope, {
+            "product": ((ProductRow.brand + " " + ProductRow.model), pl.String),
+            "firmware": (VulnMatchRow.firmware, pl.String), "_zone_id": (DeviceRow.zone_id, pl.Int64),
+            "_override_maintain": (getattr(DeviceRow, DEVICE_COLUMN[Duty.MAINTAIN]), pl.Int64)}, *where)
         if label:
             frame = frame.filter(pl.col("label") == label)
         frame = with_responsibility(s, frame, (Duty.MAINTAIN,))
@@ -167,3 +173,30 @@ def exposures(uow_factory: UnitOfWorkFactory, caller: Caller, *, cve: str | None
                .sort(["priority", "devices", "cve", "product", "firmware"],
                      descending=[True, True, False, False, False], nulls_last=True).head(limit))
     return [Exposure(**{k: r[k] for k in Exposure.__dataclass_fields__}) for r in grouped.iter_rows(named=True)]
+
+
+@dataclass(frozen=True)
+class DeviceVulnerability:
+    """One CVE affecting one device, with its priority for that device."""
+
+    cve: str
+    label: str
+    priority: float
+    kev: bool
+    epss: float | None
+    cvss: float | None
+    due: date
+    advisory: str
+    fixed_version: str | None
+    remediation: str | None
+    via: str
+
+
+def device_vulnerabilities(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str) -> list[DeviceVulnerability]:
+    """The stored matches of one device (in the caller's scope), most urgent first."""
+    scope = require_device_details(caller)
+    with uow_factory() as uow:
+        frame = _device_matches(uow.session, scope, {}, DeviceRow.id == device_id)
+    frame = frame.sort(["priority", "cve"], descending=[True, False])
+    return [DeviceVulnerability(**{k: r[k] for k in DeviceVulnerability.__dataclass_fields__})
+            for r in frame.iter_rows(named=True)]

@@ -5,27 +5,30 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from starlette.middleware.base import BaseHTTPMiddleware
 
-from cityward import __version__
-from cityward.bootstrap import Platform
 from cityward.domain import users as rules
+from cityward.entrypoints.web import fleet
+from cityward.entrypoints.web.common import (
+    HERE,
+    SESSION_COOKIE,
+    CsrfRefused,
+    NotSignedIn,
+    SessionDep,
+    check_csrf,
+    page,
+    platform_of,
+)
 from cityward.errors import AuthenticationFailed
 from cityward.services import overview, users
 
-HERE = Path(__file__).parent
-SESSION_COOKIE = "cw_session"
 LOGIN_COOKIE = "cw_login"  # the sign-in form's CSRF secret, before there is a session
-templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
-templates.env.globals["version"] = __version__
 
 router = APIRouter(include_in_schema=False)
 _PAGE_HEADERS = {
@@ -38,27 +41,8 @@ _PAGE_HEADERS = {
 }
 
 
-class NotSignedIn(Exception):
-    """A page was asked for without a live session: go and sign in."""
-
-
-def _platform(request: Request) -> Platform:
-    platform: Platform = request.app.state.platform
-    return platform
-
-
 def _secure(request: Request) -> bool:
-    return bool(_platform(request).settings.web_secure_cookies)
-
-
-def current_session(request: Request) -> users.WebSession:
-    found = users.session(_platform(request).uow, request.cookies.get(SESSION_COOKIE, ""))
-    if found is None:
-        raise NotSignedIn
-    return found
-
-
-SessionDep = Annotated[users.WebSession, Depends(current_session)]
+    return bool(platform_of(request).settings.web_secure_cookies)
 
 
 def _safe_next(target: str | None) -> str:
@@ -68,13 +52,9 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, template, context, status_code=status)
-
-
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: Annotated[str | None, Query(max_length=1000)] = None) -> Response:
-    if users.session(_platform(request).uow, request.cookies.get(SESSION_COOKIE, "")) is not None:
+    if users.session(platform_of(request).uow, request.cookies.get(SESSION_COOKIE, "")) is not None:
         return RedirectResponse(_safe_next(next), status_code=303)
     return _login_page(request, _safe_next(next))
 
@@ -102,7 +82,7 @@ def login(request: Request, username: Annotated[str, Form(max_length=200)] = "",
         return _login_page(request, target, status=422, username=username,
                            error="enter both your username and your password")
     try:
-        signed = users.sign_in(_platform(request).uow, username, password)
+        signed = users.sign_in(platform_of(request).uow, username, password)
     except AuthenticationFailed as exc:
         return _login_page(request, target, status=401, username=username, error=str(exc))
     response = RedirectResponse(target, status_code=303)
@@ -112,19 +92,10 @@ def login(request: Request, username: Annotated[str, Form(max_length=200)] = "",
     return response
 
 
-def check_csrf(active: users.WebSession, token: str) -> None:
-    if not hmac.compare_digest(active.csrf_token, token):
-        raise CsrfRefused
-
-
-class CsrfRefused(Exception):
-    """A form without this session's CSRF token: refused, whatever it asked."""
-
-
 @router.post("/logout")
 def logout(request: Request, active: SessionDep, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
     check_csrf(active, csrf_token)
-    users.sign_out(_platform(request).uow, request.cookies.get(SESSION_COOKIE, ""))
+    users.sign_out(platform_of(request).uow, request.cookies.get(SESSION_COOKIE, ""))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -132,7 +103,7 @@ def logout(request: Request, active: SessionDep, csrf_token: Annotated[str, Form
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, active: SessionDep) -> HTMLResponse:
-    platform = _platform(request)
+    platform = platform_of(request)
     fleet = overview.fleet_overview(platform.uow, active.caller)
     live = overview.live_overview(platform.uow, active.caller)
     return page(request, "overview.html", session=active, fleet=fleet, live=live,
@@ -189,4 +160,6 @@ def install_web(app: FastAPI) -> None:
     app.add_middleware(_Headers)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)
+
+    app.include_router(fleet.router)
 
