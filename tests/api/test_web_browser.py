@@ -1,0 +1,128 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright (no browser download).
+
+Sign in with the keyboard, see the overview, filter the devices, open one with its vulnerabilities,
+sign out; a partner's user is refused another partner's device. Screenshots of each page go to
+`test-artifacts/` at the repository's root, to be looked at.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from api_support import Api
+from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
+from tests.helpers import csv_bytes, device, import_csv
+
+from cityward.services import advisories, organizations, users
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "advisories" / "csaf"
+# Chromium's own background connections are refused on a closed network: keep it quiet.
+FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium and chromium-driver "
+                    "(`apt-get install chromium chromium-driver`; .ci/run does)", pytrace=False)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def _shot(page: Page, name: str, backend: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}-{backend}.png"), full_page=True)
+
+
+def _sign_in(page: Page, base: str, username: str, password: str) -> None:
+    page.goto(f"{base}/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_a_city_admin_and_a_partner_in_the_browser(api: Api, chromium: Browser) -> None:
+    backend = api.platform.engine.dialect.name
+    city = api.city
+    for org in ("Alpha", "Beta"):
+        organizations.create_org(api.platform.uow, city, org, "integrator")
+    rows = [device(i, maintainer="Alpha" if i < 6 else "Beta") for i in range(12)]
+    rows += [device(20, id="CAM-1", kind="camera", brand="Hikvision", model="DS-2CD2026G2-IU/SL",
+                    firmware_version="V5.5.113 build 210317", maintainer="Alpha"),
+             device(21, id="CAM-2", kind="camera", brand="Hikvision", model="DS-2CD2026G2-IU/SL",
+                    firmware_version="V5.7.1 build 211009", maintainer="Beta")]
+    rows[2]["serial"] = "<script>alert('x')</script>"
+    import_csv(api.platform, city, csv_bytes(rows), create_missing=True)
+    advisories.rematch(api.platform.uow, city, advisories.import_advisories(api.platform.uow, city, str(FIXTURES)))
+    admin_password, beta_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    users.create_user(api.platform.uow, city, "mayor", "Springfield", "admin", password=admin_password)
+    users.create_user(api.platform.uow, city, "beta.tech", "Beta", "operator", password=beta_password)
+    base = api.url.replace("127.0.0.1", "localhost")  # browsers keep Secure cookies on localhost
+
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:  # an alert() would mean injected script ran
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+
+    # Signing in with the keyboard alone.
+    page.goto(f"{base}/devices")
+    expect(page).to_have_url(f"{base}/login?next=/devices")
+    _shot(page, "sign-in", backend)
+    page.get_by_label("Username").focus()
+    page.keyboard.type("mayor")
+    page.keyboard.press("Tab")
+    page.keyboard.type(admin_password)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Devices")).to_be_visible()
+    assert any(c["name"] == "cw_session" and c["httpOnly"] and c["secure"] and c["sameSite"] == "Strict"
+               for c in context.cookies())
+
+    page.get_by_role("link", name="Overview").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    expect(page.get_by_role("img", name="Devices by kind")).to_be_visible()
+    expect(page.locator(".tiles")).to_contain_text("14")
+    _shot(page, "overview", backend)
+
+    page.get_by_role("link", name="Devices").click()
+    page.get_by_label("Kind").fill("camera")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#count")).to_have_text("2 devices match.")
+    _shot(page, "devices-filtered", backend)
+    page.get_by_role("link", name="CAM-1").click()
+    expect(page.get_by_role("heading", name="CAM-1")).to_be_visible()
+    expect(page.get_by_role("cell", name="CVE-2021-36260")).to_be_visible()
+    _shot(page, "device", backend)
+    page.goto(f"{base}/devices/SL-00002")
+    expect(page.get_by_text("<script>alert('x')</script>")).to_be_visible()  # shown as text, never run
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.goto(f"{base}/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()  # the session is over
+
+    # A partner: its own devices only; another partner's device does not exist for it.
+    _sign_in(page, base, "beta.tech", beta_password)
+    expect(page.locator(".tiles")).to_contain_text("7")
+    page.goto(f"{base}/devices/SL-00001")
+    expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    _shot(page, "refused", backend)
+    page.goto(f"{base}/devices")
+    expect(page.locator("#count")).to_have_text("7 devices match.")
+    expect(page.get_by_role("link", name="SL-00001")).to_have_count(0)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert dialogs == []  # no script injected through the data ever ran
+    context.close()
