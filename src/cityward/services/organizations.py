@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from cityward.adapters.storage.models import OrganizationRow
 from cityward.adapters.storage.uow import UnitOfWorkFactory
-from cityward.domain.access import require_city_admin
+from cityward.domain.access import require_city_admin, require_token_admin
 from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.errors import Conflict, InvalidInput, NotFound, NotInitialized
 
@@ -51,6 +51,18 @@ def org_id_named(session: Session, name: str | None) -> int | None:
     if org_id is None:
         raise NotFound(f"organization {name!r} not found")
     return int(org_id)
+
+
+def org_to_manage(session: Session, caller: Caller, org_name: str, role: Role, what: str) -> OrganizationRow:
+    """The organization whose tokens or users `caller` is about to create with `role`: its own admin
+    or the city admin, and only the city gives another organization an administrator."""
+    org = session.scalars(select(OrganizationRow).where(OrganizationRow.name == org_name)).first()
+    if org is None:
+        raise NotFound(f"organization {org_name!r} not found")
+    require_token_admin(caller, org.id)
+    if role is Role.ADMIN and not caller.is_city_admin and caller.org_id != org.id:
+        raise InvalidInput(f"only the city may create {what} for another organization")
+    return org
 
 
 def check_name(name: str, what: str = "name") -> str:

@@ -15,7 +15,7 @@ from cityward.adapters.storage.uow import UnitOfWork, UnitOfWorkFactory
 from cityward.domain.access import require_token_admin
 from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.errors import AuthenticationFailed, InvalidInput, NotFound
-from cityward.services.organizations import check_name
+from cityward.services.organizations import check_name, org_to_manage
 
 PREFIX = "cw_"
 _LAST_USED_EVERY = timedelta(minutes=5)
@@ -90,14 +90,7 @@ def create_token(
     if expires_in is not None and expires_in <= timedelta(0):
         raise InvalidInput("a token's lifetime must be positive")
     with uow_factory(write=True) as uow:
-        org = uow.session.scalars(
-            select(OrganizationRow).where(OrganizationRow.name == org_name)
-        ).first()
-        if org is None:
-            raise NotFound(f"organization {org_name!r} not found")
-        require_token_admin(caller, org.id)
-        if token_role is Role.ADMIN and not caller.is_city_admin and caller.org_id != org.id:
-            raise InvalidInput("only the city may create admin tokens for another organization")
+        org = org_to_manage(uow.session, caller, org_name, token_role, "admin tokens")
         issued = issue_token(uow, caller, org, name, token_role, expires_in)
         uow.commit()
     return issued

@@ -25,6 +25,7 @@ from cityward.domain import users as rules
 from cityward.domain.access import require_token_admin
 from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, Problem
+from cityward.services.organizations import org_to_manage
 
 log = logging.getLogger(__name__)
 _hasher = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) parameters
@@ -133,12 +134,7 @@ def create_user(uow_factory: UnitOfWorkFactory, caller: Caller, username: str, o
     one is generated and returned once."""
     user_role = _role(role)
     with uow_factory(write=True) as uow:
-        org = uow.session.scalars(select(OrganizationRow).where(OrganizationRow.name == org_name)).first()
-        if org is None:
-            raise NotFound(f"organization {org_name!r} not found")
-        require_token_admin(caller, org.id)
-        if user_role is Role.ADMIN and not caller.is_city_admin and caller.org_id != org.id:
-            raise InvalidInput("only the city may create administrators for another organization")
+        org = org_to_manage(uow.session, caller, org_name, user_role, "administrators")
         created = add_user(uow, caller, org, username, user_role, password)
         uow.commit()
     return created
