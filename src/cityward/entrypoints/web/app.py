@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cityward.domain import users as rules
 from cityward.entrypoints.web import fleet
@@ -133,13 +133,27 @@ def wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "") or request.method == "POST"
 
 
-class _Headers(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        if response.headers.get("content-type", "").startswith("text/html"):
-            for name, value in _PAGE_HEADERS.items():
-                response.headers.setdefault(name, value)
-        return response
+class _PageHeaders:
+    """Adds the security headers to every HTML response (plain ASGI: streaming API responses pass
+    through untouched)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if headers.get("content-type", "").startswith("text/html"):
+                    for name, value in _PAGE_HEADERS.items():
+                        headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def install_web(app: FastAPI) -> None:
@@ -157,7 +171,7 @@ def install_web(app: FastAPI) -> None:
     app.add_exception_handler(NotSignedIn, not_signed_in)
     app.add_exception_handler(CsrfRefused, csrf_refused)
     app.state.html_error = _html_error
-    app.add_middleware(_Headers)
+    app.add_middleware(_PageHeaders)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)
 
