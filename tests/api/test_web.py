@@ -11,10 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 from api_support import Api
-from tests.helpers import csv_bytes, device, import_csv
+from tests.helpers import HEADER, csv_bytes, device, import_csv
 
 from cityward.domain import users as rules
-from cityward.services import advisories, organizations, users
+from cityward.domain.rollouts import Operation, WaveOptions
+from cityward.services import advisories, organizations, rollouts, users, zones
+from cityward.services.inventory import DeviceFilter
 
 
 class Browser:
@@ -207,3 +209,45 @@ def test_a_device_page_lists_the_cves_its_firmware_has(api: Api, browser: Browse
     affected = browser.get("/devices/CAM-1").text
     assert "CVE-2021-36260" in affected and "HSRC-202109-01" in affected and "V5.7.1 build 211009" in affected
     assert "No matched vulnerability" in browser.get("/devices/CAM-2").text  # the fixed firmware
+
+
+def _rollout(api: Api) -> int:
+    """A small reboot rollout of five devices, created (not started) by the city."""
+    zones.create_zone(api.platform.uow, api.city, "north")
+    import_csv(api.platform, api.city, csv_bytes([device(i, zone="north", protocol="mqtt") for i in range(1, 6)],
+                                                 [*HEADER, "protocol"]), create_missing=True)
+    rid, _summary = rollouts.create(api.platform.uow, api.city, rollouts.RolloutRequest(
+        "reboot the north", Operation.REBOOT, rollouts.Target(DeviceFilter(zone="north")),
+        WaveOptions(canary=1, percentages=(100,))), Path(api.platform.settings.firmware_dir))
+    return rid
+
+
+def test_a_rollout_page_updates_itself_and_its_controls_follow_the_role(api: Api, browser: Browser,
+                                                                          anna: str) -> None:
+    rid = _rollout(api)
+    browser.sign_in("anna", anna)
+    shown = browser.get(f"/rollouts/{rid}")
+    assert shown.status_code == 200 and "reboot the north" in shown.text and 'data-refresh="/rollouts/' in shown.text
+    assert "0 of 5" in shown.text and ">Start</button>" in shown.text
+    token = browser.form_token(shown.text)
+    assert browser.post(f"/rollouts/{rid}/start", {"csrf_token": "forged"}).status_code == 403
+    assert browser.post(f"/rollouts/{rid}/start", {"csrf_token": token}).status_code == 303
+    progress = browser.get(f"/rollouts/{rid}/progress")
+    assert "<strong>running</strong>" in progress.text and ">Pause</button>" in progress.text
+    assert "<html" not in progress.text  # a fragment, swapped in by static/live.js
+    again = browser.post(f"/rollouts/{rid}/start", {"csrf_token": token})
+    assert again.status_code == 409 and "cannot be started" in again.text
+    assert browser.post(f"/rollouts/{rid}/explode", {"csrf_token": token}).status_code == 409
+    assert browser.get("/static/live.js").status_code == 200
+    assert "reboot the north" in browser.get("/rollouts").text
+
+
+def test_viewers_are_offered_no_controls_and_refused_them(api: Api, browser: Browser) -> None:
+    rid = _rollout(api)
+    password = secrets.token_urlsafe(16)
+    users.create_user(api.platform.uow, api.city, "watcher", "Springfield", "viewer", password=password)
+    browser.sign_in("watcher", password)
+    shown = browser.get(f"/rollouts/{rid}")
+    assert shown.status_code == 200 and "<button type=\"submit\"" not in shown.text.split("Sign out")[1]
+    refused = browser.post(f"/rollouts/{rid}/start", {"csrf_token": browser.form_token(shown.text)})
+    assert refused.status_code == 403 and "viewer" in refused.text

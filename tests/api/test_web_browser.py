@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from api_support import Api
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
-from tests.helpers import csv_bytes, device, import_csv
+from tests.helpers import HEADER, csv_bytes, device, import_csv
 
-from cityward.services import advisories, organizations, users
+from cityward.domain.rollouts import Operation, WaveOptions
+from cityward.services import advisories, organizations, rollouts, users, zones
+from cityward.services.inventory import DeviceFilter
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -63,6 +65,8 @@ def test_a_city_admin_and_a_partner_in_the_browser(api: Api, chromium: Browser) 
     rows[2]["serial"] = "<script>alert('x')</script>"
     import_csv(api.platform, city, csv_bytes(rows), create_missing=True)
     advisories.rematch(api.platform.uow, city, advisories.import_advisories(api.platform.uow, city, str(FIXTURES)))
+    kev = FIXTURES.parent / "kev" / "known_exploited_vulnerabilities.json"
+    advisories.import_advisories(api.platform.uow, city, str(kev))  # joined when read: no re-match needed
     admin_password, beta_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     users.create_user(api.platform.uow, city, "mayor", "Springfield", "admin", password=admin_password)
     users.create_user(api.platform.uow, city, "beta.tech", "Beta", "operator", password=beta_password)
@@ -94,7 +98,8 @@ def test_a_city_admin_and_a_partner_in_the_browser(api: Api, chromium: Browser) 
     page.get_by_role("link", name="Overview").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     expect(page.get_by_role("img", name="Devices by kind")).to_be_visible()
-    expect(page.locator(".tiles")).to_contain_text("14")
+    expect(page.locator("#kev")).to_have_text("1")  # CAM-1: CVE-2021-36260 is in CISA KEV
+    expect(page.get_by_role("region", name="Fleet at a glance")).to_contain_text("14")
     _shot(page, "overview", backend)
 
     page.get_by_role("link", name="Devices").click()
@@ -115,7 +120,7 @@ def test_a_city_admin_and_a_partner_in_the_browser(api: Api, chromium: Browser) 
 
     # A partner: its own devices only; another partner's device does not exist for it.
     _sign_in(page, base, "beta.tech", beta_password)
-    expect(page.locator(".tiles")).to_contain_text("7")
+    expect(page.get_by_role("region", name="Fleet at a glance")).to_contain_text("7")
     page.goto(f"{base}/devices/SL-00001")
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     _shot(page, "refused", backend)
@@ -125,4 +130,32 @@ def test_a_city_admin_and_a_partner_in_the_browser(api: Api, chromium: Browser) 
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert dialogs == []  # no script injected through the data ever ran
+    context.close()
+
+
+def test_a_rollout_page_follows_the_rollout_without_reloading(api: Api, chromium: Browser) -> None:
+    backend = api.platform.engine.dialect.name
+    zones.create_zone(api.platform.uow, api.city, "north")
+    import_csv(api.platform, api.city, csv_bytes([device(i, zone="north", protocol="mqtt") for i in range(1, 4)],
+                                                 [*HEADER, "protocol"]), create_missing=True)
+    rid, _plan = rollouts.create(api.platform.uow, api.city, rollouts.RolloutRequest(
+        "reboot the north", Operation.REBOOT, rollouts.Target(DeviceFilter(zone="north")),
+        WaveOptions(canary=1, percentages=(100,))), Path(api.platform.settings.firmware_dir))
+    password = secrets.token_urlsafe(16)
+    users.create_user(api.platform.uow, api.city, "operator", "Springfield", "operator", password=password)
+    base = api.url.replace("127.0.0.1", "localhost")
+    context = chromium.new_context()
+    page = context.new_page()
+    _sign_in(page, base, "operator", password)
+    page.goto(f"{base}/rollouts/{rid}")
+    expect(page.locator("#state")).to_contain_text("ready")
+    page.evaluate("window.notReloaded = true")
+    rollouts.start(api.platform.uow, api.city, rid)  # someone else starts it, elsewhere
+    expect(page.locator("#state")).to_contain_text("running", timeout=10_000)
+    expect(page.get_by_role("button", name="Pause")).to_be_visible()
+    assert page.evaluate("window.notReloaded") is True  # updated in place by static/live.js
+    _shot(page, "rollout", backend)
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#state")).to_contain_text("paused")
+    expect(page.get_by_role("button", name="Resume")).to_be_visible()
     context.close()

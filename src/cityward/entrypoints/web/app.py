@@ -14,7 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cityward.domain import users as rules
-from cityward.entrypoints.web import fleet
+from cityward.entrypoints.web import fleet, operations
 from cityward.entrypoints.web.common import (
     HERE,
     SESSION_COOKIE,
@@ -26,7 +26,7 @@ from cityward.entrypoints.web.common import (
     platform_of,
 )
 from cityward.errors import AuthenticationFailed
-from cityward.services import overview, users
+from cityward.services import audit, overview, rollouts, users, vulnerabilities
 
 LOGIN_COOKIE = "cw_login"  # the sign-in form's CSRF secret, before there is a session
 
@@ -104,10 +104,29 @@ def logout(request: Request, active: SessionDep, csrf_token: Annotated[str, Form
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, active: SessionDep) -> HTMLResponse:
     platform = platform_of(request)
-    fleet = overview.fleet_overview(platform.uow, active.caller)
-    live = overview.live_overview(platform.uow, active.caller)
-    return page(request, "overview.html", session=active, fleet=fleet, live=live,
-                kinds=_bars(fleet.by_kind), zones=_bars(fleet.by_zone[:12]))
+    caller = active.caller
+    fleet = overview.fleet_overview(platform.uow, caller)
+    live = overview.live_overview(platform.uow, caller)
+    runs = audit.list_runs(platform.uow, caller, limit=1)
+    latest = audit.get_run(platform.uow, caller, runs[0].id)[1] if runs else None
+    points = audit.trend(platform.uow, caller, runs[0].policy) if runs else []
+    exploited = vulnerabilities.exposures(platform.uow, caller, kev_only=True, limit=100_000)
+    in_progress = [r for r in rollouts.list_rollouts(platform.uow, caller, limit=20)
+                   if r.control in ("awaiting_approval", "ready", "running", "paused") and r.done < r.total]
+    return page(request, "overview.html", session=active, active="overview", fleet=fleet, live=live,
+                kinds=_bars(fleet.by_kind), zones=_bars(fleet.by_zone[:12]), run=runs[0] if runs else None,
+                severities=_bars(list((latest or {}).get("by_severity", {}).items())),
+                trend=_trend(points), kev_devices=sum(e.devices for e in exploited),
+                kev_cves=len({e.cve for e in exploited}), rollouts=in_progress)
+
+
+def _trend(points: list[audit.TrendPoint]) -> dict[str, Any] | None:
+    """The compliance score of the last runs as an SVG polyline (0 to 100 %, bottom to top)."""
+    if not points:
+        return None
+    step = 380 / max(1, len(points) - 1)
+    coords = " ".join(f"{10 + i * step:.1f},{110 - p.score:.1f}" for i, p in enumerate(points))
+    return {"coords": coords, "first": points[0], "last": points[-1], "runs": len(points)}
 
 
 def _bars(pairs: list[tuple[str, int]]) -> list[dict[str, Any]]:
@@ -176,4 +195,5 @@ def install_web(app: FastAPI) -> None:
     app.include_router(router)
 
     app.include_router(fleet.router)
+    app.include_router(operations.router)
 
