@@ -142,3 +142,24 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert isinstance(body["detail"], str) and body["detail"]
     return body  # type: ignore[no-any-return]
 
+
+
+def small_rollout(api: Api, devices: int) -> int:
+    """A reboot rollout of `devices` devices in a new zone "north", created (not started) by the city."""
+    from pathlib import Path
+
+    from tests.helpers import HEADER, csv_bytes, device
+    from tests.helpers import import_csv as import_rows
+
+    from cityward.domain.rollouts import Operation, WaveOptions
+    from cityward.services import rollouts, zones
+    from cityward.services.inventory import DeviceFilter
+
+    zones.create_zone(api.platform.uow, api.city, "north")
+    import_rows(api.platform, api.city, csv_bytes([device(i, zone="north", protocol="mqtt")
+                                                   for i in range(1, devices + 1)], [*HEADER, "protocol"]),
+                create_missing=True)
+    rid, _plan = rollouts.create(api.platform.uow, api.city, rollouts.RolloutRequest(
+        "reboot the north", Operation.REBOOT, rollouts.Target(DeviceFilter(zone="north")),
+        WaveOptions(canary=1, percentages=(100,))), Path(api.platform.settings.firmware_dir))
+    return rid

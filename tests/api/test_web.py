@@ -10,13 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_support import Api
-from tests.helpers import HEADER, csv_bytes, device, import_csv
+from api_support import Api, small_rollout
+from tests.helpers import csv_bytes, device, import_csv
 
 from cityward.domain import users as rules
-from cityward.domain.rollouts import Operation, WaveOptions
-from cityward.services import advisories, organizations, rollouts, users, zones
-from cityward.services.inventory import DeviceFilter
+from cityward.services import advisories, organizations, users
 
 
 class Browser:
@@ -211,20 +209,9 @@ def test_a_device_page_lists_the_cves_its_firmware_has(api: Api, browser: Browse
     assert "No matched vulnerability" in browser.get("/devices/CAM-2").text  # the fixed firmware
 
 
-def _rollout(api: Api) -> int:
-    """A small reboot rollout of five devices, created (not started) by the city."""
-    zones.create_zone(api.platform.uow, api.city, "north")
-    import_csv(api.platform, api.city, csv_bytes([device(i, zone="north", protocol="mqtt") for i in range(1, 6)],
-                                                 [*HEADER, "protocol"]), create_missing=True)
-    rid, _summary = rollouts.create(api.platform.uow, api.city, rollouts.RolloutRequest(
-        "reboot the north", Operation.REBOOT, rollouts.Target(DeviceFilter(zone="north")),
-        WaveOptions(canary=1, percentages=(100,))), Path(api.platform.settings.firmware_dir))
-    return rid
-
-
 def test_a_rollout_page_updates_itself_and_its_controls_follow_the_role(api: Api, browser: Browser,
                                                                           anna: str) -> None:
-    rid = _rollout(api)
+    rid = small_rollout(api, 5)
     browser.sign_in("anna", anna)
     shown = browser.get(f"/rollouts/{rid}")
     assert shown.status_code == 200 and "reboot the north" in shown.text and 'data-refresh="/rollouts/' in shown.text
@@ -243,7 +230,7 @@ def test_a_rollout_page_updates_itself_and_its_controls_follow_the_role(api: Api
 
 
 def test_viewers_are_offered_no_controls_and_refused_them(api: Api, browser: Browser) -> None:
-    rid = _rollout(api)
+    rid = small_rollout(api, 5)
     password = secrets.token_urlsafe(16)
     users.create_user(api.platform.uow, api.city, "watcher", "Springfield", "viewer", password=password)
     browser.sign_in("watcher", password)

@@ -12,13 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_support import Api
+from api_support import Api, small_rollout
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
-from tests.helpers import HEADER, csv_bytes, device, import_csv
+from tests.helpers import csv_bytes, device, import_csv
 
-from cityward.domain.rollouts import Operation, WaveOptions
-from cityward.services import advisories, organizations, rollouts, users, zones
-from cityward.services.inventory import DeviceFilter
+from cityward.services import advisories, organizations, rollouts, users
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -135,12 +133,7 @@ def test_a_city_admin_and_a_partner_in_the_browser(api: Api, chromium: Browser) 
 
 def test_a_rollout_page_follows_the_rollout_without_reloading(api: Api, chromium: Browser) -> None:
     backend = api.platform.engine.dialect.name
-    zones.create_zone(api.platform.uow, api.city, "north")
-    import_csv(api.platform, api.city, csv_bytes([device(i, zone="north", protocol="mqtt") for i in range(1, 4)],
-                                                 [*HEADER, "protocol"]), create_missing=True)
-    rid, _plan = rollouts.create(api.platform.uow, api.city, rollouts.RolloutRequest(
-        "reboot the north", Operation.REBOOT, rollouts.Target(DeviceFilter(zone="north")),
-        WaveOptions(canary=1, percentages=(100,))), Path(api.platform.settings.firmware_dir))
+    rid = small_rollout(api, 3)
     password = secrets.token_urlsafe(16)
     users.create_user(api.platform.uow, api.city, "operator", "Springfield", "operator", password=password)
     base = api.url.replace("127.0.0.1", "localhost")
