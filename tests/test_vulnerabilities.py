@@ -158,6 +158,8 @@ def test_kev_and_epss_set_priority_and_the_known_exploited_rule(platform: Platfo
     bac = exposed[(SIEMENS_CVE, "Siemens Desigo PXC00-E.D")]
     assert not bac.kev and bac.priority < cam.priority and bac.due > date(2026, 1, 1)
     assert _exploited(platform, fleet) == {"CAM-1", "CAM-3", "PTZ-1"}
+    assert vulnerabilities.known_exploited_exposure(platform.uow, fleet) == (3, 1)  # the overview's count
+    assert vulnerabilities.known_exploited_exposure(platform.uow, caller_for(platform, "Alpha")) == (2, 1)
     items = vulnerabilities.exposures(platform.uow, fleet, kev_only=True)
     assert {(e.cve, e.product) for e in items} >= {(HIKVISION_CVE, "Vantage Optics VO-2026")}
     owners = {e.product: e.organization for e in items}

@@ -19,7 +19,7 @@ from datetime import date
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from cityward.adapters import vuln_polars as vp
@@ -200,3 +200,19 @@ def device_vulnerabilities(uow_factory: UnitOfWorkFactory, caller: Caller, devic
     frame = frame.sort(["priority", "cve"], descending=[True, False])
     return [DeviceVulnerability(**{k: r[k] for k in DeviceVulnerability.__dataclass_fields__})
             for r in frame.iter_rows(named=True)]
+
+
+def known_exploited_exposure(uow_factory: UnitOfWorkFactory, caller: Caller) -> tuple[int, int]:
+    """(devices, CVEs): devices in the caller's scope whose firmware has a CVE in CISA KEV, counted
+    by the database (the overview asks on every load; at a million devices that is hundreds of
+    thousands of device matches, never read into Python)."""
+    scope = require_device_details(caller)
+    with uow_factory() as uow:
+        s = uow.session
+        q = (select(func.count(func.distinct(DeviceRow.id)), func.count(func.distinct(VulnMatchRow.cve)))
+             .select_from(VulnMatchRow)
+             .join(KevEntryRow, KevEntryRow.cve == VulnMatchRow.cve)
+             .join(DeviceRow, vuln_frames.on_device())
+             .where(scope_clause(s, scope)))
+        devices, cves = s.execute(q).one()
+    return int(devices or 0), int(cves or 0)

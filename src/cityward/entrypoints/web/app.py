@@ -110,14 +110,13 @@ def home(request: Request, active: SessionDep) -> HTMLResponse:
     runs = audit.list_runs(platform.uow, caller, limit=1)
     latest = audit.get_run(platform.uow, caller, runs[0].id)[1] if runs else None
     points = audit.trend(platform.uow, caller, runs[0].policy) if runs else []
-    exploited = vulnerabilities.exposures(platform.uow, caller, kev_only=True, limit=100_000)
+    kev_devices, kev_cves = vulnerabilities.known_exploited_exposure(platform.uow, caller)
     in_progress = [r for r in rollouts.list_rollouts(platform.uow, caller, limit=20)
                    if r.control in ("awaiting_approval", "ready", "running", "paused") and r.done < r.total]
     return page(request, "overview.html", session=active, active="overview", fleet=fleet, live=live,
                 kinds=_bars(fleet.by_kind), zones=_bars(fleet.by_zone[:12]), run=runs[0] if runs else None,
                 severities=_bars(list((latest or {}).get("by_severity", {}).items())),
-                trend=_trend(points), kev_devices=sum(e.devices for e in exploited),
-                kev_cves=len({e.cve for e in exploited}), rollouts=in_progress)
+                trend=_trend(points), kev_devices=kev_devices, kev_cves=kev_cves, rollouts=in_progress)
 
 
 def _trend(points: list[audit.TrendPoint]) -> dict[str, Any] | None:
