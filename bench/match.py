@@ -1,7 +1,7 @@
 """Benchmark: advisories matched to a 1,000,000-device fleet (services.vulnerabilities.match).
 
     .venv/bin/python bench/match.py                                     # 1,000,000 devices, 200,000 entries, SQLite
-    .venv/bin/python bench/match.py --devices 100000 --entries 20000    # a quick run
+    .venv/bin/python bench/match.py --devices 100000 --entries 20000 --component-entries 1000 --packages 300  # quick
     .venv/bin/python bench/match.py --pg postgresql://postgres@127.0.0.1:5432/postgres   # on PostgreSQL
     .venv/bin/python bench/match.py --py-spy /tmp/tools/bin/py-spy --keep   # profile it, keep the database
 
@@ -18,21 +18,24 @@ VEX) and CVE records; version ranges are written as vendors write them and norma
 Every row is inserted directly (the project's `write_frame`: COPY on PostgreSQL, executemany on
 SQLite), not through the import services.
 
+SBOMs: a catalog release with a CycloneDX SBOM of 50 components (--sbom-components) for every
+(true-origin product, firmware) the fleet runs, drawn from --packages packages; --component-entries
+of the entries are CVE records about those packages.
+
 Measured in a fresh child process (so its memory is its own, VmHWM):
 (1) `compute` (adapters/storage/vuln_frames.py: the match without storing), then
-    `vulnerabilities.match` of the whole fleet twice: into an empty `vuln_matches`, then again
-    replacing what the first stored, while a second thread reads one device's matches twice a
-    second (how long a reader waits); phase timers around the matcher's steps;
-(2) a naive per-device loop over the entries of the device's product (and its origin), with
-    `VersionRange.contains` on ranges re-parsed from the text as written, on a sample, timed and
-    extrapolated, and checked against what the set join stored for the same devices;
+    `vulnerabilities.match` of the whole fleet twice: into an empty `vuln_matches`, then again with
+    nothing changed (only differences are written), while a second thread reads one device's
+    matches twice a second (how long a reader waits); phase timers around the matcher's steps;
+(2) a naive per-device loop over the entries of the device's product (and its origin) and over
+    the package entries its firmware's SBOM lists, with `VersionRange.contains` on ranges re-parsed
+    from the text as written, on a sample, timed and extrapolated, and checked against what the set
+    join stored for the same devices;
 (3) one new advisory (10 entries) for the product family with the most devices (the realistic
     worst case), then `vulnerabilities.match(cves=its CVEs)` several times: best and median; the
     same for a product of median size.
 
-SBOM components (50 per firmware in the issue) are not generated, so component matching is not
-measured (the script says whether the matcher has it). A measurement, not a test: nothing here
-asserts.
+A measurement, not a test: nothing here asserts.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def require_device_details(caller: Caller) -> DeviceScope:
 def require_device_write(caller: Caller) -> DeviceScope:
     """Writers: the city, integrators, installers and distributors, as operator or admin."""
     if caller.role is Role.VIEWER:
-        raise PermissionDenied("a viewer token cannot change devices")
+        raise PermissionDenied("a viewer (token or user) cannot change devices")
     if caller.org_kind not in (
         OrgKind.CITY, OrgKind.INTEGRATOR, OrgKind.INSTALLER, OrgKind.DISTRIBUTOR
     ):

@@ -9,11 +9,11 @@ real account counts towards its lockout (domain.users.locked_until) and is audit
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -240,6 +240,15 @@ def _verify(stored: str, password: str) -> bool:
         return False
 
 
+def _session_row(uow: UnitOfWork, digest: str) -> Any:
+    """(session, user, organization) for a session cookie's digest, or None."""
+    return uow.session.execute(
+        select(WebSessionRow, UserRow, OrganizationRow)
+        .join(UserRow, UserRow.id == WebSessionRow.user_id)
+        .join(OrganizationRow, OrganizationRow.id == UserRow.org_id)
+        .where(WebSessionRow.id_hash == digest)).first()
+
+
 def session(uow_factory: UnitOfWorkFactory, secret: str) -> WebSession | None:
     """The signed-in user behind a session cookie, or None when it is unknown, ended, idle too
     long, past its end, or its user was disabled."""
@@ -248,18 +257,14 @@ def session(uow_factory: UnitOfWorkFactory, secret: str) -> WebSession | None:
     digest = _digest(secret)
     with uow_factory() as uow:
         now = uow.clock()
-        found = uow.session.execute(
-            select(WebSessionRow, UserRow, OrganizationRow)
-            .join(UserRow, UserRow.id == WebSessionRow.user_id)
-            .join(OrganizationRow, OrganizationRow.id == UserRow.org_id)
-            .where(WebSessionRow.id_hash == digest)).first()
+        found = _session_row(uow, digest)
         if found is None:
             return None
         row, user, org = found
         seen = _aware(row.last_seen_at) or now
         expires = _aware(row.expires_at) or now
         if (row.revoked_at is not None or user.disabled_at is not None or expires <= now
-                or now - seen > rules.SESSION_IDLE or not hmac.compare_digest(row.id_hash, digest)):
+                or now - seen > rules.SESSION_IDLE):
             return None
         active = WebSession(_caller(user, org), user.username, row.csrf_token)
     if (now - seen).total_seconds() > _SEEN_EVERY:
@@ -273,11 +278,7 @@ def sign_out(uow_factory: UnitOfWorkFactory, secret: str) -> None:
     """End the session (idempotent)."""
     digest = _digest(secret)
     with uow_factory(write=True) as uow:
-        found = uow.session.execute(
-            select(WebSessionRow, UserRow, OrganizationRow)
-            .join(UserRow, UserRow.id == WebSessionRow.user_id)
-            .join(OrganizationRow, OrganizationRow.id == UserRow.org_id)
-            .where(WebSessionRow.id_hash == digest)).first()
+        found = _session_row(uow, digest)
         if found is None or found[0].revoked_at is not None:
             return
         row, user, org = found

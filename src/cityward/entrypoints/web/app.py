@@ -14,6 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cityward.domain import users as rules
+from cityward.domain.rollouts import Control
 from cityward.entrypoints.web import fleet, operations
 from cityward.entrypoints.web.common import (
     HERE,
@@ -62,8 +63,7 @@ def login_form(request: Request, next: Annotated[str | None, Query(max_length=10
 def _login_page(request: Request, target: str, *, error: str | None = None, status: int = 200,
                 username: str = "") -> HTMLResponse:
     token = secrets.token_urlsafe(32)
-    response = page(request, "login.html", status, csrf_token=token, next=target, error=error, username=username,
-                    min_password=rules.MIN_PASSWORD)
+    response = page(request, "login.html", status, csrf_token=token, next=target, error=error, username=username)
     response.set_cookie(LOGIN_COOKIE, token, max_age=3600, httponly=True, samesite="strict", secure=_secure(request),
                         path="/login")
     return response
@@ -112,7 +112,7 @@ def home(request: Request, active: SessionDep) -> HTMLResponse:
     points = audit.trend(platform.uow, caller, runs[0].policy) if runs else []
     kev_devices, kev_cves = vulnerabilities.known_exploited_exposure(platform.uow, caller)
     in_progress = [r for r in rollouts.list_rollouts(platform.uow, caller, limit=20)
-                   if r.control in ("awaiting_approval", "ready", "running", "paused") and r.done < r.total]
+                   if r.control != Control.ABORTED and r.done < r.total]
     return page(request, "overview.html", session=active, active="overview", fleet=fleet, live=live,
                 kinds=_bars(fleet.by_kind), zones=_bars(fleet.by_zone[:12]), run=runs[0] if runs else None,
                 severities=_bars(list((latest or {}).get("by_severity", {}).items())),
