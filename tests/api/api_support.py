@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from typing import Any
 
 import httpx
@@ -163,3 +165,42 @@ def small_rollout(api: Api, devices: int) -> int:
         "reboot the north", Operation.REBOOT, rollouts.Target(DeviceFilter(zone="north")),
         WaveOptions(canary=1, percentages=(100,))), Path(api.platform.settings.firmware_dir))
     return rid
+
+
+class Browser:
+    """An httpx client that keeps cookies itself: httpx would not send back a Secure cookie over the
+    test's plain-HTTP loopback, while browsers do for localhost."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30, headers={"Accept": "text/html"})
+        self.cookies: dict[str, str] = {}
+        self.set_cookie: list[str] = []
+
+    def _keep(self, response: httpx.Response) -> httpx.Response:
+        self.set_cookie = response.headers.get_list("set-cookie")
+        for header in self.set_cookie:
+            for name, morsel in SimpleCookie(header).items():
+                if morsel["max-age"] == "0" or morsel.value in ("", '""'):
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        return response
+
+    def get(self, path: str, **kw: object) -> httpx.Response:
+        return self._keep(self.http.get(path, headers=self._header(), **kw))  # type: ignore[arg-type]
+
+    def post(self, path: str, data: dict[str, str], **kw: object) -> httpx.Response:
+        return self._keep(self.http.post(path, data=data, headers=self._header(), **kw))  # type: ignore[arg-type]
+
+    def _header(self) -> dict[str, str]:
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+
+    def form_token(self, html: str) -> str:
+        found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+        assert found, html
+        return found.group(1)
+
+    def sign_in(self, username: str, password: str, next_page: str = "/") -> httpx.Response:
+        form = self.get(f"/login?next={next_page}")
+        return self.post("/login", {"username": username, "password": password, "next": next_page,
+                                    "csrf_token": self.form_token(form.text)})

@@ -6,16 +6,17 @@ PostgreSQL like the service tests; tokens are issued through the services, as an
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from api_support import CITY, Api, Swappable, serve
+from api_support import CITY, Api, Browser, Swappable, serve
 
 from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller
 from cityward.entrypoints.api.app import create_app
-from cityward.services import tokens
+from cityward.services import tokens, users
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +41,17 @@ def admin(api: Api) -> Iterator[httpx.Client]:
     """A client acting as the city's admin token."""
     with api.client(api.admin_token) as client:
         yield client
+
+
+@pytest.fixture
+def browser(api: Api) -> Iterator[Browser]:
+    b = Browser(api.url)
+    yield b
+    b.http.close()
+
+
+@pytest.fixture
+def anna(api: Api) -> str:
+    password = secrets.token_urlsafe(16)
+    users.create_user(api.platform.uow, api.city, "anna", "Springfield", "admin", password=password)
+    return password

@@ -4,70 +4,13 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
-from http.cookies import SimpleCookie
 from pathlib import Path
 
-import httpx
-import pytest
-from api_support import Api, small_rollout
+from api_support import Api, Browser, small_rollout
 from tests.helpers import csv_bytes, device, import_csv
 
 from cityward.domain import users as rules
 from cityward.services import advisories, organizations, users
-
-
-class Browser:
-    """An httpx client that keeps cookies itself: httpx would not send back a Secure cookie over the
-    test's plain-HTTP loopback, while browsers do for localhost."""
-
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30, headers={"Accept": "text/html"})
-        self.cookies: dict[str, str] = {}
-        self.set_cookie: list[str] = []
-
-    def _keep(self, response: httpx.Response) -> httpx.Response:
-        self.set_cookie = response.headers.get_list("set-cookie")
-        for header in self.set_cookie:
-            for name, morsel in SimpleCookie(header).items():
-                if morsel["max-age"] == "0" or morsel.value in ("", '""'):
-                    self.cookies.pop(name, None)
-                else:
-                    self.cookies[name] = morsel.value
-        return response
-
-    def get(self, path: str, **kw: object) -> httpx.Response:
-        return self._keep(self.http.get(path, headers=self._header(), **kw))  # type: ignore[arg-type]
-
-    def post(self, path: str, data: dict[str, str], **kw: object) -> httpx.Response:
-        return self._keep(self.http.post(path, data=data, headers=self._header(), **kw))  # type: ignore[arg-type]
-
-    def _header(self) -> dict[str, str]:
-        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
-
-    def form_token(self, html: str) -> str:
-        found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-        assert found, html
-        return found.group(1)
-
-    def sign_in(self, username: str, password: str, next_page: str = "/") -> httpx.Response:
-        form = self.get(f"/login?next={next_page}")
-        return self.post("/login", {"username": username, "password": password, "next": next_page,
-                                    "csrf_token": self.form_token(form.text)})
-
-
-@pytest.fixture
-def browser(api: Api) -> Iterator[Browser]:
-    b = Browser(api.url)
-    yield b
-    b.http.close()
-
-
-@pytest.fixture
-def anna(api: Api) -> str:
-    password = secrets.token_urlsafe(16)
-    users.create_user(api.platform.uow, api.city, "anna", "Springfield", "admin", password=password)
-    return password
 
 
 def test_sign_in_sets_a_strict_session_cookie_and_shows_the_overview(api: Api, browser: Browser, anna: str) -> None:

@@ -15,7 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cityward.domain import users as rules
 from cityward.domain.rollouts import Control
-from cityward.entrypoints.web import fleet, operations
+from cityward.entrypoints.web import advisories as advisory_pages
+from cityward.entrypoints.web import audit_log, findings, fleet, operations
 from cityward.entrypoints.web.common import (
     HERE,
     SESSION_COOKIE,
@@ -193,6 +194,6 @@ def install_web(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)
 
-    app.include_router(fleet.router)
-    app.include_router(operations.router)
+    for pages in (fleet, operations, findings, advisory_pages, audit_log):
+        app.include_router(pages.router)
 
