@@ -11,8 +11,9 @@ import psycopg
 class Database:
     """Created on the admin connection (`postgresql://…/postgres`); `url` is SQLAlchemy's form."""
 
-    def __init__(self, pg_admin: str) -> None:
+    def __init__(self, pg_admin: str, *, keep: bool = False) -> None:
         self.pg_admin = pg_admin
+        self.keep = keep
         self.name = f"cityward_bench_{uuid.uuid4().hex[:8]}"
         base = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
         self.url = f"{base}/{self.name}"
@@ -23,5 +24,7 @@ class Database:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.keep:
+            return
         with psycopg.connect(self.pg_admin, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')

@@ -164,8 +164,28 @@ def test_demo_once(tmp_path: Path) -> None:
 
 
 def test_demo_without_live_devices(tmp_path: Path) -> None:
-    out = Cli(tmp_path)("demo", "--once", "--devices", "500", "--no-live").stdout
+    """It ends with the dashboard's address and a sign-in that works, new on every run."""
+    from cityward.bootstrap import bootstrap
+    from cityward.config import load_settings
+    from cityward.errors import AuthenticationFailed
+    from cityward.services import users
+
+    run = Cli(tmp_path)
+    out = run("demo", "--once", "--devices", "500", "--no-live").stdout
     assert "500 devices" in out and "live devices" not in out
+    first = re.search(r"sign in as demo / (\S+)", out)
+    assert first and "http://localhost:8000/" in out[first.start() - 200:], out
+    assert out.rstrip().endswith("╯") and out.rindex("see it in the browser") > out.rindex("cityward baseline")
+    again = re.search(r"sign in as demo / (\S+)", run("demo", "--once", "--devices", "500", "--no-live").stdout)
+    assert again and again.group(1) != first.group(1)
+    plat = bootstrap(load_settings(database_url=run.env["CITYWARD_DATABASE_URL"],
+                                   secret_key_file=tmp_path / "cityward.secret"))
+    try:
+        assert users.sign_in(plat.uow, "demo", again.group(1)).caller.is_city_admin
+        with pytest.raises(AuthenticationFailed):
+            users.sign_in(plat.uow, "demo", first.group(1))  # the previous run's password is gone
+    finally:
+        plat.close()
 
 
 def test_serve_answers_over_http(cli: Cli) -> None:

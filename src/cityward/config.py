@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Dashboard cookies only over HTTPS (browsers also treat http://localhost as secure). Turn off
     # only behind a TLS-terminating proxy that talks plain HTTP to cityward on another host.
     web_secure_cookies: bool = True
+    # The overview's fleet-wide counts are recounted in the background when older than this.
+    web_overview_fresh_s: float = Field(default=30.0, ge=0, le=3600)
     # Verified firmware images, one file per SHA-256 (content-addressed, written once).
     firmware_dir: Path = Path("cityward-firmware")
     # Where devices download firmware from: the executor serves it here (host:port, port 0: any),

@@ -189,7 +189,8 @@ class Browser:
     def get(self, path: str, **kw: object) -> httpx.Response:
         return self._keep(self.http.get(path, headers=self._header(), **kw))  # type: ignore[arg-type]
 
-    def post(self, path: str, data: dict[str, str], **kw: object) -> httpx.Response:
+    def post(self, path: str, data: dict[str, str] | dict[str, str | list[str]], **kw: object) -> httpx.Response:
+        """A form post; a list value is a repeated field (ticked checkboxes), as a browser sends it."""
         return self._keep(self.http.post(path, data=data, headers=self._header(), **kw))  # type: ignore[arg-type]
 
     def _header(self) -> dict[str, str]:

@@ -181,3 +181,51 @@ def test_viewers_are_offered_no_controls_and_refused_them(api: Api, browser: Bro
     assert shown.status_code == 200 and "<button type=\"submit\"" not in shown.text.split("Sign out")[1]
     refused = browser.post(f"/rollouts/{rid}/start", {"csrf_token": browser.form_token(shown.text)})
     assert refused.status_code == 403 and "viewer" in refused.text
+
+
+def test_partners_acknowledge_the_policy_from_the_overview(api: Api, browser: Browser, anna: str) -> None:
+    from cityward.services import policies
+
+    for org in ("Alpha", "Beta"):
+        organizations.create_org(api.platform.uow, api.city, org, "integrator")
+    policies.publish(api.platform.uow, api.city, policies.baseline_path().read_bytes(), "baseline.yaml")
+    password = secrets.token_urlsafe(16)
+    users.create_user(api.platform.uow, api.city, "alpha.lead", "Alpha", "operator", password=password)
+    partner = Browser(api.url)
+    partner.sign_in("alpha.lead", password)
+    home = partner.get("/").text
+    assert "Acknowledge version 1 for Alpha" in home and "Beta" not in home  # its own status only
+    assert partner.post("/policy/acknowledge", {"version": "1", "csrf_token": "forged"}).status_code == 403
+    done = partner.post("/policy/acknowledge", {"version": "1", "csrf_token": partner.form_token(home)})
+    assert done.status_code == 303
+    again = partner.get("/").text
+    assert "Acknowledge version" not in again and "by user:alpha.lead" in again
+    partner.http.close()
+
+    browser.sign_in("anna", anna)
+    city_view = browser.get("/").text
+    assert "1 of 2 partners acknowledged it" in city_view and "1 have not" in city_view
+    assert city_view.index("Beta") < city_view.index("Alpha")  # who has not acknowledged comes first
+    assert "Fleet counts as of" in city_view
+
+
+def test_devices_failing_a_rule_in_the_latest_audit(api: Api, browser: Browser, anna: str) -> None:
+    from datetime import UTC, datetime
+
+    from cityward.adapters.storage.models import DeviceStateRow
+    from cityward.domain.policy.document import parse_policy
+    from cityward.services import audit, policies
+
+    import_csv(api.platform, api.city, csv_bytes(device(i) for i in range(5)), create_missing=True)
+    browser.sign_in("anna", anna)
+    refused = browser.get("/devices?failing_rule=CRED-001")
+    assert refused.status_code == 400 and "no audit has been run yet" in refused.text
+    now = datetime.now(UTC)
+    with api.platform.uow(write=True) as uow:
+        uow.session.add(DeviceStateRow(device_id="SL-00003", online=True, status_at=now, last_seen=now,
+                                       transport="mqtt", credential_state="default"))
+        uow.commit()
+    text = policies.baseline_path().read_bytes()
+    audit.run_audit(api.platform.uow, api.city, parse_policy(text, "baseline.yaml"), text)
+    failing = browser.get("/devices?failing_rule=CRED-001").text
+    assert "1 devices match" in failing and "SL-00003" in failing and "SL-00001" not in failing

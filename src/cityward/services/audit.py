@@ -25,19 +25,20 @@ from cityward.adapters.storage.models import (
     AuditRunRow,
     DeviceRow,
     OrganizationRow,
+    PolicyVersionRow,
     ProductRow,
     WaiverRow,
     ZoneRow,
 )
-from cityward.adapters.storage.scoping import zone_tree
+from cityward.adapters.storage.scoping import scope_clause, zone_tree
 from cityward.adapters.storage.uow import UnitOfWorkFactory
-from cityward.domain.access import require_device_details
+from cityward.domain.access import Reach, require_device_details
 from cityward.domain.organizations import Caller
-from cityward.domain.policy.document import Policy, Remediation, Rule, Severity
+from cityward.domain.policy.document import Policy, Remediation, Rule, Severity, parse_policy
 from cityward.domain.policy.expr import facts_used
 from cityward.domain.responsibility import Duty, zone_chain
-from cityward.errors import InvalidInput, NotFound
-from cityward.services.policies import active_waivers, unacknowledged
+from cityward.errors import InvalidInput, NotFound, Problem
+from cityward.services.policies import active_waivers, baseline_path, unacknowledged
 
 # Who acts on a finding: the holder of the duty its remediation belongs to.
 DUTY_OF: dict[Remediation, Duty] = {
@@ -275,6 +276,16 @@ def latest_run_id(session: Session, caller: Caller, policy_name: str | None = No
     return session.scalar(q)
 
 
+def failing_devices(session: Session, caller: Caller, rule_id: str) -> Any:
+    """The ids of the devices failing `rule_id` (not waived) in the caller's latest audit, as a
+    subquery for `DeviceRow.id.in_(...)`."""
+    latest = latest_run_id(session, caller)
+    if latest is None:
+        raise InvalidInput("no audit has been run yet: run `cityward audit run` first")
+    return select(AuditFindingRow.device_id).where(
+        AuditFindingRow.run_id == latest, AuditFindingRow.rule_id == rule_id, AuditFindingRow.waiver_id.is_(None))
+
+
 @dataclass(frozen=True)
 class ProductFindings:
     manufacturer: str  # the true manufacturer's brand and model, and the labelled product's minimum
@@ -430,3 +441,164 @@ def list_findings(uow_factory: UnitOfWorkFactory, caller: Caller, run_id: int, *
         return [FindingView(f.id, f.device_id, f.rule_id, f.severity, f.evidence, org,
                             "new" if f.first_seen_run == run_id else "persisting", f.waiver_id)
                 for f, org in uow.session.execute(q)]
+
+
+# --- browsing the latest run (the dashboard's findings page) -----------------------------------
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """A rule as the policy a run evaluated states it."""
+
+    title: str
+    severity: str
+    remediation: str
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    rule_id: str
+    title: str | None  # None: the run's policy text is not stored (a file given to `audit run --policy`)
+    severity: str
+    remediation: str | None
+    findings: int  # waived ones included (they are listed, marked)
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    id: int
+    device_id: str
+    rule_id: str
+    severity: str
+    zone: str
+    responsible: str | None  # the organization that must act on it
+    evidence: dict[str, Any]
+    status: str  # new or persisting
+    waiver: int | None
+
+
+@dataclass(frozen=True)
+class FindingsFilter:
+    rule: str | None = None
+    zone: str | None = None  # includes the zones inside it
+    org: str | None = None  # the responsible organization's name
+    severity: str | None = None
+
+
+@dataclass(frozen=True)
+class FindingsPage:
+    run: RunView | None  # None: the caller's organization has not run an audit yet
+    by_rule: list[RuleCount]  # under the zone, org and severity filters (not the rule one), worst first
+    items: list[FindingRow]  # one page, in (device, rule) order
+    next_after: int | None  # the finding id the next page continues after
+
+    @property
+    def total(self) -> int:
+        return sum(r.findings for r in self.by_rule)
+
+
+_POLICY_RULES: dict[str, dict[str, RuleInfo]] = {}  # by policy SHA-256: a text never changes
+
+
+def _rules_of(s: Session, run: AuditRunRow) -> dict[str, RuleInfo]:
+    """The rules of the policy a run evaluated: its published version, or the shipped baseline
+    when the hashes agree; parsed once per policy text."""
+    if run.policy_sha256 in _POLICY_RULES:
+        return _POLICY_RULES[run.policy_sha256]
+    text: bytes | None = None
+    if run.policy_version is not None:
+        stored = s.get(PolicyVersionRow, run.policy_version)
+        text = stored.text.encode("utf-8") if stored is not None else None
+    else:
+        try:
+            baseline = baseline_path().read_bytes()
+        except OSError:
+            baseline = b""
+        text = baseline if hashlib.sha256(baseline).hexdigest() == run.policy_sha256 else None
+    if text is None or hashlib.sha256(text).hexdigest() != run.policy_sha256:
+        return {}
+    rules = {r.id: RuleInfo(r.title, r.severity.value, r.remediation.value)
+             for r in parse_policy(text, f"policy of audit run {run.id}").rules}
+    if len(_POLICY_RULES) < 32:
+        _POLICY_RULES[run.policy_sha256] = rules
+    return rules
+
+
+def browse_findings(uow_factory: UnitOfWorkFactory, caller: Caller, flt: FindingsFilter, *, limit: int = 100,
+                    after: int | None = None) -> FindingsPage:
+    """The findings of the caller's organization's latest run — the run `failing_rule` rollouts
+    act on — counted per rule and paged (keyset, in the run's (device, rule) order) by the
+    database: a city run holds millions. Devices outside the caller's scope today are left out.
+
+    A filter naming nothing that exists raises InvalidInput whose problems name the field."""
+    scope = require_device_details(caller)
+    with uow_factory() as uow:
+        s = uow.session
+        run_id = latest_run_id(s, caller)
+        run = s.get(AuditRunRow, run_id) if run_id is not None else None
+        if run is None:
+            return FindingsPage(None, [], [], None)
+        rules = _rules_of(s, run)
+        counted = dict(run.summary.get("by_rule", {}))
+        problems: list[Problem] = []
+        if flt.severity and flt.severity not in {v.value for v in Severity}:
+            problems.append(Problem(f"{flt.severity!r} is not one of {', '.join(v.value for v in Severity)}",
+                                    field="severity"))
+        if flt.rule and flt.rule not in counted and flt.rule not in rules:
+            problems.append(Problem(f"audit run {run.id} has no rule {flt.rule!r}", field="rule"))
+        org_id = None
+        if flt.org:
+            org_id = s.scalar(select(OrganizationRow.id).where(OrganizationRow.name == flt.org))
+            if org_id is None:
+                problems.append(Problem(f"no organization is called {flt.org!r}", field="org"))
+        inside: list[int] = []
+        if flt.zone:
+            zone_id = s.scalar(select(ZoneRow.id).where(ZoneRow.name == flt.zone))
+            if zone_id is None:
+                problems.append(Problem(f"no zone is called {flt.zone!r}", field="zone"))
+            else:
+                parents = zone_tree(s)
+                inside = [z for z in parents if zone_id in zone_chain(z, parents)]
+        if problems:
+            raise InvalidInput("; ".join(str(p) for p in problems), problems)
+        where: list[Any] = [AuditFindingRow.run_id == run.id]
+        if flt.severity:
+            where.append(AuditFindingRow.severity == flt.severity)
+        if org_id is not None:
+            where.append(AuditFindingRow.responsible_org_id == org_id)
+        if inside:
+            where.append(DeviceRow.zone_id.in_(inside))
+        if scope.reach is not Reach.ALL:
+            where.append(scope_clause(s, scope))
+        by_device = bool(inside) or scope.reach is not Reach.ALL
+        if by_device or org_id is not None or not all(r in rules for r in counted):
+            q = select(AuditFindingRow.rule_id, AuditFindingRow.severity, func.count()).where(*where)
+            if by_device:
+                q = q.join(DeviceRow, DeviceRow.id == AuditFindingRow.device_id)
+            found = s.execute(q.group_by(AuditFindingRow.rule_id, AuditFindingRow.severity)).all()
+            pairs = [(rid, sev, int(n)) for rid, sev, n in found]
+        else:  # the whole run as the caller sees it: the counts the run stored (a rule has one severity)
+            pairs = [(rid, rules[rid].severity, int(n)) for rid, n in counted.items()
+                     if flt.severity in (None, rules[rid].severity)]
+        order = {v.value: v.rank for v in Severity}
+        by_rule = sorted((RuleCount(rid, rules[rid].title if rid in rules else None, sev,
+                                    rules[rid].remediation if rid in rules else None, n) for rid, sev, n in pairs),
+                         key=lambda r: (-order.get(r.severity, -1), -r.findings, r.rule_id))
+        q_items = (select(AuditFindingRow, ZoneRow.name, OrganizationRow.name)
+                   .join(DeviceRow, DeviceRow.id == AuditFindingRow.device_id)
+                   .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
+                   .outerjoin(OrganizationRow, OrganizationRow.id == AuditFindingRow.responsible_org_id)
+                   .where(*where)
+                   .order_by(AuditFindingRow.device_id, AuditFindingRow.rule_id).limit(limit + 1))
+        if flt.rule:
+            q_items = q_items.where(AuditFindingRow.rule_id == flt.rule)
+        cursor = s.get(AuditFindingRow, after) if after is not None else None
+        if cursor is not None and cursor.run_id == run.id:
+            d, r = cursor.device_id, cursor.rule_id
+            q_items = q_items.where(AuditFindingRow.device_id >= d, (AuditFindingRow.device_id > d)
+                                    | (AuditFindingRow.rule_id > r))
+        rows = s.execute(q_items).all()
+        items = [FindingRow(f.id, f.device_id, f.rule_id, f.severity, zone, org, dict(f.evidence or {}),
+                            "new" if f.first_seen_run == run.id else "persisting", f.waiver_id)
+                 for f, zone, org in rows[:limit]]
+        return FindingsPage(_run_view(run), by_rule, items, items[-1].id if len(rows) > limit else None)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 
@@ -40,16 +43,35 @@ def list_events(
     target: str | None = None,
     limit: int = 100,
     before_seq: int | None = None,
+    action_prefix: str | None = None,
+    actor: str | None = None,
+    target_type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[AuditEvent]:
-    """Newest first. The city sees every event; a partner sees the events of its own org."""
+    """Newest first. The city sees every event; a partner sees the events of its own org.
+
+    `action_prefix` matches every action starting so (e.g. "rollout."); `since` is inclusive and
+    `until` exclusive. Give `target_type` with `target` where you can: the index is on the pair.
+    """
     with uow_factory() as uow:
         q = select(AuditEventRow).order_by(AuditEventRow.seq.desc()).limit(min(max(limit, 1), 1000))
         if not caller.is_city:
             q = q.where(AuditEventRow.org_id == caller.org_id)
         if action:
             q = q.where(AuditEventRow.action == action)
+        if action_prefix:
+            q = q.where(AuditEventRow.action.startswith(action_prefix[:64], autoescape=True))
+        if actor:
+            q = q.where(AuditEventRow.actor == actor[:200])
+        if target_type:
+            q = q.where(AuditEventRow.target_type == target_type[:32])
         if target:
             q = q.where(AuditEventRow.target_id == target[:200])
+        if since is not None:
+            q = q.where(AuditEventRow.at >= since)
+        if until is not None:
+            q = q.where(AuditEventRow.at < until)
         if before_seq is not None:
             q = q.where(AuditEventRow.seq < before_seq)
         return [_event(r) for r in uow.session.scalars(q)]
@@ -62,3 +84,50 @@ def chain_contains(uow_factory: UnitOfWorkFactory, caller: Caller, event_hash: s
         return uow.session.scalar(
             select(AuditEventRow.seq).where(AuditEventRow.hash == event_hash.strip().lower())
         ) is not None
+
+
+VERIFIED = "auditlog.verified"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A verification of the whole chain as recorded in the chain itself: when, by whom, what it found."""
+
+    seq: int
+    at: datetime
+    actor: str
+    report: ChainReport
+
+
+def verify_and_record(uow_factory: UnitOfWorkFactory, caller: Caller) -> ChainReport:
+    """Verify the whole chain and append the result as an event, so that the slow walk (about half
+    a minute per million events) is done on request and its last result read in one query."""
+    report = verify_auditlog(uow_factory, caller)
+    with uow_factory(write=True) as uow:
+        uow.record(caller, VERIFIED, "audit_log", "chain", after={
+            "ok": report.ok, "events": report.events, "head": report.head,
+            "first_broken": report.first_broken, "reason": report.reason})
+        uow.commit()
+    return report
+
+
+def last_verification(uow_factory: UnitOfWorkFactory, caller: Caller) -> Verification | None:
+    """The latest recorded verification (None: never verified, or its record is unreadable)."""
+    require_city_admin(caller, "verify the audit log")
+    with uow_factory() as uow:
+        row = uow.session.scalar(select(AuditEventRow).where(AuditEventRow.action == VERIFIED)
+                                 .order_by(AuditEventRow.seq.desc()).limit(1))
+        if row is None:
+            return None
+        report = _report(row.after)
+        return None if report is None else Verification(row.seq, row.at, row.actor, report)
+
+
+def _report(after: Any) -> ChainReport | None:
+    if not isinstance(after, dict):
+        return None
+    events, head, broken, reason = (after.get(k) for k in ("events", "head", "first_broken", "reason"))
+    if (not isinstance(events, int) or not isinstance(head, str) or not isinstance(broken, int | None)
+            or not isinstance(reason, str | None)):
+        return None
+    return ChainReport(events, head, broken, reason)

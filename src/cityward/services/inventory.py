@@ -51,6 +51,7 @@ from cityward.domain.responsibility import (
 )
 from cityward.domain.zones import Criticality
 from cityward.errors import InvalidInput, NotFound, Problem
+from cityward.services.audit import failing_devices
 from cityward.services.organizations import city_org, org_id_named
 
 MAX_LISTED = 200  # problems shown per import; the rest are counted
@@ -378,6 +379,7 @@ class DeviceFilter:
     never_seen: bool = False
     online: bool | None = None  # True: reporting now; False: went offline (never-seen excluded)
     id_prefix: str | None = None
+    failing_rule: str | None = None  # failing this rule (not waived) in the caller's latest audit
 
 
 @dataclass(frozen=True)
@@ -409,6 +411,7 @@ class Page:
     items: list[DeviceView]
     total: int | None  # counted on the first page only: a count per page is costly at 1M devices
     next_after: str | None
+    total_is_floor: bool = False  # counting stopped at the cap: at least `total` devices match
 
 
 _Owner = aliased(OrganizationRow)
@@ -428,10 +431,14 @@ def _device_query(session: Session, caller: Caller, flt: DeviceFilter) -> Any:
     for col, alias in _ORG_ALIASES.items():
         q = q.outerjoin(alias, alias.id == getattr(DeviceRow, stg.ORG_REFERENCES[col]))
     q = q.where(scope_clause(session, scope))
-    return apply_filter(session, q, flt)
+    return apply_filter(session, q, flt, caller)
 
 
-def apply_filter(session: Session, q: Any, flt: DeviceFilter) -> Any:
+def apply_filter(session: Session, q: Any, flt: DeviceFilter, caller: Caller | None = None) -> Any:
+    """`q` narrowed by every filter given (`failing_rule` reads the caller's latest audit)."""
+    if flt.failing_rule:
+        assert caller is not None, "a failing_rule filter needs the caller whose audit it reads"
+        q = q.where(DeviceRow.id.in_(failing_devices(session, caller, flt.failing_rule)))
     if flt.kind:
         q = q.where(DeviceRow.kind == flt.kind.lower())
     if flt.zone:
@@ -531,21 +538,31 @@ def list_devices(
     *,
     limit: int = 100,
     after: str | None = None,
+    count_up_to: int | None = None,
 ) -> Page:
-    """One page of devices in id order (keyset pagination: pass `next_after` back as `after`)."""
+    """One page of devices in id order (keyset pagination: pass `next_after` back as `after`).
+
+    The first page carries the number of matching devices; with `count_up_to`, counting stops
+    there (a person reads "more than 10,000" as well as the exact figure, which at a million
+    devices costs a scan of every match)."""
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000")
     with uow_factory() as uow:
         q = _device_query(uow.session, caller, flt)
-        total = None
+        total, floor = None, False
         if after is None:
-            total = int(uow.session.scalar(select(func.count()).select_from(q.subquery())) or 0)
+            counted = q.with_only_columns(DeviceRow.id)
+            if count_up_to is not None:
+                counted = counted.limit(count_up_to + 1)
+            total = int(uow.session.scalar(select(func.count()).select_from(counted.subquery())) or 0)
+            if count_up_to is not None and total > count_up_to:
+                total, floor = count_up_to, True
         else:
             q = q.where(DeviceRow.id > after)
         rows = uow.session.execute(q.order_by(DeviceRow.id).limit(limit + 1)).all()
         resp = _Responsibility(uow.session)
         items = [_view(r, resp) for r in rows[:limit]]
-    return Page(items, total, items[-1].id if len(rows) > limit else None)
+    return Page(items, total, items[-1].id if len(rows) > limit else None, floor)
 
 
 def get_device(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str) -> DeviceView:
@@ -604,6 +621,6 @@ def summarize_devices(
             .order_by(ProductRow.origin_brand, ProductRow.brand, ProductRow.model,
                       DeviceRow.firmware_version)
         )
-        q = apply_filter(uow.session, q, flt)
+        q = apply_filter(uow.session, q, flt, caller)
         return [SummaryRow(*r) for r in uow.session.execute(q)]
 

@@ -136,6 +136,46 @@ def unacknowledged(uow_factory: UnitOfWorkFactory, version: int) -> list[str]:
             .where(OrganizationRow.kind.in_([k.value for k in ACKNOWLEDGING]))) if oid not in acked)
 
 
+@dataclass(frozen=True)
+class Acknowledgement:
+    org: str
+    kind: str
+    acked_at: datetime | None  # None: not acknowledged yet
+    acked_by: str | None
+
+
+@dataclass(frozen=True)
+class AcknowledgementStatus:
+    version: int
+    name: str
+    published_at: datetime
+    partners: list[Acknowledgement]  # not acknowledged first
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for p in self.partners if p.acked_at is None)
+
+
+def acknowledgement_status(uow_factory: UnitOfWorkFactory, caller: Caller) -> AcknowledgementStatus | None:
+    """Who acknowledged the version in force (None: nothing published). The city sees every partner
+    expected to acknowledge it; a partner sees its own organization only."""
+    with uow_factory() as uow:
+        s = uow.session
+        number = _in_force_number(s)
+        if number is None:
+            return None
+        version = s.get(PolicyVersionRow, number)
+        assert version is not None
+        q = (select(OrganizationRow.name, OrganizationRow.kind, PolicyAckRow.acked_at, PolicyAckRow.acked_by)
+             .outerjoin(PolicyAckRow, (PolicyAckRow.org_id == OrganizationRow.id) & (PolicyAckRow.version == number))
+             .where(OrganizationRow.kind.in_([k.value for k in ACKNOWLEDGING])))
+        if not caller.is_city:
+            q = q.where(OrganizationRow.id == caller.org_id)
+        partners = [Acknowledgement(name, kind, at, by) for name, kind, at, by in s.execute(q)]
+    partners.sort(key=lambda p: (p.acked_at is not None, p.org.casefold()))
+    return AcknowledgementStatus(number, version.name, version.published_at, partners)
+
+
 # --- waivers --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

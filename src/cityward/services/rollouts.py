@@ -20,7 +20,6 @@ from cityward.adapters.storage import vuln_frames
 from cityward.adapters.storage.models import (
     AdvisoryEntryRow,
     AdvisoryRow,
-    AuditFindingRow,
     DesiredConfigRow,
     DeviceRow,
     DeviceSecretRow,
@@ -57,7 +56,7 @@ from cityward.domain.rollouts import (
 from cityward.domain.zones import Criticality, MaintenanceWindow
 from cityward.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Problem
 from cityward.services import credentials, firmware
-from cityward.services.audit import latest_run_id
+from cityward.services.audit import failing_devices
 from cityward.services.configs import selector_filter
 from cityward.services.inventory import DeviceFilter, apply_filter
 
@@ -152,15 +151,9 @@ def _candidates(s: Session, caller: Caller, req: RolloutRequest) -> list[_Candid
          .where(scope_clause(s, scope)))
     if not caller.is_city:  # a partner acts only where it holds the duty this work belongs to
         q = q.where(responsible_clause(s, caller.org_id, frozenset({DUTY_FOR.get(req.operation, Duty.MAINTAIN)})))
-    q = apply_filter(s, q, req.target.selector)
+    q = apply_filter(s, q, req.target.selector, caller)
     if req.target.failing_rule:
-        latest = latest_run_id(s, caller)
-        if latest is None:
-            raise InvalidInput("no audit has been run yet: run cityward audit run first")
-        failing = (select(AuditFindingRow.device_id).where(
-            AuditFindingRow.run_id == latest, AuditFindingRow.rule_id == req.target.failing_rule,
-            AuditFindingRow.waiver_id.is_(None)))
-        q = q.where(DeviceRow.id.in_(failing))
+        q = q.where(DeviceRow.id.in_(failing_devices(s, caller, req.target.failing_rule)))
     if req.target.advisory:
         cves = advisory_cves(s, req.target.advisory)
         q = q.where(exists().where(vuln_frames.on_device(), VulnMatchRow.cve.in_(cves)))
@@ -524,3 +517,31 @@ def actions(uow_factory: UnitOfWorkFactory, caller: Caller, rollout_id: int, *, 
             q = q.where(RolloutActionRow.status == status)
         return [ActionView(a.device_id, a.wave, a.status, a.attempts, a.detail) for a in uow.session.scalars(q)]
 
+
+
+@dataclass(frozen=True)
+class DeviceActionView:
+    rollout_id: int
+    rollout: str  # the rollout's name
+    operation: str
+    status: str
+    attempts: int
+    updated_at: datetime
+    detail: str | None  # why it was skipped, or the device's error
+
+
+def device_history(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str,
+                   limit: int = 50) -> list[DeviceActionView]:
+    """What rollouts did (or will do) to one device, newest first: every rollout for the city, a
+    partner's own rollouts for a partner. One lookup by device (ix_rollout_actions_device_status)."""
+    require_device_details(caller)
+    with uow_factory() as uow:
+        q = (select(RolloutActionRow.rollout_id, RolloutRow.name, RolloutRow.operation, RolloutActionRow.status,
+                    RolloutActionRow.attempts, RolloutActionRow.updated_at, RolloutActionRow.detail)
+             .join(RolloutRow, RolloutRow.id == RolloutActionRow.rollout_id)
+             .where(RolloutActionRow.device_id == device_id)
+             .order_by(RolloutActionRow.updated_at.desc(), RolloutActionRow.id.desc())
+             .limit(min(max(limit, 1), 500)))
+        if not caller.is_city:
+            q = q.where(RolloutRow.org_id == caller.org_id)
+        return [DeviceActionView(*r) for r in uow.session.execute(q)]

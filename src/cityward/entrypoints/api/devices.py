@@ -57,12 +57,13 @@ def device_filter(
     never_seen: Annotated[bool, Query(description="only devices never seen")] = False,
     online: Annotated[bool | None, Query(description="true: reporting now; false: went offline")] = None,
     id_prefix: Annotated[str | None, _text("device ids starting with this", 64)] = None,
+    failing_rule: Annotated[str | None, _text("failing this rule in your latest audit", 64)] = None,
 ) -> DeviceFilter:
     return DeviceFilter(
         kind=kind, zone=zone, brand=brand, manufacturer=manufacturer, firmware=firmware, org=org,
         tag=tag, seen_before=seen_before,
         seen_after=seen_after,
-        never_seen=never_seen, online=online, id_prefix=id_prefix,
+        never_seen=never_seen, online=online, id_prefix=id_prefix, failing_rule=failing_rule,
     )
 
 

@@ -21,8 +21,18 @@ from cityward.entrypoints.cli.livecity import LiveCity
 from cityward.entrypoints.cli.remediation import remediate
 from cityward.entrypoints.cli.render import err, out, table
 from cityward.entrypoints.reports import html
-from cityward.errors import Conflict
-from cityward.services import advisories, catalog, inventory, organizations, setup, tokens, vulnerabilities, zones
+from cityward.errors import Conflict, NotFound
+from cityward.services import (
+    advisories,
+    catalog,
+    inventory,
+    organizations,
+    setup,
+    tokens,
+    users,
+    vulnerabilities,
+    zones,
+)
 from cityward.services.audit import AuditReport, run_audit, trend
 from cityward.services.overview import fleet_overview, live_overview
 from cityward.services.policies import policy_to_audit
@@ -55,6 +65,7 @@ def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: 
             before = audit_posture(platform, caller)
             if city_live is not None:
                 remediate_and_reaudit(platform, caller, city_live, seed, before)
+            show_dashboard_sign_in(platform, caller, port, serving=serve)
             if serve:
                 issued = tokens.create_token(platform.uow, caller, caller.org_name, "demo session",
                                              "admin", timedelta(days=1))
@@ -154,13 +165,31 @@ def show_live(platform: Platform, caller: Caller, stats: dict[str, Any]) -> None
 
 def _city_admin(platform: Platform, city: DemoCity) -> Caller:
     if not organizations.is_initialized(platform.uow):
-        inst = setup.initialize(platform.uow, city.name, f"local:{_user()}")
+        # No dashboard user here: the demo's own one gets a fresh password at the end of each run.
+        inst = setup.initialize(platform.uow, city.name, f"local:{_user()}", admin_user=None)
         platform.settings.secret_key_bytes()
-        user = inst.admin_user
-        signin = f"\ndashboard sign-in (shown once): {user.user.username} / {user.password}" if user else ""
-        out.print(Panel(f"first admin token for {inst.city} (shown once):\n{inst.admin_token.secret}{signin}",
+        out.print(Panel(f"first admin token for {inst.city} (shown once):\n{inst.admin_token.secret}",
                         title="cityward initialized", expand=False))
     return organizations.local_operator(platform.uow, _user())
+
+
+DEMO_USER = "demo"
+
+
+def show_dashboard_sign_in(platform: Platform, caller: Caller, port: int | None, *, serving: bool) -> None:
+    """The demo's last word: where the dashboard is and a sign-in for it. The `demo` user (a city
+    admin the demo owns) gets a new generated password on every run, shown this once; users made
+    with `cityward users create` are never touched."""
+    try:
+        issued = users.set_password(platform.uow, caller, DEMO_USER)
+    except NotFound:
+        issued = users.create_user(platform.uow, caller, DEMO_USER, caller.org_name, "admin")
+    settings = platform.settings
+    host = "localhost" if settings.api_host in ("127.0.0.1", "::1") else settings.api_host
+    address = f"http://{host}:{port or settings.api_port}/"
+    where = f"dashboard: {address}" if serving else f"dashboard: run `cityward serve`, then open {address}"
+    out.print(Panel(f"{where}\nsign in as [bold]{DEMO_USER}[/] / [bold]{issued.password}[/]  "
+                    f"(a new password each run, shown once)", title="see it in the browser", expand=False))
 
 
 def install_city(platform: Platform, caller: Caller, city: DemoCity) -> int:

@@ -34,11 +34,12 @@ def parse_age(text: str) -> timedelta:
 
 def _filter(kind: str | None, zone: str | None, brand: str | None, manufacturer: str | None,
             firmware: str | None, org: str | None, tag: str | None,
-            not_seen_for: str | None, never_seen: bool, online: bool | None = None) -> DeviceFilter:
+            not_seen_for: str | None, never_seen: bool, online: bool | None = None,
+            failing_rule: str | None = None) -> DeviceFilter:
     before = datetime.now(UTC) - parse_age(not_seen_for) if not_seen_for else None
     return DeviceFilter(kind=kind, zone=zone, brand=brand, manufacturer=manufacturer,
                         firmware=firmware, org=org, tag=tag, seen_before=before,
-                        never_seen=never_seen, online=online)
+                        never_seen=never_seen, online=online, failing_rule=failing_rule)
 
 
 KindOpt = Annotated[str | None, typer.Option(help="Device kind, e.g. streetlight, camera.")]
@@ -140,12 +141,14 @@ def list_(
     kind: KindOpt = None, zone: ZoneOpt = None, brand: BrandOpt = None,
     manufacturer: MfrOpt = None, firmware: FwOpt = None, org: OrgOpt = None, tag: TagOpt = None,
     not_seen_for: SeenOpt = None, never_seen: NeverOpt = False, online: OnlineOpt = None,
+    failing_rule: Annotated[str | None, typer.Option(
+        "--failing-rule", help="Devices failing this rule in your latest audit, e.g. CRED-001.")] = None,
     limit: Annotated[int, typer.Option(help="Devices per page (1-1000).")] = 50,
     after: Annotated[str | None, typer.Option(help="Start after this device id (next page).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Devices in your scope, filtered; prints the cursor for the next page."""
-    flt = _filter(kind, zone, brand, manufacturer, firmware, org, tag, not_seen_for, never_seen, online)
+    flt = _filter(kind, zone, brand, manufacturer, firmware, org, tag, not_seen_for, never_seen, online, failing_rule)
     page = inventory.list_devices(CTX.platform.uow, CTX.caller, flt, limit=limit, after=after)
     if json_out:
         print_json({"items": [d.record | {"manufacturer": d.manufacturer, "responsible": d.responsible,

@@ -14,6 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cityward.domain import users as rules
+from cityward.domain.organizations import Role
 from cityward.domain.rollouts import Control
 from cityward.entrypoints.web import advisories as advisory_pages
 from cityward.entrypoints.web import audit_log, findings, fleet, operations
@@ -28,7 +29,8 @@ from cityward.entrypoints.web.common import (
     platform_of,
 )
 from cityward.errors import AuthenticationFailed
-from cityward.services import audit, overview, rollouts, users, vulnerabilities
+from cityward.services import audit, overview, policies, rollouts, users
+from cityward.services.snapshots import Snapshots
 
 LOGIN_COOKIE = "cw_login"  # the sign-in form's CSRF secret, before there is a session
 
@@ -104,20 +106,35 @@ def logout(request: Request, active: SessionDep, csrf_token: Annotated[str, Form
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, active: SessionDep) -> HTMLResponse:
+    """Fleet-wide counts come from a snapshot of the caller's scope (recounted in the background
+    when older than `web_overview_fresh_s`, its time shown); the audit, rollouts and acknowledgements are
+    small reads, current on every load."""
     platform = platform_of(request)
     caller = active.caller
-    fleet = overview.fleet_overview(platform.uow, caller)
-    live = overview.live_overview(platform.uow, caller)
+    snapshots: Snapshots[overview.Posture] = request.app.state.posture
+    snap = snapshots.get(overview.posture_key(caller), lambda: overview.posture(platform.uow, caller))
+    fleet = snap.value.fleet
     runs = audit.list_runs(platform.uow, caller, limit=1)
     latest = audit.get_run(platform.uow, caller, runs[0].id)[1] if runs else None
     points = audit.trend(platform.uow, caller, runs[0].policy) if runs else []
-    kev_devices, kev_cves = vulnerabilities.known_exploited_exposure(platform.uow, caller)
     in_progress = [r for r in rollouts.list_rollouts(platform.uow, caller, limit=20)
                    if r.control != Control.ABORTED and r.done < r.total]
-    return page(request, "overview.html", session=active, active="overview", fleet=fleet, live=live,
+    return page(request, "overview.html", session=active, active="overview", fleet=fleet, live=snap.value.live,
                 kinds=_bars(fleet.by_kind), zones=_bars(fleet.by_zone[:12]), run=runs[0] if runs else None,
                 severities=_bars(list((latest or {}).get("by_severity", {}).items())),
-                trend=_trend(points), kev_devices=kev_devices, kev_cves=kev_cves, rollouts=in_progress)
+                trend=_trend(points), kev_devices=snap.value.kev_devices, kev_cves=snap.value.kev_cves,
+                rollouts=in_progress, counted=snap, fresh_s=int(snapshots.fresh_s),
+                acks=policies.acknowledgement_status(platform.uow, caller),
+                may_acknowledge=caller.role is not Role.VIEWER)
+
+
+@router.post("/policy/acknowledge")
+def acknowledge_policy(request: Request, active: SessionDep, csrf_token: Annotated[str, Form(max_length=200)] = "",
+                       version: Annotated[int, Form(ge=1, le=2**31 - 1)] = 1) -> Response:
+    """A partner acknowledges the policy version it was shown (not whatever is newest by then)."""
+    check_csrf(active, csrf_token)
+    policies.acknowledge(platform_of(request).uow, active.caller, version)
+    return RedirectResponse("/#policy", status_code=303)
 
 
 def _trend(points: list[audit.TrendPoint]) -> dict[str, Any] | None:
@@ -190,6 +207,7 @@ def install_web(app: FastAPI) -> None:
     app.add_exception_handler(NotSignedIn, not_signed_in)
     app.add_exception_handler(CsrfRefused, csrf_refused)
     app.state.html_error = _html_error
+    app.state.posture = Snapshots[overview.Posture](fresh_s=app.state.platform.settings.web_overview_fresh_s)
     app.add_middleware(_PageHeaders)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)

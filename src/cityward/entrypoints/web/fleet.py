@@ -8,30 +8,33 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from cityward.entrypoints.web import audit_log
 from cityward.entrypoints.web.common import SessionDep, page, platform_of
 from cityward.errors import InvalidInput, NotFound
 from cityward.services import inventory, vulnerabilities
 
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 50
+COUNT_UP_TO = 10_000  # "more than 10,000 devices match": exact beyond that costs a scan of every match
 Text = Annotated[str, Query(max_length=100)]
 
 
 @router.get("/devices", response_class=HTMLResponse)
 def devices(request: Request, active: SessionDep, kind: Text = "", zone: Text = "", brand: Text = "",
-            manufacturer: Text = "", firmware: Text = "", org: Text = "",
+            manufacturer: Text = "", firmware: Text = "", org: Text = "", failing_rule: Text = "",
             online: Annotated[str, Query(pattern="^(|yes|no|never)$")] = "",
             after: Annotated[str, Query(max_length=64)] = "") -> HTMLResponse:
     chosen = {"kind": kind, "zone": zone, "brand": brand, "manufacturer": manufacturer, "firmware": firmware,
-              "org": org, "online": online}
+              "org": org, "failing_rule": failing_rule, "online": online}
     given = {k: v.strip() or None for k, v in chosen.items()}
     flt = inventory.DeviceFilter(kind=given["kind"], zone=given["zone"], brand=given["brand"],
                                  manufacturer=given["manufacturer"], firmware=given["firmware"], org=given["org"],
-                                 online={"yes": True, "no": False}.get(online), never_seen=online == "never")
+                                 failing_rule=given["failing_rule"], online={"yes": True, "no": False}.get(online),
+                                 never_seen=online == "never")
     error = None
     try:
         found = inventory.list_devices(platform_of(request).uow, active.caller, flt, limit=PER_PAGE,
-                                       after=after or None)
+                                       after=after or None, count_up_to=COUNT_UP_TO)
     except (NotFound, InvalidInput) as exc:  # e.g. a zone or organization that does not exist
         found, error = inventory.Page([], 0, None), str(exc)
     query = {k: v for k, v in chosen.items() if v}
@@ -52,4 +55,6 @@ def device(request: Request, active: SessionDep, device_id: str) -> HTMLResponse
         ("last seen", shown.last_seen and f"{shown.last_seen:%Y-%m-%d %H:%M} UTC"),
         ("credentials", shown.credential_state), ("serial", shown.serial), ("MAC", shown.mac),
         ("address", shown.address), ("protocol", shown.protocol), ("end of support", shown.end_of_support)]
-    return page(request, "device.html", session=active, active="devices", device=shown, facts=facts, vulns=vulns)
+    history = audit_log.device_history(platform, active.caller, device_id)
+    return page(request, "device.html", session=active, active="devices", device=shown, facts=facts, vulns=vulns,
+                operations=history.operations, events=history.events, history_limit=audit_log.HISTORY)
