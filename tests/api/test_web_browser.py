@@ -8,6 +8,7 @@ sign out; a partner's user is refused another partner's device. Screenshots of e
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from api_support import Api, small_rollout
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
-from tests.helpers import csv_bytes, device, import_csv
+from tests.helpers import HEADER, csv_bytes, device, import_csv
 
 from cityward.services import advisories, organizations, rollouts, users
 
@@ -199,3 +200,60 @@ def test_start_and_watch_a_rollout_on_the_simulated_city(api: Api, chromium: Bro
             executor.join(30)
         for device_id in chosen:  # each device really rebooted, once
             assert sum(live.sim.device(device_id)["applied"].values()) == 1, live.sim.device(device_id)
+
+
+def test_findings_to_a_rollout_then_an_advisory_and_the_audit_log(api: Api, chromium: Browser) -> None:
+    """From the latest audit's findings, two ticked devices become a rollout once its plan was
+    seen; an advisory shows who it affects; the audit log's chain is verified from its page."""
+    from cityward.services import audit, policies
+
+    backend = api.platform.engine.dialect.name
+    rows = [device(i, protocol="mqtt") for i in range(8)]
+    rows.append(device(20, id="CAM-1", kind="camera", brand="Hikvision", model="DS-2CD2026G2-IU/SL",
+                       firmware_version="V5.5.113 build 210317", protocol="mqtt"))
+    import_csv(api.platform, api.city, csv_bytes(rows, [*HEADER, "protocol"]), create_missing=True)
+    advisories.rematch(api.platform.uow, api.city,
+                       advisories.import_advisories(api.platform.uow, api.city, str(FIXTURES)))
+    chosen = policies.policy_to_audit(api.platform.uow)
+    audit.run_audit(api.platform.uow, api.city, chosen.policy, chosen.text, version=chosen.version)
+    password = secrets.token_urlsafe(16)
+    users.create_user(api.platform.uow, api.city, "sec.lead", "Springfield", "admin", password=password)
+    base = api.url.replace("127.0.0.1", "localhost")
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        _sign_in(page, base, "sec.lead", password)
+        page.get_by_role("link", name="Findings").click()
+        expect(page.get_by_role("heading", name="By rule")).to_be_visible()
+        page.get_by_role("region", name="By rule").get_by_role("link").first.click()
+        _shot(page, "findings", backend)
+        boxes = page.get_by_role("checkbox")
+        first, second = (boxes.nth(i).get_attribute("value") for i in range(2))
+        boxes.nth(0).check()
+        boxes.nth(1).check()
+        page.get_by_label("Operation").select_option("reboot")
+        page.get_by_role("button", name="Plan remediation for the selected devices").click()
+        expect(page.get_by_role("heading", name="Plan remediation: reboot")).to_be_visible()
+        expect(page.locator("main")).to_contain_text(str(first))
+        expect(page.locator("main")).to_contain_text(str(second))
+        assert rollouts.list_rollouts(api.platform.uow, api.city) == []  # a plan, nothing created yet
+        _shot(page, "plan", backend)
+        page.get_by_role("button", name="Create the rollout").click()
+        expect(page).to_have_url(re.compile(rf"{re.escape(base)}/rollouts/\d+$"))
+        expect(page.locator("#done")).to_have_text("0 of 2")
+
+        page.get_by_role("link", name="Advisories").click()
+        expect(page.get_by_role("heading", name="Advisories")).to_be_visible()
+        _shot(page, "advisories", backend)
+        page.get_by_role("row").filter(has_text="Hikvision").first.get_by_role("link").first.click()
+        expect(page.get_by_role("heading", name="Affected devices by model and firmware (1)")).to_be_visible()
+        expect(page.locator("main")).to_contain_text("V5.5.113 build 210317")
+        _shot(page, "advisory", backend)
+
+        page.get_by_role("link", name="Audit log").click()
+        page.get_by_role("button", name="Verify now").click()
+        expect(page.get_by_role("status")).to_contain_text("Chain intact")
+        expect(page.locator("main")).to_contain_text("rollout.created")
+        _shot(page, "audit-log", backend)
+    finally:
+        context.close()
