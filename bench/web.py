@@ -12,7 +12,12 @@ user signs in over HTTP like a browser (CSRF token, session cookie), then each p
 - the overview (`/`): fleet counts, live state, latest audit and trend, KEV exposure, rollouts;
 - a filtered device page (`/devices?kind=camera&online=yes`), first page with its total count;
 - the same filter two pages deep (keyset: `after=` the last id of the previous page);
-- one device's page (`/devices/<id>`), with its matched vulnerabilities.
+- one device's page (`/devices/<id>`), with its matched vulnerabilities and history;
+- the findings of the latest audit (all, and the high-severity ones), the advisories (all, and
+  those in KEV) with their affected devices, and the audit log's newest page.
+
+The overview is also measured on a server whose snapshot is always stale (recounted behind every
+request), and its first load (the fleet counted while the viewer waits) is reported apart.
 
 It prints p50/p95/max per page and the goal (p95 < 300 ms, set for 1,000,000 devices on
 PostgreSQL). A measurement, not a test: nothing here asserts.
@@ -178,7 +183,8 @@ def main() -> None:
                 deep = re.search(r'href="([^"]+)" rel="next"', deeper.text)
                 pages = ["/", "/devices?kind=camera&online=yes",
                          deep.group(1).replace("&amp;", "&") if deep else "/devices?kind=camera&online=yes",
-                         f"/devices/{ids[len(ids) // 2]}"]
+                         f"/devices/{ids[len(ids) // 2]}", "/findings", "/findings?severity=high", "/advisories",
+                         "/advisories?kev=yes", "/audit-log"]
                 results = [timed(client, p, args.requests) for p in pages]
             finally:
                 server.terminate()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cityward.domain.access import require_device_write
@@ -119,39 +119,45 @@ def _form(req: RolloutRequest, target: str) -> dict[str, Any]:
             "devices": list(req.target.device_ids)}
 
 
-@router.post("/findings/plan", response_class=HTMLResponse)
-def plan(request: Request, active: SessionDep, csrf_token: FormText = "",
-         device: Annotated[list[str] | None, Form()] = None, operation: FormText = "",
-         rule: FormText = "", target: FormText = "selected", config: FormText = "", reason: FormText = "",
-         name: FormText = "") -> HTMLResponse:
-    """The dry run: the plan as `rollout plan` shows it; nothing is stored or sent."""
+def _requested(active: SessionDep, csrf_token: FormText = "", device: Annotated[list[str] | None, Form()] = None,
+               operation: FormText = "", rule: FormText = "", target: FormText = "selected", config: FormText = "",
+               reason: FormText = "", name: FormText = "") -> tuple[RolloutRequest, str]:
+    """The remediation form (the plan's and its confirmation's): CSRF checked, the request built."""
     check_csrf(active, csrf_token)
-    req = _request(device or [], operation, rule, target, config, reason, name)
+    return _request(device or [], operation, rule, target, config, reason, name), target
+
+
+Requested = Annotated[tuple[RolloutRequest, str], Depends(_requested)]
+
+
+@router.post("/findings/plan", response_class=HTMLResponse)
+def plan(request: Request, active: SessionDep, requested: Requested) -> HTMLResponse:
+    """The dry run: the plan as `rollout plan` shows it; nothing is stored or sent."""
+    req, target = requested
     platform = platform_of(request)
     try:
         summary = rollouts.plan(platform.uow, active.caller, req, platform.settings.firmware_dir)
     except InvalidInput as exc:  # e.g. every device skipped: the reasons are the problems
-        return page(request, "remediate.html", 422, session=active, active="findings", mode="findings",
-                    req=req, error=exc.message, problems=exc.problems, hint=exc.hint, back=_back(req))
+        return _refused(request, active, req, exc)
     return page(request, "remediate.html", session=active, active="findings", mode="findings", req=req,
                 summary=summary, form=_form(req, target), back=_back(req))
 
 
 @router.post("/findings/create")
-def create(request: Request, active: SessionDep, csrf_token: FormText = "",
-           device: Annotated[list[str] | None, Form()] = None, operation: FormText = "",
-           rule: FormText = "", target: FormText = "selected", config: FormText = "", reason: FormText = "",
-           name: FormText = "") -> Response:
+def create(request: Request, active: SessionDep, requested: Requested) -> Response:
     """The confirmed plan, stored (planned again inside the write: devices may have changed)."""
-    check_csrf(active, csrf_token)
-    req = _request(device or [], operation, rule, target, config, reason, name)
+    req, _target = requested
     platform = platform_of(request)
     try:
         rollout_id, _summary = rollouts.create(platform.uow, active.caller, req, platform.settings.firmware_dir)
     except InvalidInput as exc:
-        return page(request, "remediate.html", 422, session=active, active="findings", mode="findings",
-                    req=req, error=exc.message, problems=exc.problems, hint=exc.hint, back=_back(req))
+        return _refused(request, active, req, exc)
     return RedirectResponse(f"/rollouts/{rollout_id}", status_code=303)
+
+
+def _refused(request: Request, active: users.WebSession, req: RolloutRequest, exc: InvalidInput) -> HTMLResponse:
+    return page(request, "remediate.html", 422, session=active, active="findings", mode="findings",
+                req=req, error=exc.message, problems=exc.problems, hint=exc.hint, back=_back(req))
 
 
 def _back(req: RolloutRequest) -> str:
