@@ -139,3 +139,32 @@ def test_config_drift_is_measured_against_the_desired_configuration(platform: Pl
     report = audit.run_audit(platform.uow, fleet, parse_policy(DRIFT, "d.yaml"), DRIFT, NOW)
     found = report.finding_list()
     assert [(f.device_id, f.evidence) for f in found] == [("SL-00002", {"config_drift": True})]
+
+
+def test_browsing_findings_by_severity_pages_through_every_rule_of_it(platform: Platform, city: Caller) -> None:
+    """Two rules share a severity: pages of three, filtered by it, list exactly that severity's
+    findings in (device, rule) order, as one walk per rule merged."""
+    text = b"""
+name: severities
+rules:
+  - {id: A-1, title: a, rationale: r, severity: low, condition: "kind == 'streetlight'",
+     controls: {nist_ir_8259a: [device_identification]}, remediation: replace_device}
+  - {id: B-1, title: b, rationale: r, severity: low, condition: "firmware_version == '2.0.0'",
+     controls: {nist_ir_8259a: [device_identification]}, remediation: replace_device}
+  - {id: C-1, title: c, rationale: r, severity: high, condition: "kind == 'streetlight'",
+     controls: {nist_ir_8259a: [device_identification]}, remediation: replace_device}
+"""
+    import_csv(platform, city, csv_bytes(device(i, firmware_version="2.0.0" if i % 2 else "1.2.3") for i in range(7)),
+               create_missing=True)
+    audit.run_audit(platform.uow, city, parse_policy(text, "s.yaml"), text, NOW)
+    expected = sorted([(f"SL-{i:05d}", "A-1") for i in range(7)] + [(f"SL-{i:05d}", "B-1") for i in range(1, 7, 2)])
+    seen: list[tuple[str, str]] = []
+    after = None
+    while True:
+        found = audit.browse_findings(platform.uow, city, audit.FindingsFilter(severity="low"), limit=3, after=after)
+        seen += [(f.device_id, f.rule_id) for f in found.items]
+        if found.next_after is None:
+            break
+        after = found.next_after
+    assert seen == expected
+    assert {r.rule_id: r.findings for r in found.by_rule} == {"A-1": 7, "B-1": 3}

@@ -262,3 +262,29 @@ def test_findings_to_a_rollout_then_an_advisory_and_the_audit_log(api: Api, chro
         _shot(page, "audit-log", backend)
     finally:
         context.close()
+
+
+def test_the_pages_fit_a_tablet(api: Api, chromium: Browser) -> None:
+    """At 768 by 1024 pixels no page scrolls sideways (wide tables scroll inside themselves), and the main
+    navigation stays reachable."""
+    backend = api.platform.engine.dialect.name
+    rows = [device(i, serial=f"SERIAL-{'X' * 40}-{i}") for i in range(30)]
+    import_csv(api.platform, api.city, csv_bytes(rows), create_missing=True)
+    password = secrets.token_urlsafe(16)
+    users.create_user(api.platform.uow, api.city, "field.tablet", "Springfield", "operator", password=password)
+    base = api.url.replace("127.0.0.1", "localhost")
+    context = chromium.new_context(viewport={"width": 768, "height": 1024}, is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        _sign_in(page, base, "field.tablet", password)
+        for path, name in (("/", "overview"), ("/devices", "devices"), ("/findings", "findings"),
+                           ("/advisories", "advisories"), ("/rollouts", "rollouts"), ("/audit-log", "audit-log"),
+                           ("/devices/SL-00003", "device")):
+            page.goto(f"{base}{path}")
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= 768, f"{path} is {wide} px wide on a 768 px tablet"
+            expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+            if name in ("overview", "devices", "audit-log"):
+                _shot(page, f"tablet-{name}", backend)
+    finally:
+        context.close()

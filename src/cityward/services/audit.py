@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select, union_all
 from sqlalchemy.orm import Session
 
 from cityward.adapters.policy_polars import compile_condition
@@ -584,21 +584,42 @@ def browse_findings(uow_factory: UnitOfWorkFactory, caller: Caller, flt: Finding
         by_rule = sorted((RuleCount(rid, rules[rid].title if rid in rules else None, sev,
                                     rules[rid].remediation if rid in rules else None, n) for rid, sev, n in pairs),
                          key=lambda r: (-order.get(r.severity, -1), -r.findings, r.rule_id))
+        page_where = list(where)
+        cursor = s.get(AuditFindingRow, after) if after is not None else None
+        if cursor is not None and cursor.run_id == run.id:
+            d, r = cursor.device_id, cursor.rule_id
+            page_where += [AuditFindingRow.device_id >= d, (AuditFindingRow.device_id > d)
+                           | (AuditFindingRow.rule_id > r)]
+        if flt.rule:
+            page_where.append(AuditFindingRow.rule_id == flt.rule)
+        elif flt.severity:  # one short walk of ix_audit_findings_run_rule_device per rule of that severity
+            page_where.append(AuditFindingRow.id.in_(
+                _first_of_each_rule(page_where, [rid for rid, _sev, n in pairs if n], by_device, limit + 1)))
         q_items = (select(AuditFindingRow, ZoneRow.name, OrganizationRow.name)
                    .join(DeviceRow, DeviceRow.id == AuditFindingRow.device_id)
                    .join(ZoneRow, ZoneRow.id == DeviceRow.zone_id)
                    .outerjoin(OrganizationRow, OrganizationRow.id == AuditFindingRow.responsible_org_id)
-                   .where(*where)
+                   .where(*page_where)
                    .order_by(AuditFindingRow.device_id, AuditFindingRow.rule_id).limit(limit + 1))
-        if flt.rule:
-            q_items = q_items.where(AuditFindingRow.rule_id == flt.rule)
-        cursor = s.get(AuditFindingRow, after) if after is not None else None
-        if cursor is not None and cursor.run_id == run.id:
-            d, r = cursor.device_id, cursor.rule_id
-            q_items = q_items.where(AuditFindingRow.device_id >= d, (AuditFindingRow.device_id > d)
-                                    | (AuditFindingRow.rule_id > r))
         rows = s.execute(q_items).all()
         items = [FindingRow(f.id, f.device_id, f.rule_id, f.severity, zone, org, dict(f.evidence or {}),
                             "new" if f.first_seen_run == run.id else "persisting", f.waiver_id)
                  for f, zone, org in rows[:limit]]
         return FindingsPage(_run_view(run), by_rule, items, items[-1].id if len(rows) > limit else None)
+
+
+def _first_of_each_rule(where: list[Any], rule_ids: list[str], by_device: bool, n: int) -> Any:
+    """The ids of the first `n` findings (device order) of each rule, as one UNION ALL: the page
+    is among them. Filtering a run by severity in device order otherwise reads every finding of
+    the run when the severity is rare."""
+    if not rule_ids:
+        return select(AuditFindingRow.id).where(false())
+    parts = []
+    for rule_id in rule_ids:
+        q = select(AuditFindingRow.id).where(*where, AuditFindingRow.rule_id == rule_id)
+        if by_device:
+            q = q.join(DeviceRow, DeviceRow.id == AuditFindingRow.device_id)
+        first = q.order_by(AuditFindingRow.device_id).limit(n).subquery()
+        parts.append(select(first.c.id))
+    return union_all(*parts)
+

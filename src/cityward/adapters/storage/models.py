@@ -334,12 +334,15 @@ class AuditRunRow(Base):
 class AuditFindingRow(Base):
     """A device failing a rule in one run, with the facts that made it fail and who must act.
 
-    Written millions at a time by COPY in (device, rule) order, so the one index appends instead of
-    splitting pages; lookups by rule scan the run's range of it. run_id carries no foreign key:
-    its per-row trigger doubled the load time. Runs are never deleted while their findings exist."""
+    Written millions at a time by COPY in (device, rule) order, so the first index appends instead
+    of splitting pages. The second serves the devices failing one rule (rollouts, the findings
+    page): without it a rare rule's few findings meant reading the whole run. run_id carries no
+    foreign key: its per-row trigger doubled the load time. Runs are never deleted while their
+    findings exist."""
 
     __tablename__ = "audit_findings"
-    __table_args__ = (Index("ix_audit_findings_run_device", "run_id", "device_id"),)
+    __table_args__ = (Index("ix_audit_findings_run_device", "run_id", "device_id"),
+                      Index("ix_audit_findings_run_rule_device", "run_id", "rule_id", "device_id"))
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     run_id: Mapped[int] = mapped_column(Integer)
     device_id: Mapped[str] = mapped_column(String(64))
