@@ -36,6 +36,12 @@ def test_audit_run_story(tmp_path: Path) -> None:
     assert {f["status"] for f in first["findings"]} == {"persisting"}  # the demo audited the city already
     rules = {r[0] for r in first["by_rule"]}
     assert "SEEN-002" in rules  # nothing reported: every device "never reported"
+    never = json.loads(cli("devices", "list", "--failing-rule", "SEEN-002", "--limit", "1000", "--json").stdout)
+    assert never["total"] == 300 and len(never["items"]) == 300
+    few = min(rules, key=lambda rule: sum(1 for f in first["findings"] if f["rule_id"] == rule))
+    failing = json.loads(cli("devices", "list", "--failing-rule", few, "--limit", "1000", "--json").stdout)
+    assert sorted(d["id"] for d in failing["items"]) == sorted(
+        f["device_id"] for f in first["findings"] if f["rule_id"] == few), few
     report = tmp_path / "audit.json"
     proc = cli("audit", "run", "--format", "json", "--out", str(report), "--fail-on", "high", code=1)
     assert "report written" in proc.stderr
