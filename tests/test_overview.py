@@ -119,7 +119,8 @@ def test_a_failed_recount_keeps_the_older_snapshot(caplog: pytest.LogCaptureFixt
     assert "database went away" in caplog.text
 
 
-def test_concurrent_first_viewers_share_one_count() -> None:
+@pytest.mark.parametrize("fresh_s", [30.0, 0.0])  # 0: a count is stale the moment it is done
+def test_concurrent_first_viewers_share_one_count(fresh_s: float) -> None:
     calls = []
 
     def slow() -> int:
@@ -127,13 +128,14 @@ def test_concurrent_first_viewers_share_one_count() -> None:
         time.sleep(0.2)
         return 7
 
-    snaps = Snapshots[int]()
+    snaps = Snapshots[int](fresh_s=fresh_s)
     got: list[int] = []
     threads = [threading.Thread(target=lambda: got.append(snaps.get("k", slow).value)) for _ in range(5)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    snaps.settle()
     assert got == [7] * 5 and len(calls) == 1
 
 

@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 
 V = TypeVar("V")
 log = logging.getLogger(__name__)
+WAIT_S = 60.0  # how long a viewer waits for another's count of the same scope
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Snapshots(Generic[V]):
 
     def __init__(self, fresh_s: float = 30.0, stale_limit_s: float = 600.0, max_keys: int = 1000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.fresh_s, self.stale_limit_s, self.max_keys = fresh_s, stale_limit_s, max_keys
+        self.fresh_s, self.stale_limit_s, self.max_keys = fresh_s, max(stale_limit_s, fresh_s), max_keys
         self._clock = clock
         self._lock = threading.Lock()
         self._held: dict[Hashable, tuple[float, Snapshot[V]]] = {}
@@ -53,12 +54,18 @@ class Snapshots(Generic[V]):
             if age < self.stale_limit_s:
                 self._refresh_later(key, compute, counting)
                 return held[1]
-        with counting:  # single flight: concurrent first viewers share one count
+        # Single flight: concurrent first viewers share one count. A count stuck past WAIT_S (a
+        # database lock, say) stops being waited for: the older snapshot is shown, or counted anew.
+        if not counting.acquire(timeout=WAIT_S):
+            return held[1] if held is not None else self._count(key, compute)
+        try:
             with self._lock:
                 again = self._held.get(key)
-            if again is not None and again is not held and self._clock() - again[0] < self.fresh_s:
+            if again is not None and again is not held:  # counted while this viewer waited
                 return again[1]
             return self._count(key, compute)
+        finally:
+            counting.release()
 
     def _count(self, key: Hashable, compute: Callable[[], V]) -> Snapshot[V]:
         started, taken_at = self._clock(), datetime.now(UTC)
@@ -87,7 +94,12 @@ class Snapshots(Generic[V]):
         thread = threading.Thread(target=run, name=f"snapshot-{key!r}"[:60], daemon=True)
         with self._lock:
             self._background[key] = thread
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: the next viewer tries again
+            counting.release()
+            with self._lock:
+                self._background.pop(key, None)
 
     def forget(self, key: Hashable | None = None) -> None:
         """Drop a scope's snapshot (or all): the next viewer waits for a fresh count."""

@@ -21,7 +21,7 @@ from cityward.entrypoints.cli.livecity import LiveCity
 from cityward.entrypoints.cli.remediation import remediate
 from cityward.entrypoints.cli.render import err, out, table
 from cityward.entrypoints.reports import html
-from cityward.errors import Conflict, NotFound
+from cityward.errors import Conflict
 from cityward.services import (
     advisories,
     catalog,
@@ -180,13 +180,17 @@ def show_dashboard_sign_in(platform: Platform, caller: Caller, port: int | None,
     """The demo's last word: where the dashboard is and a sign-in for it. The `demo` user (a city
     admin the demo owns) gets a new generated password on every run, shown this once; users made
     with `cityward users create` are never touched."""
-    try:
-        issued = users.set_password(platform.uow, caller, DEMO_USER)
-    except NotFound:
+    mine = next((u for u in users.list_users(platform.uow, caller) if u.username == DEMO_USER), None)
+    if mine is None:
         issued = users.create_user(platform.uow, caller, DEMO_USER, caller.org_name, "admin")
+    elif mine.org == caller.org_name and mine.role == "admin" and not mine.disabled:
+        issued = users.set_password(platform.uow, caller, DEMO_USER)
+    else:  # someone made a "demo" user of their own: leave it alone
+        out.print(f"[yellow]a user called {DEMO_USER!r} exists and is not the demo's city admin: no sign-in "
+                  "printed; use `cityward users create` for one of your own[/]")
+        return
     settings = platform.settings
-    host = "localhost" if settings.api_host in ("127.0.0.1", "::1") else settings.api_host
-    address = f"http://{host}:{port or settings.api_port}/"
+    address = f"http://{browser_host(settings.api_host)}:{port or settings.api_port}/"
     where = f"dashboard: {address}" if serving else f"dashboard: run `cityward serve`, then open {address}"
     out.print(Panel(f"{where}\nsign in as [bold]{DEMO_USER}[/] / [bold]{issued.password}[/]  "
                     f"(a new password each run, shown once)", title="see it in the browser", expand=False))
@@ -228,12 +232,20 @@ def show_overview(platform: Platform, caller: Caller) -> None:
     ]))
 
 
+def browser_host(host: str) -> str:
+    """The host to put in the address printed for a browser: loopback and wildcard binds as
+    `localhost` (browsers keep Secure cookies there), IPv6 literals in brackets."""
+    if host in ("127.0.0.1", "::1", "0.0.0.0", "::", ""):  # noqa: S104 - compared, not bound
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
+
+
 def serve_api(platform: Platform, host: str, port: int) -> None:
     import uvicorn
 
     from cityward.entrypoints.api.app import create_app
 
-    shown = "localhost" if host in ("127.0.0.1", "::1") else host  # browsers keep Secure cookies on localhost
+    shown = browser_host(host)
     err.print(f"dashboard: http://{shown}:{port}/  ·  API: http://{shown}:{port}/api/v1 (OpenAPI: /docs); "
               f"Ctrl-C stops")
     uvicorn.run(create_app(platform), host=host, port=port, log_level="warning")
