@@ -11,6 +11,7 @@ import pytest
 from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller, Role
 from cityward.domain.policy.document import parse_policy
+from cityward.errors import InvalidInput
 from cityward.services import audit, configs, organizations, zones
 from tests.conftest import caller_for
 from tests.helpers import csv_bytes, device, import_csv, ingest
@@ -168,3 +169,7 @@ rules:
         after = found.next_after
     assert seen == expected
     assert {r.rule_id: r.findings for r in found.by_rule} == {"A-1": 7, "B-1": 3}
+    stale = audit.browse_findings(platform.uow, city, audit.FindingsFilter(), limit=3).next_after
+    audit.run_audit(platform.uow, city, parse_policy(text, "s.yaml"), text, NOW)  # a new run: old links expire
+    with pytest.raises(InvalidInput, match="earlier audit run"):
+        audit.browse_findings(platform.uow, city, audit.FindingsFilter(), limit=3, after=stale)

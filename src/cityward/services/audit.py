@@ -502,7 +502,8 @@ _POLICY_RULES: dict[str, dict[str, RuleInfo]] = {}  # by policy SHA-256: a text 
 
 def _rules_of(s: Session, run: AuditRunRow) -> dict[str, RuleInfo]:
     """The rules of the policy a run evaluated: its published version, or the shipped baseline
-    when the hashes agree; parsed once per policy text."""
+    when the hashes agree; parsed once per policy text. Empty when the text is not stored (a file
+    given to `audit run --policy`): remembered too, so no page load hashes the baseline again."""
     if run.policy_sha256 in _POLICY_RULES:
         return _POLICY_RULES[run.policy_sha256]
     text: bytes | None = None
@@ -515,10 +516,10 @@ def _rules_of(s: Session, run: AuditRunRow) -> dict[str, RuleInfo]:
         except OSError:
             baseline = b""
         text = baseline if hashlib.sha256(baseline).hexdigest() == run.policy_sha256 else None
-    if text is None or hashlib.sha256(text).hexdigest() != run.policy_sha256:
-        return {}
-    rules = {r.id: RuleInfo(r.title, r.severity.value, r.remediation.value)
-             for r in parse_policy(text, f"policy of audit run {run.id}").rules}
+    rules: dict[str, RuleInfo] = {}
+    if text is not None and hashlib.sha256(text).hexdigest() == run.policy_sha256:
+        rules = {r.id: RuleInfo(r.title, r.severity.value, r.remediation.value)
+                 for r in parse_policy(text, f"policy of audit run {run.id}").rules}
     if len(_POLICY_RULES) < 32:
         _POLICY_RULES[run.policy_sha256] = rules
     return rules
@@ -586,7 +587,10 @@ def browse_findings(uow_factory: UnitOfWorkFactory, caller: Caller, flt: Finding
                          key=lambda r: (-order.get(r.severity, -1), -r.findings, r.rule_id))
         page_where = list(where)
         cursor = s.get(AuditFindingRow, after) if after is not None else None
-        if cursor is not None and cursor.run_id == run.id:
+        if after is not None and (cursor is None or cursor.run_id != run.id):
+            raise InvalidInput("this page link belongs to an earlier audit run: start again from the first page",
+                               [Problem(f"finding {after} is not in audit run {run.id}", field="after")])
+        if cursor is not None:
             d, r = cursor.device_id, cursor.rule_id
             page_where += [AuditFindingRow.device_id >= d, (AuditFindingRow.device_id > d)
                            | (AuditFindingRow.rule_id > r)]

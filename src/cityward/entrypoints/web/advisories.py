@@ -11,8 +11,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cityward.domain.rollouts import WaveOptions
-from cityward.entrypoints.web.common import SessionDep, check_csrf, page, platform_of
-from cityward.entrypoints.web.findings import may_act
+from cityward.entrypoints.web.common import SessionDep, check_csrf, may_act, page, platform_of
 from cityward.errors import InvalidInput
 from cityward.services import remediation, users, vulnerabilities
 

@@ -12,6 +12,8 @@ from fastapi.templating import Jinja2Templates
 
 from cityward import __version__
 from cityward.bootstrap import Platform
+from cityward.domain.access import require_device_write
+from cityward.errors import PermissionDenied
 from cityward.services import users
 
 HERE = Path(__file__).parent
@@ -46,6 +48,15 @@ SessionDep = Annotated[users.WebSession, Depends(current_session)]
 def check_csrf(active: users.WebSession, token: str) -> None:
     if not hmac.compare_digest(active.csrf_token, token):
         raise CsrfRefused
+
+
+def may_act(active: users.WebSession) -> bool:
+    """Whether to offer device operations at all (the services decide, and refuse, anyway)."""
+    try:
+        require_device_write(active.caller)
+    except PermissionDenied:
+        return False
+    return True
 
 
 def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

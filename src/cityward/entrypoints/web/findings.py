@@ -9,11 +9,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from cityward.domain.access import require_device_write
 from cityward.domain.policy.document import Remediation, Severity
 from cityward.domain.rollouts import Operation
-from cityward.entrypoints.web.common import SessionDep, check_csrf, page, platform_of
-from cityward.errors import InvalidInput, PermissionDenied, Problem
+from cityward.entrypoints.web.common import SessionDep, check_csrf, may_act, page, platform_of
+from cityward.errors import InvalidInput, Problem
 from cityward.services import audit, configs, rollouts, users
 from cityward.services.rollouts import RolloutRequest, Target
 
@@ -39,15 +38,6 @@ SUGGESTED: dict[str, Operation] = {
     Remediation.RESTRICT_REMOTE_ACCESS.value: Operation.SET_CONFIG,
     Remediation.QUARANTINE.value: Operation.QUARANTINE,
 }
-
-
-def may_act(active: users.WebSession) -> bool:
-    """Whether to offer remediation at all (the rollout services decide, and refuse, anyway)."""
-    try:
-        require_device_write(active.caller)
-    except PermissionDenied:
-        return False
-    return True
 
 
 @router.get("/findings", response_class=HTMLResponse)
