@@ -33,6 +33,7 @@ from cityward.adapters.storage.models import (
 from cityward.adapters.storage.scoping import scope_clause, zone_tree
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import Reach, require_device_details
+from cityward.domain.names import name_key
 from cityward.domain.organizations import Caller
 from cityward.domain.policy.document import Policy, Remediation, Rule, Severity, parse_policy
 from cityward.domain.policy.expr import facts_used
@@ -549,12 +550,12 @@ def browse_findings(uow_factory: UnitOfWorkFactory, caller: Caller, flt: Finding
             problems.append(Problem(f"audit run {run.id} has no rule {flt.rule!r}", field="rule"))
         org_id = None
         if flt.org:
-            org_id = s.scalar(select(OrganizationRow.id).where(OrganizationRow.name == flt.org))
+            org_id = s.scalar(select(OrganizationRow.id).where(OrganizationRow.name_key == name_key(flt.org)))
             if org_id is None:
                 problems.append(Problem(f"no organization is called {flt.org!r}", field="org"))
         inside: list[int] = []
         if flt.zone:
-            zone_id = s.scalar(select(ZoneRow.id).where(ZoneRow.name == flt.zone))
+            zone_id = s.scalar(select(ZoneRow.id).where(ZoneRow.name_key == name_key(flt.zone)))
             if zone_id is None:
                 problems.append(Problem(f"no zone is called {flt.zone!r}", field="zone"))
             else:
