@@ -6,10 +6,12 @@ import re
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
+from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cityward.adapters.inventory_files import FileFormat, Layout, open_inventory
 from cityward.adapters.storage.models import OrganizationRow
 from cityward.adapters.storage.names import find_named, key_holder
 from cityward.adapters.storage.uow import UnitOfWorkFactory
@@ -136,6 +138,90 @@ def create_org(
                    after={"name": name, "kind": org_kind.value, "brand": brand})
         uow.commit()
     return view
+
+
+ORG_FILE = Layout(("name", "kind", "brand", "contact_email"), ("name", "kind"))
+MAX_ORG_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class OrgImport:
+    created: list[str]
+    unchanged: list[str]  # already there with the kind the file states
+
+
+def import_orgs(
+    uow_factory: UnitOfWorkFactory, caller: Caller, stream: BinaryIO, source: str, fmt: FileFormat
+) -> OrgImport:
+    """Create the organizations a file lists, each with the kind it states (columns name, kind,
+    brand, contact_email); all or nothing. The bulk form of `orgs add`, with the same rules: this
+    is how an inventory's organizations get their kinds before `devices import` names them."""
+    require_city_admin(caller, "create organizations")
+    reader = open_inventory(stream, source, fmt, layout=ORG_FILE)
+    problems: list[Problem] = []
+    rows: list[tuple[int, str, OrgKind, str | None, str | None]] = []
+    first: dict[str, int] = {}
+    for row, raw in reader.rows:
+        if len(rows) + len(problems) >= MAX_ORG_ROWS:
+            raise InvalidInput(f"{source}: more than {MAX_ORG_ROWS} organizations; split the file")
+        if "__problem__" in raw:
+            problems.append(Problem(raw["__problem__"], row=row, source=source))
+            continue
+        try:
+            name = check_name(str(raw.get("name") or ""), "name")
+        except InvalidInput as exc:
+            problems.append(Problem(exc.message, row=row, field="name", source=source))
+            continue
+        try:
+            kind = parse_partner_kind(str(raw.get("kind") or ""))
+            brand = check_name(str(raw["brand"]), "brand") if raw.get("brand") else None
+            email = str(raw["contact_email"]) if raw.get("contact_email") else None
+            if email is not None and not _EMAIL.fullmatch(email):
+                raise InvalidInput(f"{email[:60]!r} is not an e-mail address")
+        except InvalidInput as exc:
+            field = exc.problems[0].field if exc.problems else (
+                "brand" if "brand" in exc.message else "contact_email" if "e-mail" in exc.message else "kind")
+            problems.append(Problem(exc.message, row=row, field=field, source=source))
+            continue
+        key = name_key(name)
+        if key in first:
+            problems.append(Problem(f"{name!r} is the same name as row {first[key]}", row=row, field="name",
+                                    source=source))
+            continue
+        first[key] = row
+        rows.append((row, name, kind, brand, email))
+    if not rows and not problems:
+        raise InvalidInput(f"{source}: the file has a header but no organizations")
+    created: list[str] = []
+    unchanged: list[str] = []
+    with uow_factory(write=True) as uow:
+        for row, name, kind, brand, email in rows:
+            same = key_holder(uow.session, OrganizationRow, name_key(name))
+            if same is not None:
+                if same.kind == kind.value:
+                    unchanged.append(same.name)
+                elif same.kind == OrgKind.CITY.value:
+                    problems.append(Problem(f"{same.name!r} is an organization of kind city", row=row,
+                                            field="kind", source=source))
+                else:
+                    problems.append(Problem(
+                        f"{same.name!r} exists as {same.kind}; change its kind with "
+                        f"`cityward orgs set-kind {_quoted(same.name)} {kind.value}`",
+                        row=row, field="kind", source=source))
+                continue
+            if kind is OrgKind.MANUFACTURER and not brand:
+                brand = name
+            org = OrganizationRow(name=name, name_key=name_key(name), kind=kind.value, brand=brand,
+                                  contact_email=email, created_at=uow.clock())
+            uow.session.add(org)
+            uow.session.flush()
+            uow.record(caller, "orgs.created", "organization", org.id,
+                       after={"name": name, "kind": kind.value, "brand": brand, "source": source})
+            created.append(name)
+        if problems:
+            raise InvalidInput(f"{source}: nothing was imported", problems[:200], more=max(len(problems) - 200, 0))
+        uow.commit()
+    return OrgImport(created, unchanged)
 
 
 def list_orgs(uow_factory: UnitOfWorkFactory, caller: Caller, kind: str | None = None) -> list[OrgView]:

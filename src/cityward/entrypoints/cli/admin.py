@@ -73,6 +73,24 @@ def orgs_add(
     out.print(f"added {org.kind} [bold]{org.name}[/]")
 
 
+@orgs_app.command("import")
+def orgs_import(
+    file: Path,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv or json (default: from the name).")] = None,
+) -> None:
+    """Add the organizations a file lists (columns name, kind, brand, contact_email), each with the
+    kind it states; all or nothing (city admin). Run it before `devices import` names them."""
+    try:
+        stream = file.open("rb")
+    except OSError as exc:
+        raise InvalidInput(f"{file}: {exc.strerror or 'cannot be read'}") from None
+    with stream:
+        done = organizations.import_orgs(CTX.platform.uow, CTX.caller, stream, str(file),
+                                         FileFormat.from_name(str(file), fmt))
+    out.print(f"added {len(done.created)} organizations from {file} ({len(done.unchanged)} already there)",
+              markup=False)
+
+
 @orgs_app.command("set-kind")
 def orgs_set_kind(
     name: str,
