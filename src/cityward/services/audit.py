@@ -136,7 +136,7 @@ def _scope_expr(rule: Rule, zones_inside: dict[str, set[str]]) -> pl.Expr:
     expr = pl.lit(True)
     s = rule.scope
     if s.zones:
-        names = set().union(*(zones_inside.get(z, {z}) for z in s.zones))
+        names = set().union(*(zones_inside.get(name_key(z), {z}) for z in s.zones))
         expr = expr & pl.col("zone").is_in(sorted(names))
     if s.kinds:
         expr = expr & pl.col("kind").is_in(list(s.kinds))
@@ -148,12 +148,14 @@ def _scope_expr(rule: Rule, zones_inside: dict[str, set[str]]) -> pl.Expr:
 
 
 def _zones_inside(uow_session: Session) -> dict[str, set[str]]:
+    """A zone's name_key → the stored names of the zones inside it (itself included): a policy or a
+    waiver may name a zone in any case (domain.names)."""
     parents = zone_tree(uow_session)
     names = dict(uow_session.execute(select(ZoneRow.id, ZoneRow.name)).all())
-    inside: dict[str, set[str]] = {n: set() for n in names.values()}
+    inside: dict[str, set[str]] = {name_key(n): set() for n in names.values()}
     for zid in parents:
         for ancestor in zone_chain(zid, parents):
-            inside[names[ancestor]].add(names[zid])
+            inside[name_key(names[ancestor])].add(names[zid])
     return inside
 
 
@@ -193,7 +195,7 @@ def apply_waivers(findings: pl.DataFrame, facts: pl.DataFrame, waivers: list[Wai
         key, value = next(iter(w.selector.items()))
         match = {
             "device": pl.col("device_id") == value,
-            "zone": pl.col("zone").is_in(sorted(zones_inside.get(value, {value}))),
+            "zone": pl.col("zone").is_in(sorted(zones_inside.get(name_key(value), {value}))),
             "kind": pl.col("kind") == value,
             "product": pl.col("_product").str.to_lowercase() == value.lower(),
             "tag": pl.col("tags").list.contains(value).fill_null(False),
