@@ -31,7 +31,8 @@ def initialize(uow_factory: UnitOfWorkFactory, city_name: str, actor: str,
     with uow_factory(write=True) as uow:
         if uow.session.scalar(select(OrganizationRow.id).where(OrganizationRow.kind == OrgKind.CITY.value)):
             raise Conflict("cityward is already initialized",
-                           hint="create more tokens with `cityward tokens create`")
+                           hint="create more tokens with `cityward tokens create`; `cityward doctor` "
+                                "checks what earlier versions left (guessed organization kinds, clashing names)")
         city = OrganizationRow(name=name, name_key=name_key(name), kind=OrgKind.CITY.value,
                                created_at=uow.clock())
         uow.session.add(city)
