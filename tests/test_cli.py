@@ -119,6 +119,47 @@ def test_bad_file_exits_2_with_row_and_field(cli: Cli) -> None:
     cli("devices", "show", "nope", code=1)
 
 
+def test_names_and_kinds_story(cli: Cli) -> None:
+    """The issue's story on the CLI: one zone whatever the case, no organization from a file, no second
+    city; `cityward doctor` exits 1 on what an earlier version left and 0 once it is resolved."""
+    cli("zones", "add", "Harbour", "--criticality", "high")
+    taken = cli("zones", "add", "harbour", code=1)
+    assert "'Harbour'" in taken.stderr
+    assert "cityward init" in cli("orgs", "add", "Harbour Partners", "--kind", "city", code=2).stderr
+    header = ["id", "kind", "brand", "model", "firmware_version", "zone", "owner"]
+    (cli.home / "inv.csv").write_bytes(csv_bytes([device(1, zone="HARBOUR", owner="Harbour Partners")], header))
+    refused = cli("devices", "import", "inv.csv", "--create-missing", code=2)
+    squashed = re.sub(r"[\s\u2500-\u257f]", "", refused.stderr)  # however the table wraps its cells
+    assert "fieldowner" in squashed and "citywardorgsadd'HarbourPartners'--kindKIND" in squashed
+    cli("orgs", "add", "Harbour Partners", "--kind", "integrator")
+    cli("devices", "import", "inv.csv")
+    cli("zones", "assign", "harbour", "--duty", "maintain", "--org", "harbour partners")
+    assert json.loads(cli("devices", "list", "--zone", "harbour", "--json").stdout)["total"] == 1
+    assert json.loads(cli("doctor", "--json").stdout) == {"ok": True, "findings": []}
+    plat = bootstrap(load_settings(database_url=f"sqlite:///{cli.home / 'cityward.db'}",
+                                   secret_key_file=cli.home / "cityward.secret"))
+    try:  # what `devices import --create-missing` of earlier versions wrote for a new owner
+        from datetime import UTC, datetime
+
+        from cityward.adapters.storage.models import OrganizationRow
+        from cityward.domain.names import name_key
+        from cityward.services import organizations
+        caller = organizations.local_operator(plat.uow, "test")
+        with plat.uow(write=True) as uow:
+            uow.session.add(OrganizationRow(name="Quay Owners", name_key=name_key("Quay Owners"), kind="city",
+                                            created_at=datetime.now(UTC)))
+            uow.record(caller, "orgs.created", "organization", "Quay Owners",
+                       after={"name": "Quay Owners", "kind": "city"})
+            uow.commit()
+    finally:
+        plat.close()
+    found = json.loads(cli("doctor", "--json", code=1).stdout)
+    assert found["ok"] is False and [f["check"] for f in found["findings"]] == ["extra_city"]
+    assert "Quay Owners" in cli("doctor", code=1).stdout
+    cli("orgs", "set-kind", "quay owners", "distributor")
+    assert "no problems" in cli("doctor").stdout
+
+
 def test_integrator_token_is_scoped(cli: Cli) -> None:
     cli("zones", "add", "north")
     cli("zones", "add", "south")

@@ -33,6 +33,7 @@ def test_http_fleet_story(tmp_path: Path) -> None:
         w.writeheader()
         w.writerows(r for r in rows if r is not stranger)
     cli("products", "import", str(files / "catalog.csv"))
+    cli("orgs", "import", str(files / "organizations.csv"))  # kinds stated, never guessed by an import
     cli("devices", "import", str(files / "devices.csv"), "--create-missing")
 
     with simulator("--devices", "40", "--seed", str(SEED), "--id-prefix", prefix, "--kinds", "camera",

@@ -103,6 +103,7 @@ def test_filter_devices_open_one_and_see_its_vulnerabilities(api: Api, browser: 
     one = browser.get("/devices/SL-00003")
     assert one.status_code == 200 and "Lumo L100" in one.text and "No matched vulnerability" in one.text
     assert "&lt;script&gt;alert(&#39;serial&#39;)&lt;/script&gt;" in one.text and "<script>alert" not in one.text
+    assert "9 devices match" in browser.get("/devices?zone=DOWNTOWN").text  # the zone "downtown", any case
     missing = browser.get("/devices?zone=atlantis")
     assert missing.status_code == 400 and "atlantis" in missing.text and "does not exist" in missing.text
     assert browser.get("/devices?online=maybe").status_code == 422

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cityward.sim.city import generate_city, write_catalog_csv, write_inventory_csv
+from cityward.sim.city import generate_city, write_catalog_csv, write_inventory_csv, write_orgs_csv
 from cityward.sim.keys import export_keys
 from cityward.sim.profile import Profile, ProfileError, load_profile
 
@@ -131,7 +131,7 @@ def keys(
 
 @sim_app.command()
 def inventory(
-    out: Annotated[Path, typer.Option("--out", help="Directory for devices.csv and catalog.csv.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for devices.csv, catalog.csv and organizations.csv.")],
     devices: DevicesOpt = None,
     seed: SeedOpt = 7,
     profile: ProfileOpt = None,
@@ -144,9 +144,10 @@ def inventory(
         out.mkdir(parents=True, exist_ok=True)
         rows = write_inventory_csv(city, out / "devices.csv", seed, id_prefix=id_prefix)
         products = write_catalog_csv(city, out / "catalog.csv")
+        orgs = write_orgs_csv(city, out / "organizations.csv")
     except OSError as exc:
         raise _fail(f"{out}: {exc.strerror or exc}") from None
-    typer.echo(f"wrote {rows} devices and {products} products to {out}")
+    typer.echo(f"wrote {rows} devices, {products} products and {orgs} organizations to {out}")
 
 
 def main() -> None:

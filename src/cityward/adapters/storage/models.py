@@ -46,6 +46,9 @@ class OrganizationRow(Base):
     __tablename__ = "organizations"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    # domain.names.name_key(name): the name's identity, what every lookup and import matches on.
+    # Text: NFKC may lengthen a name.
+    name_key: Mapped[str] = mapped_column(Text, unique=True)
     kind: Mapped[str] = mapped_column(String(20), index=True)
     brand: Mapped[str | None] = mapped_column(String(128))  # manufacturers: brand they make
     contact_email: Mapped[str | None] = mapped_column(String(254))
@@ -56,6 +59,7 @@ class ZoneRow(Base):
     __tablename__ = "zones"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    name_key: Mapped[str] = mapped_column(Text, unique=True)  # as for organizations
     criticality: Mapped[str] = mapped_column(String(10))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("zones.id", ondelete="RESTRICT"))
     maintenance_window: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -153,7 +153,6 @@ class ImportReportOut(_Out):
     more_problems: int
     committed: bool
     created_zones: list[str]
-    created_orgs: list[str]
     created_products: list[str]
     ignored_columns: list[str]
     sha256: str

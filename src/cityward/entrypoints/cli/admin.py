@@ -73,6 +73,43 @@ def orgs_add(
     out.print(f"added {org.kind} [bold]{org.name}[/]")
 
 
+@orgs_app.command("import")
+def orgs_import(
+    file: Path,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv or json (default: from the name).")] = None,
+) -> None:
+    """Add the organizations a file lists (columns name, kind, brand, contact_email), each with the
+    kind it states; all or nothing (city admin). Run it before `devices import` names them."""
+    try:
+        stream = file.open("rb")
+    except OSError as exc:
+        raise InvalidInput(f"{file}: {exc.strerror or 'cannot be read'}") from None
+    with stream:
+        done = organizations.import_orgs(CTX.platform.uow, CTX.caller, stream, str(file),
+                                         FileFormat.from_name(str(file), fmt))
+    out.print(f"added {len(done.created)} organizations from {file} ({len(done.unchanged)} already there)",
+              markup=False)
+
+
+@orgs_app.command("set-kind")
+def orgs_set_kind(
+    name: str,
+    kind: Annotated[str, typer.Argument(
+        help="integrator, installer, distributor, consultant, manufacturer, researcher.")],
+) -> None:
+    """State a partner's kind, or confirm the one an earlier version's import guessed (city admin;
+    audited; `cityward doctor` lists the guesses)."""
+    org = organizations.set_org_kind(CTX.platform.uow, CTX.caller, name, kind)
+    out.print(f"{org.name} is {org.kind}", markup=False)
+
+
+@orgs_app.command("rename")
+def orgs_rename(name: str, new_name: str) -> None:
+    """Rename an organization (city admin; audited), e.g. one `cityward doctor` reports as a clash."""
+    org = organizations.rename_org(CTX.platform.uow, CTX.caller, name, new_name)
+    out.print(f"renamed {name} → {org.name}", markup=False)
+
+
 @zones_app.command("list")
 def zones_list(json_out: JsonOpt = False) -> None:
     """Zones with criticality, parent, own duty assignments and device counts."""
@@ -112,6 +149,13 @@ def zones_assign(
     """Make an organization responsible for a duty in a zone and the zones inside it."""
     zones.assign_duty(CTX.platform.uow, CTX.caller, zone, duty, org)
     out.print(f"{zone}: {duty} → {org or 'nobody'}")
+
+
+@zones_app.command("rename")
+def zones_rename(name: str, new_name: str) -> None:
+    """Rename a zone (city admin; audited), e.g. one `cityward doctor` reports as a clash."""
+    z = zones.rename_zone(CTX.platform.uow, CTX.caller, name, new_name)
+    out.print(f"renamed zone {name} → {z.name}", markup=False)
 
 
 @products_app.command("list")

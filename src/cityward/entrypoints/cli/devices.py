@@ -61,7 +61,7 @@ def import_(
     fmt: FormatOpt = None,
     partial: Annotated[bool, typer.Option("--partial", help="Import the good rows, report the bad.")] = False,
     create_missing: Annotated[bool, typer.Option(
-        "--create-missing", help="Create zones and organizations the file names.")] = False,
+        "--create-missing", help="Create the zones the file names (never organizations: `orgs add`).")] = False,
     ignore_unknown: Annotated[bool, typer.Option(
         "--ignore-unknown", help="Skip columns cityward does not know.")] = False,
     json_out: JsonOpt = False,
@@ -100,7 +100,6 @@ def import_(
               f"({report.created:,} new, {report.updated:,} updated, {report.unchanged:,} unchanged)")
     for label, names in (("products added with unknown origin", report.created_products),
                          ("zones created", report.created_zones),
-                         ("organizations created", report.created_orgs),
                          ("columns ignored", report.ignored_columns)):
         if names:
             out.print(f"{label}: {', '.join(names)}")

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from cityward import __version__
-from cityward.entrypoints.cli import admin, audit, devices, fleet, policy, rollout, vulns
+from cityward.entrypoints.cli import admin, audit, devices, doctor, fleet, policy, rollout, vulns
 from cityward.entrypoints.cli.context import CTX, _user
 from cityward.entrypoints.cli.render import EXIT_FAILED, err, exit_code, out, show_error
 from cityward.errors import CitywardError
@@ -45,6 +45,7 @@ app.add_typer(vulns.advisories_app, name="advisories")
 app.add_typer(vulns.vulns_app, name="vulns")
 app.add_typer(vulns.sbom_app, name="sbom")
 app.command()(fleet.connect)
+app.command()(doctor.doctor)
 app.add_typer(sim_app, name="sim", help="The simulated city: thousands of devices speaking the protocol (device side).")
 
 
