@@ -13,7 +13,7 @@ from cityward.adapters.storage.models import OrganizationRow
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import require_city_admin, require_token_admin
 from cityward.domain.organizations import Caller, OrgKind, Role
-from cityward.errors import Conflict, InvalidInput, NotFound, NotInitialized, Problem
+from cityward.errors import Conflict, InvalidInput, NotFound, NotInitialized
 
 _NAME_LIMIT = 100
 _EMAIL = re.compile(r"[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,189}\.[A-Za-z]{2,63}")
@@ -152,92 +152,3 @@ def system_caller(session: Session, component: str) -> Caller:
     city = city_org(session)
     return Caller(actor=f"system:{component}", org_id=city.id, org_name=city.name,
                   org_kind=OrgKind.CITY, role=Role.ADMIN)
-
-
-_IMPORT_LIMIT = 1 << 20  # bytes; a partner list, not an inventory
-_IMPORT_COLUMNS = ("name", "kind", "brand", "email")
-
-
-def import_orgs(uow_factory: UnitOfWorkFactory, caller: Caller, data: bytes, source: str) -> tuple[int, int]:
-    """Partners from a CSV file (`name,kind[,brand][,email]`), all or nothing.
-
-    Each organization's kind is stated, never guessed from the column an inventory names it in.
-    An organization that exists already with the same kind is left alone (the file can be
-    imported again); one with another kind is a problem of that row. Returns (created, unchanged).
-    """
-    import csv
-    import io
-
-    require_city_admin(caller, "import organizations")
-    if len(data) > _IMPORT_LIMIT:
-        raise InvalidInput(f"{source}: larger than {_IMPORT_LIMIT // 1024} KiB; a partner list is a few lines")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{source}: not UTF-8 (byte {exc.start})") from None
-    if "\x00" in text:
-        raise InvalidInput(f"{source}: contains NUL bytes; not a CSV file")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip().lower() for h in reader.fieldnames or []]
-    problems: list[Problem] = []
-    if "name" not in header or "kind" not in header:
-        raise InvalidInput(f"{source}: the header must name the columns name and kind (and may add brand, email)")
-    unknown = [h for h in header if h not in _IMPORT_COLUMNS]
-    if unknown:
-        raise InvalidInput(f"{source}: unknown column {unknown[0]!r}; expected {', '.join(_IMPORT_COLUMNS)}")
-    reader.fieldnames = header
-    wanted: list[tuple[int, str, OrgKind, str | None, str | None]] = []
-    seen: dict[str, int] = {}
-    for number, raw in enumerate(reader, start=2):
-        row = {k: (v or "").strip() for k, v in raw.items() if k is not None}
-        if None in raw:
-            problems.append(Problem("more cells than the header has columns", number, None, source))
-            continue
-        try:
-            name = check_name(row.get("name", ""))
-        except InvalidInput as exc:
-            problems.append(Problem(exc.message, number, "name", source))
-            continue
-        try:
-            kind = parse_kind(row.get("kind", ""))
-        except InvalidInput as exc:
-            problems.append(Problem(exc.message, number, "kind", source))
-            continue
-        if kind is OrgKind.CITY:
-            problems.append(Problem("the city organization is made once, by `cityward init`", number, "kind", source))
-            continue
-        email = row.get("email") or None
-        if email is not None and not _EMAIL.fullmatch(email):
-            problems.append(Problem(f"{email[:60]!r} is not an e-mail address", number, "email", source))
-            continue
-        brand = row.get("brand") or (name if kind is OrgKind.MANUFACTURER else None)
-        if name.casefold() in seen:
-            problems.append(Problem(f"{name!r} is already on row {seen[name.casefold()]}", number, "name", source))
-            continue
-        seen[name.casefold()] = number
-        wanted.append((number, name, kind, brand, email))
-    created = unchanged = 0
-    with uow_factory(write=True) as uow:
-        existing = {r.name.casefold(): r for r in uow.session.scalars(select(OrganizationRow))}
-        new_rows = []
-        for number, name, kind, brand, email in wanted:
-            known = existing.get(name.casefold())
-            if known is None:
-                new_rows.append((name, kind, brand, email))
-            elif known.kind != kind.value:
-                problems.append(Problem(f"{known.name!r} exists already as {known.kind}", number, "kind", source))
-            else:
-                unchanged += 1
-        if problems:
-            raise InvalidInput(f"{source}: {len(problems)} problem(s); nothing was imported", problems[:200],
-                               more=max(0, len(problems) - 200))
-        for name, kind, brand, email in new_rows:
-            org = OrganizationRow(name=name, kind=kind.value, brand=brand, contact_email=email,
-                                  created_at=uow.clock())
-            uow.session.add(org)
-            uow.session.flush()
-            uow.record(caller, "orgs.created", "organization", org.id,
-                       after={"name": name, "kind": kind.value, "brand": brand, "source": source})
-            created += 1
-        uow.commit()
-    return created, unchanged

@@ -507,15 +507,6 @@ def write_inventory_csv(city: DemoCity, path: Path, seed: int = 7, *, id_prefix:
     return counted[0]
 
 
-def write_organizations_csv(city: DemoCity, path: Path) -> int:
-    """Write the partners the inventory and catalog name, each with its kind (`name,kind,brand`)."""
-    with Path(path).open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(("name", "kind", "brand"))
-        writer.writerows((name, kind, brand or "") for name, kind, brand in city.orgs)
-    return len(city.orgs)
-
-
 def write_catalog_csv(city: DemoCity, path: Path) -> int:
     """Write the product catalog file (origins before relabels); returns the number of rows."""
     with Path(path).open("w", newline="", encoding="utf-8") as out:
@@ -527,4 +518,4 @@ def write_catalog_csv(city: DemoCity, path: Path) -> int:
 
 
 __all__ = ["COLUMNS", "HTTP_PORT", "DemoCity", "generate_city", "iter_device_rows", "loopback_address",
-           "product_releases", "write_catalog_csv", "write_inventory_csv", "write_organizations_csv"]
+           "product_releases", "write_catalog_csv", "write_inventory_csv"]

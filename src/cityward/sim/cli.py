@@ -15,13 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cityward.sim.city import (
-    generate_city,
-    product_releases,
-    write_catalog_csv,
-    write_inventory_csv,
-    write_organizations_csv,
-)
+from cityward.sim.city import generate_city, product_releases, write_catalog_csv, write_inventory_csv
 from cityward.sim.keys import export_keys, sign_firmware
 from cityward.sim.profile import Profile, ProfileError, load_profile
 
@@ -139,24 +133,22 @@ def keys(
 
 @sim_app.command()
 def inventory(
-    out: Annotated[Path, typer.Option(
-        "--out", help="Directory for devices.csv, catalog.csv and organizations.csv.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for devices.csv and catalog.csv.")],
     devices: DevicesOpt = None,
     seed: SeedOpt = 7,
     profile: ProfileOpt = None,
     id_prefix: PrefixOpt = "",
 ) -> None:
-    """Write the inventory, catalog and partner files of exactly the devices `run` plays with the same options."""
+    """Write the inventory and catalog files of exactly the devices `run` plays with the same options."""
     prof = _profile(profile)
     city = generate_city(devices if devices is not None else prof.devices, seed, prof)
     try:
         out.mkdir(parents=True, exist_ok=True)
         rows = write_inventory_csv(city, out / "devices.csv", seed, id_prefix=id_prefix)
         products = write_catalog_csv(city, out / "catalog.csv")
-        orgs = write_organizations_csv(city, out / "organizations.csv")
     except OSError as exc:
         raise _fail(f"{out}: {exc.strerror or exc}") from None
-    typer.echo(f"wrote {rows} devices, {products} products and {orgs} partner organizations to {out}")
+    typer.echo(f"wrote {rows} devices and {products} products to {out}")
 
 
 def _slug(text: str) -> str:

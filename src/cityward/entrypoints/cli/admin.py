@@ -73,17 +73,6 @@ def orgs_add(
     out.print(f"added {org.kind} [bold]{org.name}[/]")
 
 
-@orgs_app.command("import")
-def orgs_import(file: Path) -> None:
-    """Add the partners a CSV file lists (name,kind[,brand][,email]), all or nothing (city admin)."""
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"{file}: {exc.strerror or 'cannot be read'}") from None
-    created, unchanged = organizations.import_orgs(CTX.platform.uow, CTX.caller, data, file.name)
-    out.print(f"{file.name}: {created} organizations added, {unchanged} already there")
-
-
 @zones_app.command("list")
 def zones_list(json_out: JsonOpt = False) -> None:
     """Zones with criticality, parent, own duty assignments and device counts."""
