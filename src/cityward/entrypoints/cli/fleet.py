@@ -135,8 +135,10 @@ def provision(
         ("skipped", f"{len(report.skipped):,}"), *report.files.items()]))
     for device_id, why in report.skipped[:10]:
         err.print(f"[yellow]skipped[/] {device_id}: {why}")
-    err.print("the bundle holds every device password: hand it to the installer and delete your copy; "
-              "passwd must be readable by the mosquitto user (chown mosquitto passwd)")
+    err.print("the bundle holds every device password: hand it to the installer and delete your copy")
+    err.print("start the broker with: mosquitto -c " + str(report.files.get("config", "mosquitto.conf")) +
+              " (its passwd must be readable by the account Mosquitto runs as; when provisioned by root, "
+              "it was given to the mosquitto user)")
 
 
 # --- credentials ----------------------------------------------------------------------------------
