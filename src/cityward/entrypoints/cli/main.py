@@ -72,7 +72,11 @@ def init(
     inst = setup.initialize(CTX.platform.uow, city, f"local:{_user()}", admin)
     CTX.platform.settings.secret_key_bytes()  # create the key file now, with 0600
     out.print(f"initialized cityward for [bold]{inst.city}[/]")
-    out.print("first admin token (store it now; it is not shown again):")
+    expires = inst.admin_token.view.expires_at
+    # Like every token it expires (90 days): the CLI on this server acts as the city admin without
+    # one, so a lapsed first token locks nobody out; `cityward tokens create` makes the next.
+    out.print(f"first admin token, expires {expires:%Y-%m-%d} (store it now; it is not shown again):"
+              if expires else "first admin token (store it now; it is not shown again):")
     out.print(inst.admin_token.secret, markup=False)
     if inst.admin_user is not None:
         out.print(f"dashboard sign-in: user [bold]{inst.admin_user.user.username}[/], password (shown once; "
