@@ -288,3 +288,26 @@ def test_the_pages_fit_a_tablet(api: Api, chromium: Browser) -> None:
                 _shot(page, f"tablet-{name}", backend)
     finally:
         context.close()
+
+
+def test_the_api_docs_render_their_operations(api: Api, chromium: Browser) -> None:
+    """/docs under the security headers: Swagger UI from this server lists the operations, and
+    the browser reports no Content-Security-Policy violation."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+        page.goto(f"{api.url}/docs")
+        operations = page.locator(".opblock")
+        expect(operations.first).to_be_visible(timeout=30_000)
+        expect(page.locator(".opblock-summary-path", has_text="/api/v1/devices").first).to_be_visible()
+        assert operations.count() >= 20
+        page.locator(".opblock-summary", has_text="/healthz").first.click()  # an operation opens
+        expect(page.get_by_role("button", name="Try it out")).to_be_visible()
+        blocked = [m for m in console if "Content Security Policy" in m or m.startswith(("error", "pageerror"))]
+        assert blocked == [], blocked
+        _shot(page, "api-docs", api.platform.engine.dialect.name)
+    finally:
+        context.close()

@@ -29,6 +29,7 @@ from cityward.entrypoints.api import (
     zones,
 )
 from cityward.entrypoints.api.auth import PlatformDep, current_caller
+from cityward.entrypoints.api.docs import install_docs
 from cityward.entrypoints.api.problems import COMMON_RESPONSES, install_problem_handlers
 from cityward.entrypoints.api.schemas import HealthOut
 from cityward.entrypoints.api.uploads import JSON_BODY_LIMIT, BodyLimit
@@ -71,6 +72,9 @@ def create_app(platform: Platform, *, owns_platform: bool = False) -> FastAPI:
         "but /healthz takes `Authorization: Bearer <token>`; errors are RFC 9457 problem "
         "details (`application/problem+json`).",
         lifespan=lifespan,
+        # FastAPI's pages load Swagger UI from a CDN with an inline script, which the pages' CSP
+        # refuses: /docs is served by docs.py from packaged files instead.
+        docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
     )
     app.state.platform = platform
     install_problem_handlers(app)
@@ -87,6 +91,7 @@ def create_app(platform: Platform, *, owns_platform: bool = False) -> FastAPI:
         api.include_router(module.router)
     app.include_router(health)
     app.include_router(api)
+    install_docs(app)
     install_web(app)  # the dashboard: pages and sign-in, around the same services
     return app
 
