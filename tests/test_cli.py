@@ -16,7 +16,7 @@ import pytest
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.bootstrap import bootstrap
 from cityward.config import load_settings
-from cityward.services import users
+from cityward.services import executors, users
 from tests.helpers import csv_bytes, device
 
 CLI = [sys.executable, "-m", "cityward.entrypoints.cli.main"]
@@ -242,6 +242,18 @@ def test_serve_answers_over_http(cli: Cli) -> None:
         assert httpx.get(f"{url}/api/v1/devices").status_code == 401
         listed = httpx.get(f"{url}/api/v1/devices", headers={"Authorization": f"Bearer {token}"})
         assert listed.status_code == 200 and listed.json()["total"] == 0
+        # Its own executor looks for work, so a rollout started on its pages is carried out.
+        plat = bootstrap(load_settings(database_url=cli.env["CITYWARD_DATABASE_URL"]))
+        try:
+            while executors.waiting(plat.uow) is not None:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve runs no executor"
+                time.sleep(0.2)
+        finally:
+            plat.close()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    # uvicorn re-raises SIGTERM once it has shut down; the executor stopped first, or it would say so.
+    assert proc.returncode in (0, -15) and "rollouts started here are carried out here" in stderr, stderr
+    assert "Traceback" not in stderr and "did not stop" not in stderr

@@ -6,8 +6,10 @@ builds the platform from the settings; tests and `cityward serve` pass their own
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
@@ -37,6 +39,9 @@ from cityward.entrypoints.web import install_web
 from cityward.errors import CitywardError
 from cityward.services.organizations import is_initialized
 
+if TYPE_CHECKING:
+    from cityward.services.rollout_executor import ExecutorOptions
+
 health = APIRouter(tags=["health"])
 
 
@@ -54,14 +59,26 @@ def healthz(platform: PlatformDep) -> JSONResponse:
     return JSONResponse(HealthOut(status="ok", database="ok", initialized=initialized).model_dump())
 
 
-def create_app(platform: Platform, *, owns_platform: bool = False) -> FastAPI:
-    """An app serving `platform`; with `owns_platform` it closes the platform on shutdown."""
+def create_app(platform: Platform, *, owns_platform: bool = False,
+               executor: ExecutorOptions | None = None) -> FastAPI:
+    """An app serving `platform`; with `owns_platform` it closes the platform on shutdown. With
+    `executor`, the one-machine rollout executor runs beside it from start-up to shutdown, so a
+    rollout started through the app is carried out (entrypoints/background.py)."""
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(running: FastAPI) -> AsyncIterator[None]:
+        background = None
+        if executor is not None:
+            from cityward.entrypoints.background import BackgroundExecutor
+
+            background = BackgroundExecutor(platform, executor)
+            running.state.executor = background
+            background.start()
         try:
             yield
         finally:
+            if background is not None:
+                await asyncio.to_thread(background.stop)
             if owns_platform:
                 platform.close()
 

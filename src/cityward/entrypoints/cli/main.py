@@ -88,12 +88,17 @@ def init(
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    executor: Annotated[bool, typer.Option(
+        "--executor/--no-executor", help="Carry out started rollouts in this process (the one-machine executor; "
+        "--no-executor when `cityward worker` processes do the work).")] = True,
 ) -> None:
-    """Serve the REST API (OpenAPI at /docs) and the web dashboard (sign in as a user)."""
+    """Serve the REST API (OpenAPI at /docs) and the web dashboard (sign in as a user); rollouts started
+    there are carried out in this process unless --no-executor."""
     from cityward.entrypoints.cli.demo import serve_api
 
     settings = CTX.platform.settings
-    serve_api(CTX.platform, host or settings.api_host, port or settings.api_port)
+    serve_api(CTX.platform, host or settings.api_host, port or settings.api_port, executor=executor,
+              mqtt_url=settings.mqtt_url)
 
 
 @app.command()
