@@ -16,7 +16,7 @@ import pytest
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.bootstrap import bootstrap
 from cityward.config import load_settings
-from cityward.services import users
+from cityward.services import executors, users
 from tests.helpers import csv_bytes, device
 
 CLI = [sys.executable, "-m", "cityward.entrypoints.cli.main"]
@@ -181,6 +181,34 @@ def test_integrator_token_is_scoped(cli: Cli) -> None:
     cli("devices", "list", token="cw_bad_token", code=1)
 
 
+def test_tokens_expire_and_the_list_says_when(cli: Cli) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cityward.adapters.storage.models import TokenRow
+
+    in_90_days = f"{datetime.now(UTC) + timedelta(days=90):%Y-%m-%d}"
+    assert f"expires {in_90_days}" in cli("tokens", "create", "ops").stdout
+    short = json.loads(cli("tokens", "create", "ci", "--expires", "12h", "--json").stdout)
+    assert abs(datetime.fromisoformat(short["expires_at"]) - datetime.now(UTC) - timedelta(hours=12)) < timedelta(
+        minutes=1)
+    assert "never expires" in cli("tokens", "create", "monitor", "--no-expiry").stdout
+    assert "not a duration" in cli("tokens", "create", "x", "--expires", "soon", code=2).stderr
+    cli("orgs", "add", "Beta", "--kind", "integrator")
+    beta_admin = json.loads(cli("tokens", "create", "b", "--org", "Beta", "--role", "admin", "--json").stdout)
+    refused = cli("tokens", "create", "forever", "--no-expiry", token=beta_admin["token"], code=1)
+    assert "only a city administrator" in refused.stderr
+    plat = bootstrap(load_settings(database_url=cli.env["CITYWARD_DATABASE_URL"]))
+    try:
+        with plat.uow(write=True) as uow:
+            uow.session.get_one(TokenRow, short["id"]).expires_at = datetime(2026, 1, 2, tzinfo=UTC)
+            uow.commit()
+    finally:
+        plat.close()
+    listed = cli("tokens", "list").stdout
+    assert "expired 2026-01-02 00:00" in listed and "never" in listed and in_90_days in listed
+    assert "token expired on 2026-01-02 00:00 UTC" in cli("tokens", "list", token=short["token"], code=1).stderr
+
+
 def test_demo_once(tmp_path: Path) -> None:
     """The demo imports the city, brings it online through the simulator (a separate process,
     over the embedded broker and HTTP), reports what the devices said, audits, remediates in bulk
@@ -255,6 +283,18 @@ def test_serve_answers_over_http(cli: Cli) -> None:
         assert httpx.get(f"{url}/api/v1/devices").status_code == 401
         listed = httpx.get(f"{url}/api/v1/devices", headers={"Authorization": f"Bearer {token}"})
         assert listed.status_code == 200 and listed.json()["total"] == 0
+        # Its own executor looks for work, so a rollout started on its pages is carried out.
+        plat = bootstrap(load_settings(database_url=cli.env["CITYWARD_DATABASE_URL"]))
+        try:
+            while executors.waiting(plat.uow) is not None:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve runs no executor"
+                time.sleep(0.2)
+        finally:
+            plat.close()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    # uvicorn re-raises SIGTERM once it has shut down; the executor stopped first, or it would say so.
+    assert proc.returncode in (0, -15) and "rollouts started here are carried out here" in stderr, stderr
+    assert "Traceback" not in stderr and "did not stop" not in stderr

@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -56,11 +57,12 @@ from cityward.domain.rollouts import (
     window_open,
 )
 from cityward.domain.telemetry import Command
-from cityward.services import broker, city_ca, credentials, firmware
+from cityward.services import broker, city_ca, credentials, executors, firmware
 from cityward.services.rollouts import options_of, zone_windows
 
 log = logging.getLogger("cityward.rollouts")
 REASK_TIMEOUT = 5.0  # asking a silent device again about a command it may have taken
+HEARTBEAT_EVERY = 5.0  # seconds between "still looking for work" marks (services/executors.py)
 _IN_CHUNK = 500  # ids per IN (...) list: well within SQLite's bound-parameter limit
 _PER_DEVICE_PARAMS = (Operation.ROTATE_PASSWORD, Operation.RENEW_CERTIFICATE)  # the rest: one set per rollout
 SYSTEM = Caller(actor="system:rollout-executor", org_id=0, org_name="cityward", org_kind=OrgKind.CITY,
@@ -134,6 +136,7 @@ class Executor:
         self._verified: dict[int, dict[str, Any]] = {}
         self._ca: Any = None
         self._outcomes: asyncio.Queue[tuple[Dispatch, str, str | None, asyncio.Future[None]]] | None = None
+        self._beat_at = -HEARTBEAT_EVERY
 
     @property
     def reasked(self) -> int:
@@ -200,6 +203,9 @@ class Executor:
     def claim_all(self) -> tuple[list[tuple[int, str]], set[int]]:
         """Claim what may start now in every running rollout: (action id, command id) pairs, each
         already marked running under a lease; and the rollouts that still have work."""
+        if time.monotonic() - self._beat_at >= HEARTBEAT_EVERY:  # so pages know an executor is here
+            executors.beat(self.uow, self.options.name)
+            self._beat_at = time.monotonic()
         # Finished rollouts are not visited again: a running one with a wave still open, or an
         # aborted one with commands still out, is all that can have work.
         open_wave = exists().where(RolloutWaveRow.rollout_id == RolloutRow.id, RolloutWaveRow.finished_at.is_(None))

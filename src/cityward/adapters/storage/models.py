@@ -690,3 +690,13 @@ class NotificationRow(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500))
     sent_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class ExecutorHeartbeatRow(Base):
+    """When each rollout executor (`cityward serve`'s, `rollout run`, a `cityward worker`) last looked
+    for work: the rollout page tells its reader when nobody has for a while. A sign of life, not a
+    change anyone made: not in the audit log."""
+
+    __tablename__ = "executor_heartbeats"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)  # host-pid, or the worker's name
+    seen_at: Mapped[datetime] = mapped_column(Timestamp)

@@ -72,7 +72,8 @@ def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: 
                 out.print(Panel(f"API token for this demo (expires in 1 day):\n{issued.secret}",
                                 title="try the API", expand=False))
                 settings = platform.settings
-                serve_api(platform, settings.api_host, port or settings.api_port)
+                serve_api(platform, settings.api_host, port or settings.api_port,
+                          mqtt_url=city_live.url if city_live is not None else None)
         finally:
             if city_live is not None:
                 with out.status("stopping the simulated city…"):
@@ -240,12 +241,34 @@ def browser_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def serve_api(platform: Platform, host: str, port: int) -> None:
+def serve_api(platform: Platform, host: str, port: int, *, executor: bool = True,
+              mqtt_url: str | None = None) -> None:
+    """The API and the dashboard; with `executor`, started rollouts are carried out in this process
+    too (over the broker at `mqtt_url`; None: HTTP devices only)."""
     import uvicorn
 
     from cityward.entrypoints.api.app import create_app
+    from cityward.entrypoints.background import executor_options
 
     shown = browser_host(host)
     err.print(f"dashboard: http://{shown}:{port}/  ·  API: http://{shown}:{port}/api/v1 (OpenAPI: /docs); "
               f"Ctrl-C stops")
-    uvicorn.run(create_app(platform), host=host, port=port, log_level="warning")
+    if executor:
+        err.print("rollouts started here are carried out here (the one-machine executor"
+                  + (f", devices over {redact_url(mqtt_url)}" if mqtt_url else ", HTTP devices only")
+                  + "); `--no-executor` when `cityward worker` processes do the work")
+    else:
+        err.print("no executor in this process: started rollouts wait for `cityward worker` or `cityward rollout run`")
+    options = executor_options(platform.settings, mqtt_url=mqtt_url) if executor else None
+    uvicorn.run(create_app(platform, executor=options), host=host, port=port, log_level="warning")
+
+
+def redact_url(url: str) -> str:
+    """A broker URL fit to print: without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                          + (f":{parts.port}" if parts.port else "")).geturl()

@@ -73,7 +73,11 @@ def init(
     inst = setup.initialize(CTX.platform.uow, city, f"local:{_user()}", admin)
     CTX.platform.settings.secret_key_bytes()  # create the key file now, with 0600
     out.print(f"initialized cityward for [bold]{inst.city}[/]")
-    out.print("first admin token (store it now; it is not shown again):")
+    expires = inst.admin_token.view.expires_at
+    # Like every token it expires (90 days): the CLI on this server acts as the city admin without
+    # one, so a lapsed first token locks nobody out; `cityward tokens create` makes the next.
+    out.print(f"first admin token, expires {expires:%Y-%m-%d} (store it now; it is not shown again):"
+              if expires else "first admin token (store it now; it is not shown again):")
     out.print(inst.admin_token.secret, markup=False)
     if inst.admin_user is not None:
         out.print(f"dashboard sign-in: user [bold]{inst.admin_user.user.username}[/], password (shown once; "
@@ -85,12 +89,17 @@ def init(
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    executor: Annotated[bool, typer.Option(
+        "--executor/--no-executor", help="Carry out started rollouts in this process (the one-machine executor; "
+        "--no-executor when `cityward worker` processes do the work).")] = True,
 ) -> None:
-    """Serve the REST API (OpenAPI at /docs) and the web dashboard (sign in as a user)."""
+    """Serve the REST API (OpenAPI at /docs) and the web dashboard (sign in as a user); rollouts started
+    there are carried out in this process unless --no-executor."""
     from cityward.entrypoints.cli.demo import serve_api
 
     settings = CTX.platform.settings
-    serve_api(CTX.platform, host or settings.api_host, port or settings.api_port)
+    serve_api(CTX.platform, host or settings.api_host, port or settings.api_port, executor=executor,
+              mqtt_url=settings.mqtt_url)
 
 
 @app.command()

@@ -264,8 +264,14 @@ def approve(rollout_id: RolloutArg) -> None:
 @app.command("start")
 def start(rollout_id: RolloutArg) -> None:
     """Let the executor start the rollout's waves."""
+    from cityward.services import executors
+
     rollouts.start(CTX.platform.uow, CTX.caller, rollout_id)
-    out.print(f"rollout {rollout_id} started: an executor carries it out (cityward rollout run, or cityward worker)")
+    out.print(f"rollout {rollout_id} started: an executor carries it out (cityward serve's own, cityward rollout "
+              "run, or cityward worker)")
+    if executors.waiting(CTX.platform.uow) is not None:
+        err.print(f"[yellow]no executor has looked for work in the last {executors.SILENT_AFTER.seconds} s[/]: "
+                  f"{executors.RUN_HINT}", highlight=False)
 
 
 @app.command("pause")
