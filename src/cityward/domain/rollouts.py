@@ -4,6 +4,10 @@ A rollout's progress is never stored twice: the campaign's and each wave's statu
 the per-device action counts and the one control state an operator sets (running, paused,
 aborted). The rules here decide which devices go in which wave, whether a wave may advance, and
 whether a zone's maintenance window lets work start now.
+
+The state machine lives here too (`rollout_state`, `TRANSITIONS`, `transition`): every entry point
+(CLI, API, dashboard, the executor's own threshold verdicts) asks it before changing a rollout, so a
+finished rollout is refused the same way everywhere and its outcome is never rewritten.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from zoneinfo import ZoneInfo
 from cronsim import CronSim, CronSimError
 
 from cityward.domain.zones import MaintenanceWindow
-from cityward.errors import Problem
+from cityward.errors import Conflict, Problem
 
 
 class Operation(StrEnum):
@@ -181,16 +185,110 @@ def wave_verdict(counts: WaveCounts, options: WaveOptions) -> Verdict:
     return Verdict.ADVANCE
 
 
-def campaign_status(control: Control, counts: Mapping[str, int]) -> str:
-    """Mender-style derived status from the control state and the action counts."""
-    active = counts.get(ActionStatus.PENDING, 0) + counts.get(ActionStatus.RUNNING, 0)
+# --- the state machine ---------------------------------------------------------------------------
+
+
+class RolloutState(StrEnum):
+    """Where a rollout is: derived (Mender-style) from the control state, the action counts, and
+    whether the executor has closed every wave. The values are what `status` shows."""
+
+    AWAITING_APPROVAL = "awaiting_approval"
+    READY = "ready"
+    RUNNING = "running"
+    PAUSED = "paused"
+    ABORTING = "aborting"  # aborted, commands already out still finishing
+    ABORTED = "aborted"
+    SUCCEEDED = "succeeded"
+    FINISHED_WITH_FAILURES = "finished with failures"
+
+
+# Final: no command is accepted and no count changes any more.
+TERMINAL_STATES = frozenset({RolloutState.ABORTED, RolloutState.SUCCEEDED, RolloutState.FINISHED_WITH_FAILURES})
+
+
+class RolloutCommand(StrEnum):
+    """What an operator (or the executor's threshold verdict) asks of a rollout."""
+
+    APPROVE = "approve"
+    START = "start"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+
+    @property
+    def past(self) -> str:
+        return {"approve": "approved", "start": "started", "pause": "paused", "resume": "resumed",
+                "abort": "aborted"}[self.value]
+
+
+# The only allowed transitions: state -> command -> the control state it sets. Anything missing
+# (every command from a terminal state, or from `aborting`) is refused.
+TRANSITIONS: Mapping[RolloutState, Mapping[RolloutCommand, Control]] = {
+    RolloutState.AWAITING_APPROVAL: {RolloutCommand.APPROVE: Control.READY, RolloutCommand.ABORT: Control.ABORTED},
+    RolloutState.READY: {RolloutCommand.START: Control.RUNNING, RolloutCommand.ABORT: Control.ABORTED},
+    RolloutState.RUNNING: {RolloutCommand.PAUSE: Control.PAUSED, RolloutCommand.ABORT: Control.ABORTED},
+    RolloutState.PAUSED: {RolloutCommand.RESUME: Control.RUNNING, RolloutCommand.ABORT: Control.ABORTED},
+    RolloutState.ABORTING: {},
+    RolloutState.ABORTED: {},
+    RolloutState.SUCCEEDED: {},
+    RolloutState.FINISHED_WITH_FAILURES: {},
+}
+
+_NEXT_STEP: dict[RolloutState, str] = {
+    RolloutState.AWAITING_APPROVAL: "another city user must approve it first: cityward rollout approve",
+    RolloutState.READY: "start it: cityward rollout start",
+    RolloutState.RUNNING: "pause or abort it",
+    RolloutState.PAUSED: "resume or abort it",
+    RolloutState.ABORTING: "it is being aborted: commands already out finish, nothing new starts",
+    RolloutState.ABORTED: "an aborted rollout is final; plan a new one with cityward rollout create",
+    RolloutState.SUCCEEDED: "a finished rollout is final; plan a new one with cityward rollout create",
+    RolloutState.FINISHED_WITH_FAILURES: "a finished rollout is final; retry the failed devices with a new "
+                                         "rollout (cityward rollout status ID --failed lists them)",
+}
+
+
+class RolloutStateConflict(Conflict):
+    """A command the rollout's current state does not allow (e.g. abort after it succeeded)."""
+
+    title = "Rollout state conflict"
+
+    def __init__(self, rollout_id: int, state: RolloutState, command: RolloutCommand) -> None:
+        super().__init__(f"rollout {rollout_id} is {state.value}: it cannot be {command.past}",
+                         hint=_NEXT_STEP[state])
+        self.rollout_id = rollout_id
+        self.state = state
+        self.command = command
+
+
+def rollout_state(control: Control, counts: Mapping[str, int], *, waves_open: bool) -> RolloutState:
+    """The derived state. A running rollout is finished only once every action is decided *and*
+    the executor has closed every wave: until then a threshold verdict may still pause or abort
+    it, so calling it succeeded earlier would let that verdict rewrite an outcome already shown."""
+    running = counts.get(ActionStatus.RUNNING, 0)
     if control is Control.ABORTED:
-        return "aborted" if not counts.get(ActionStatus.RUNNING, 0) else "aborting"
-    if control in (Control.AWAITING_APPROVAL, Control.READY, Control.PAUSED):
-        return control.value
-    if active:
-        return "running"
-    return "finished with failures" if counts.get(ActionStatus.FAILED, 0) else "succeeded"
+        return RolloutState.ABORTING if running else RolloutState.ABORTED
+    if control is not Control.RUNNING:
+        return RolloutState(control.value)
+    if waves_open or running or counts.get(ActionStatus.PENDING, 0):
+        return RolloutState.RUNNING
+    return RolloutState.FINISHED_WITH_FAILURES if counts.get(ActionStatus.FAILED, 0) else RolloutState.SUCCEEDED
+
+
+def allowed_commands(state: RolloutState) -> tuple[RolloutCommand, ...]:
+    return tuple(TRANSITIONS[state])
+
+
+def transition(rollout_id: int, state: RolloutState, command: RolloutCommand) -> Control:
+    """The control state `command` sets from `state`, or RolloutStateConflict naming both."""
+    to = TRANSITIONS[state].get(command)
+    if to is None:
+        raise RolloutStateConflict(rollout_id, state, command)
+    return to
+
+
+def campaign_status(control: Control, counts: Mapping[str, int], *, waves_open: bool = False) -> str:
+    """Mender-style derived status from the control state and the action counts."""
+    return rollout_state(control, counts, waves_open=waves_open).value
 
 
 # --- maintenance windows -----------------------------------------------------------------------
