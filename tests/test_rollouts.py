@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from cityward.adapters.storage.models import RolloutActionRow, RolloutRow
 from cityward.bootstrap import Platform
 from cityward.domain.firmware import signed_message
 from cityward.domain.organizations import Caller, Role
-from cityward.domain.rollouts import Operation, WaveOptions
+from cityward.domain.rollouts import Operation, RolloutStateConflict, WaveOptions
 from cityward.domain.zones import MaintenanceWindow
 from cityward.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from cityward.services import auditlog, credentials, firmware, organizations, rollouts, zones
@@ -29,6 +30,7 @@ from cityward.services.rollout_executor import Dispatch, Executor, ExecutorOptio
 from cityward.services.rollouts import RolloutRequest, Target
 from tests.conftest import caller_for
 from tests.helpers import csv_bytes, device, import_csv
+from tests.rollout_support import finish_rollout, offline_executor
 
 HEADER = ["id", "kind", "brand", "model", "firmware_version", "zone", "protocol", "serial", "mac"]
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"test manufacturer key").digest())
@@ -245,3 +247,58 @@ def test_certificates_come_from_the_city_ca_and_stay_secret(platform: Platform, 
     events = auditlog.list_events(platform.uow, fleet, limit=1000)
     assert any(e.action == "city_ca.created" for e in events)
     assert not any("PRIVATE KEY" in str(e) for e in events)
+
+
+def test_a_finished_rollout_refuses_every_command_and_keeps_its_outcome(platform: Platform, fleet: Caller,
+                                                                         tmp_path: Path) -> None:
+    """Issue 14: pause, resume and abort on a succeeded rollout were accepted, and abort rewrote
+    its outcome to "aborted"."""
+    req = RolloutRequest("r", Operation.REBOOT, Target(device_ids=("SL-00001", "SL-00002")),
+                         WaveOptions(canary=1, percentages=(100,), failure_threshold=100, success_threshold=0))
+    done, _ = rollouts.create(platform.uow, fleet, req, tmp_path)
+    rollouts.start(platform.uow, fleet, done)
+    finish_rollout(platform, done, tmp_path)
+    failed, _ = rollouts.create(platform.uow, fleet, replace(req, target=Target(device_ids=("SL-00005",))), tmp_path)
+    rollouts.start(platform.uow, fleet, failed)
+    finish_rollout(platform, failed, tmp_path, failing=frozenset({"SL-00005"}))
+    aborted, _ = rollouts.create(platform.uow, fleet, replace(req, target=Target(device_ids=("SL-00006",))),
+                                 tmp_path)
+    rollouts.abort(platform.uow, fleet, aborted)
+    approver = caller_for(platform, "Springfield")
+    for rid, state in ((done, "succeeded"), (failed, "finished with failures"), (aborted, "aborted")):
+        before = rollouts.get(platform.uow, fleet, rid)
+        assert before.status == state
+        events = len(auditlog.list_events(platform.uow, fleet, limit=1000))
+        for command, act in (("pause", rollouts.pause), ("resume", rollouts.resume), ("abort", rollouts.abort),
+                             ("start", rollouts.start)):
+            with pytest.raises(RolloutStateConflict, match=f"rollout {rid} is {state}: it cannot be") as info:
+                act(platform.uow, fleet, rid)
+            assert (info.value.state.value, info.value.command.value) == (state, command)
+            assert isinstance(info.value, Conflict) and info.value.hint
+        with pytest.raises(RolloutStateConflict, match=state):
+            rollouts.approve(platform.uow, approver, rid)
+        assert rollouts.get(platform.uow, fleet, rid) == before  # the outcome is not rewritten
+        assert len(auditlog.list_events(platform.uow, fleet, limit=1000)) == events  # nothing recorded
+    assert rollouts.get(platform.uow, fleet, done).counts == {"succeeded": 2}
+
+
+def test_a_rollout_is_finished_only_once_the_executor_closed_its_waves(platform: Platform, fleet: Caller,
+                                                                      tmp_path: Path) -> None:
+    """Every action decided is not yet an outcome: the executor's threshold verdict may still pause
+    the wave, so until it closes the wave the rollout is running (and may be paused or aborted)."""
+    rid, _ = rollouts.create(platform.uow, fleet, RolloutRequest(
+        "r", Operation.REBOOT, Target(device_ids=("SL-00001",)), WaveOptions(canary=0, percentages=(100,), retries=0)),
+        tmp_path)
+    rollouts.start(platform.uow, fleet, rid)
+    executor = offline_executor(platform, tmp_path)
+    (d,) = executor.build_many(executor.claim_all()[0])
+    executor._finish(d, "failed", "timeout: no answer")
+    assert rollouts.get(platform.uow, fleet, rid).status == "running"  # the wave is still open
+    executor.claim_all()  # the wave failed its threshold: the executor pauses it
+    view = rollouts.get(platform.uow, fleet, rid)
+    assert view.status == "paused" and "wave 1: 1 of 1 failed" in (view.control_reason or "")
+    rollouts.resume(platform.uow, fleet, rid)  # accepts the failure
+    executor.claim_all()
+    assert rollouts.get(platform.uow, fleet, rid).status == "finished with failures"
+    with pytest.raises(RolloutStateConflict, match="finished with failures"):
+        rollouts.pause(platform.uow, fleet, rid)
