@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 
 from cityward.adapters.secretbox import SecretBox
-from cityward.adapters.storage.models import RolloutActionRow, RolloutRow
+from cityward.adapters.storage.models import (
+    DeviceCommandRow,
+    DeviceStateRow,
+    DiscoveredDeviceRow,
+    RolloutActionRow,
+    RolloutRow,
+)
 from cityward.bootstrap import Platform
 from cityward.domain.firmware import signed_message
 from cityward.domain.organizations import Caller, Role
@@ -302,3 +309,67 @@ def test_a_rollout_is_finished_only_once_the_executor_closed_its_waves(platform:
     assert rollouts.get(platform.uow, fleet, rid).status == "finished with failures"
     with pytest.raises(RolloutStateConflict, match="finished with failures"):
         rollouts.pause(platform.uow, fleet, rid)
+
+
+def _record(platform: Platform, *rows: object) -> None:
+    """Facts on record, as ingestion, discovery and `devices command` leave them."""
+    with platform.uow(write=True) as uow:
+        uow.session.add_all(rows)
+        uow.commit()
+
+
+def _state_row(device_id: str, *, online: bool, seen: datetime, reason: str | None = None) -> DeviceStateRow:
+    return DeviceStateRow(device_id=device_id, online=online, offline_reason=reason, status_at=seen, last_seen=seen,
+                          transport="mqtt", firmware_version="1.2.3", credential_state="unknown")
+
+
+def _command_row(device_id: str, action: str, status: str, detail: str | None, at: datetime) -> DeviceCommandRow:
+    return DeviceCommandRow(command_id=str(uuid.uuid4()), device_id=device_id, action=action, params={},
+                            status=status, detail=detail, issued_by="local:test", issued_at=at, expires_at=at,
+                            updated_at=at)
+
+
+def test_plan_skips_devices_that_cannot_succeed_now(platform: Platform, fleet: Caller, tmp_path: Path) -> None:
+    """Issue 14: the canary was a device that had just failed as unreachable, so the rollout paused
+    at once. Offline devices, devices unreachable in their last command (and silent since) and
+    devices without the action are skipped, each with its reason."""
+    now = datetime.now(UTC)
+    hour = timedelta(hours=1)
+    _record(platform,
+            _state_row("SL-00001", online=False, seen=now - hour, reason="will"),
+            _command_row("SL-00002", "reboot", "failed", "unreachable: 127.0.3.2:8080 refused the connection",
+                         now - hour),
+            # unreachable once, but it reported since: it is back
+            _state_row("SL-00003", online=True, seen=now),
+            _command_row("SL-00003", "reboot", "failed", "unreachable: no route", now - hour),
+            # unreachable once, then a command succeeded
+            _command_row("SL-00004", "reboot", "failed", "unreachable: no route", now - 2 * hour),
+            _command_row("SL-00004", "set_config", "succeeded", None, now - hour),
+            _command_row("SL-00005", "reboot", "rejected", "unknown action", now - hour),
+            DiscoveredDeviceRow(device_id="SL-00006", status="approved", source="mqtt", address=None,
+                                hello={"actions": ["set_config", "set_password"], "rollback": False},
+                                first_seen=now, last_seen=now))
+    plan = rollouts.plan(platform.uow, fleet, _req(device_ids=tuple(f"SL-0000{i}" for i in range(1, 8))), tmp_path)
+    reasons = {s.device_id: s.reason for s in plan.skipped}
+    assert reasons["SL-00001"].startswith("offline since") and "(will)" in reasons["SL-00001"]
+    assert reasons["SL-00002"].startswith("unreachable in its last command") and "refused" in reasons["SL-00002"]
+    assert reasons["SL-00005"] == "does not support reboot (it answered 'unknown action')"
+    assert reasons["SL-00006"] == "does not support reboot (not among the actions its hello announces)"
+    assert sorted(d for w in plan.waves for d in w) == ["SL-00003", "SL-00004", "SL-00007"]
+    rollback = rollouts.plan(platform.uow, fleet, RolloutRequest(
+        "rb", Operation.ROLLBACK_FIRMWARE, Target(device_ids=("SL-00006", "SL-00007"))), tmp_path)
+    assert {s.device_id: s.reason for s in rollback.skipped} == {
+        "SL-00006": "does not support rollback_firmware (not among the actions its hello announces)"}
+
+
+def test_the_canary_is_drawn_from_devices_that_reported_recently(platform: Platform, fleet: Caller,
+                                                                 tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    _record(platform, _state_row("SL-00001", online=True, seen=now - timedelta(hours=3)),  # long silent
+            _state_row("SL-00007", online=True, seen=now - timedelta(minutes=2)),
+            _state_row("SL-00003", online=True, seen=now))
+    plan = rollouts.plan(platform.uow, fleet, RolloutRequest(
+        "r", Operation.REBOOT, Target(device_ids=tuple(f"SL-0000{i}" for i in range(1, 9))),
+        WaveOptions(canary=2, percentages=(50, 100))), tmp_path)
+    assert sorted(plan.waves[0]) == ["SL-00003", "SL-00007"]
+    assert sorted(d for w in plan.waves for d in w) == [f"SL-0000{i}" for i in range(1, 9)]  # nobody lost

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -121,11 +121,14 @@ class WaveOptions:
         return found
 
 
-def plan_waves(devices: Sequence[str], groups: Mapping[str, str], options: WaveOptions) -> list[list[str]]:
+def plan_waves(devices: Sequence[str], groups: Mapping[str, str], options: WaveOptions,
+               recent: Collection[str] = ()) -> list[list[str]]:
     """Split `devices` into waves: the canary, then cumulative percentages of all of them.
 
     The order interleaves `groups` (device -> zone/product), so the canary and every early wave
-    sample each group instead of taking one street first."""
+    sample each group instead of taking one street first. The canary is drawn from the `recent`
+    devices (those that reported lately) first: a canary that fails because it was already gone
+    stops the rollout for nothing."""
     by_group: dict[str, list[str]] = {}
     for d in sorted(devices):
         by_group.setdefault(groups.get(d, ""), []).append(d)
@@ -134,6 +137,12 @@ def plan_waves(devices: Sequence[str], groups: Mapping[str, str], options: WaveO
     for i in range(max((len(q) for q in queues), default=0)):
         order.extend(q[i] for q in queues if i < len(q))
     total = len(order)
+    if recent and options.canary:
+        fresh = set(recent)
+        canary = [d for d in order if d in fresh][:options.canary]
+        canary += [d for d in order if d not in fresh][:options.canary - len(canary)]
+        chosen = set(canary)
+        order = canary + [d for d in order if d not in chosen]
     waves: list[list[str]] = []
     done = min(options.canary, total)
     if done:
@@ -335,6 +344,62 @@ def next_opening(window: MaintenanceWindow, at: datetime) -> datetime | None:
 
 
 # --- the plan ----------------------------------------------------------------------------------
+
+# A device that reported within this long is a good canary.
+RECENT_REPORT = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Reachability:
+    """What is known, before planning, about whether a device can take a command now."""
+
+    online: bool | None = None  # None: it never reported
+    offline_since: datetime | None = None
+    offline_reason: str | None = None  # will, silence, gateway, poll
+    last_seen: datetime | None = None
+    last_result_at: datetime | None = None  # its most recent decided command (lone or rollout)
+    unreachable_at: datetime | None = None  # its most recent command that failed as unreachable
+    unreachable_detail: str | None = None
+    announced_actions: frozenset[str] | None = None  # from its hello, where one is on record
+    announced_rollback: bool | None = None
+    rejected: str | None = None  # its answer when it last refused this action as unsupported
+
+
+# A device's answer to an action it does not have (docs/protocol.md §1: `rejected`).
+UNSUPPORTED_DETAILS = ("unknown action", "not supported")
+
+
+def is_unsupported_answer(detail: str | None) -> bool:
+    return detail is not None and any(m in detail.lower() for m in UNSUPPORTED_DETAILS)
+
+
+def _at(t: datetime | None) -> str:
+    return f"{t:%Y-%m-%d %H:%M} UTC" if t else "an unknown time"
+
+
+def cannot_succeed(operation: Operation, r: Reachability) -> str | None:
+    """Why a command for `operation` cannot succeed on this device now, or None.
+
+    Offline devices; devices whose last command failed as unreachable with no sign of life since;
+    devices that do not have the action (their hello says so, or they refused it as unsupported)."""
+    action = DEVICE_ACTION[operation]
+    if r.online is False:
+        return f"offline since {_at(r.offline_since)}" + (f" ({r.offline_reason})" if r.offline_reason else "")
+    if (r.unreachable_at is not None and (r.last_result_at is None or r.unreachable_at >= r.last_result_at)
+            and (r.last_seen is None or r.last_seen <= r.unreachable_at)):
+        return (f"unreachable in its last command ({_at(r.unreachable_at)}) and silent since"
+                + (f": {r.unreachable_detail[:120]}" if r.unreachable_detail else ""))
+    if r.announced_actions and action not in r.announced_actions:
+        return f"does not support {action} (not among the actions its hello announces)"
+    if operation is Operation.ROLLBACK_FIRMWARE and r.announced_rollback is False:
+        return "does not support rollback_firmware (its hello announces no rollback)"
+    if r.rejected is not None:
+        return f"does not support {action} (it answered {r.rejected[:80]!r})"
+    return None
+
+
+def is_recent(r: Reachability, now: datetime) -> bool:
+    return r.online is not False and r.last_seen is not None and now - r.last_seen <= RECENT_REPORT
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,14 @@ from cityward.domain.rollouts import (
     FailureAction,
     Operation,
     PlanSummary,
+    Reachability,
     RolloutCommand,
     RolloutState,
     Skip,
     WaveOptions,
+    cannot_succeed,
     estimate,
+    is_recent,
     next_opening,
     plan_waves,
     rollout_state,
@@ -62,6 +65,7 @@ from cityward.services import credentials, firmware
 from cityward.services.audit import failing_devices
 from cityward.services.configs import selector_filter
 from cityward.services.inventory import DeviceFilter, apply_filter
+from cityward.services.rollout_reachability import reachability
 
 # Which duty a partner must hold on a device to run this operation on it.
 DUTY_FOR: dict[Operation, Duty] = {Operation.ROTATE_PASSWORD: Duty.CREDENTIALS}
@@ -197,8 +201,10 @@ def zone_windows(s: Session) -> dict[int, MaintenanceWindow | None]:
 
 
 def _skips(s: Session, req: RolloutRequest, params: dict[str, Any], cands: list[_Candidate],
-           box_has_admin: set[str]) -> dict[str, str]:
-    """Devices left out of the plan, each with its reason."""
+           box_has_admin: set[str], reach: dict[str, Reachability]) -> dict[str, str]:
+    """Devices left out of the plan, each with its reason: those the plan must not touch, then
+    those that cannot succeed now (offline, unreachable last time and silent since, without the
+    action), so a canary is not spent on a device that was already gone."""
     reasons: dict[str, str] = {}
     ids = [c.id for c in cands]
     busy: dict[str, int] = {}
@@ -228,6 +234,8 @@ def _skips(s: Session, req: RolloutRequest, params: dict[str, Any], cands: list[
             reasons[c.id] = "already in the desired configuration"
         elif req.operation is Operation.RELEASE and not c.quarantined:
             reasons[c.id] = "not quarantined"
+        elif (why := cannot_succeed(req.operation, reach[c.id])) is not None:
+            reasons[c.id] = why
     return reasons
 
 
@@ -260,7 +268,8 @@ def _plan(s: Session, uow_factory: UnitOfWorkFactory, caller: Caller, req: Rollo
     for i in range(0, len(http_ids), 900):
         with_admin.update(s.scalars(select(DeviceSecretRow.device_id).where(
             DeviceSecretRow.purpose == credentials.ADMIN, DeviceSecretRow.device_id.in_(http_ids[i:i + 900]))))
-    reasons = _skips(s, req, params, cands, with_admin)
+    reach = reachability(s, [c.id for c in cands], req.operation)
+    reasons = _skips(s, req, params, cands, with_admin, reach)
     chosen = [c for c in cands if c.id not in reasons]
     skipped = [Skip(d, r) for d, r in sorted(reasons.items())]
     if not chosen:
@@ -282,7 +291,8 @@ def _plan(s: Session, uow_factory: UnitOfWorkFactory, caller: Caller, req: Rollo
         notes[zone] = (f"{window.cron} for {window.duration_minutes} min ({window.timezone}): "
                        + ("open now" if opening == now else f"opens {opening:%Y-%m-%d %H:%M} UTC"))
     critical = sorted({c.zone for c in chosen if c.criticality == Criticality.CRITICAL})
-    waves = plan_waves([c.id for c in chosen], {c.id: c.zone for c in chosen}, req.options)
+    recent = [c.id for c in chosen if is_recent(reach[c.id], now)]
+    waves = plan_waves([c.id for c in chosen], {c.id: c.zone for c in chosen}, req.options, recent)
     summary = PlanSummary(waves=waves, skipped=skipped, windows=notes, needs_approval=bool(critical),
                           approval_zones=critical, estimated=estimate(waves, req.operation, req.options))
     return Plan(summary, params, {c.id: c.zone_id for c in chosen})
