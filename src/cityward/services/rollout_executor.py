@@ -51,8 +51,11 @@ from cityward.domain.rollouts import (
     ActionStatus,
     Control,
     Operation,
+    RolloutCommand,
+    RolloutState,
     Verdict,
     WaveCounts,
+    transition,
     wave_verdict,
     window_open,
 )
@@ -241,6 +244,9 @@ class Executor:
                 expired = self._expired(s, uow, row, now)
                 uow.commit()
                 return expired, running > 0
+            if row.control != Control.RUNNING:  # paused (or not started) since claim_all looked
+                uow.commit()
+                return [], running > 0
             wave = self._advance(s, uow, row, now)
             if wave is None or row.control != Control.RUNNING:
                 uow.commit()
@@ -414,16 +420,16 @@ class Executor:
                       + f", {opts.success_threshold} % to succeed)")
             wave.verdict = verdict.value
             before = row.control
-            if verdict is Verdict.PAUSE:
-                row.control = Control.PAUSED.value
-            else:
-                row.control = Control.ABORTED.value
+            # The same state machine as the operator's commands: a wave is open, so it is running.
+            command = RolloutCommand.PAUSE if verdict is Verdict.PAUSE else RolloutCommand.ABORT
+            row.control = transition(row.id, RolloutState.RUNNING, command).value
+            if command is RolloutCommand.ABORT:
                 wave.finished_at = now
                 s.execute(update(RolloutActionRow).where(
                     RolloutActionRow.rollout_id == row.id, RolloutActionRow.status == ActionStatus.PENDING)
                     .values(status=ActionStatus.CANCELLED.value, detail="rollout aborted", updated_at=now))
             row.control_reason, row.updated_at = reason, now
-            uow.record(SYSTEM, f"rollout.{'paused' if verdict is Verdict.PAUSE else 'aborted'}", "rollout", row.id,
+            uow.record(SYSTEM, f"rollout.{command.past}", "rollout", row.id,
                        before={"control": before}, after={"control": row.control, "reason": reason})
             return None
         return None
@@ -493,8 +499,11 @@ class Executor:
                 for i in range(0, len(ids), _IN_CHUNK):
                     actions.update((a.id, a) for a in s.scalars(select(RolloutActionRow).where(
                         RolloutActionRow.id.in_(ids[i:i + _IN_CHUNK]))))
+                # Shared locks on the rollouts (PostgreSQL): an abort committing meanwhile cannot
+                # leave a retried action pending in an aborted rollout.
                 rows = {r.id: r for r in s.scalars(select(RolloutRow).where(
-                    RolloutRow.id.in_({d.rollout_id for d, _st, _de in outcomes})))}
+                    RolloutRow.id.in_({d.rollout_id for d, _st, _de in outcomes}))
+                    .order_by(RolloutRow.id).with_for_update(read=True))}
                 passwords: dict[str, str] = {}
                 for d, status, detail in outcomes:
                     action, row = actions.get(d.action_id), rows.get(d.rollout_id)

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from cityward.domain.rollouts import RolloutStateConflict
 from cityward.entrypoints.api.schemas import ProblemItemOut, ProblemOut
 from cityward.errors import (
     AuthenticationFailed,
@@ -68,6 +69,7 @@ def problem_response(
     more: int = 0,
     hint: str | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response:
     html = getattr(request.app.state, "html_error", None)  # the dashboard's pages answer in HTML
     if html is not None:
@@ -85,6 +87,7 @@ def problem_response(
     for item in content.get("errors", []):
         if item.get("source") is None:
             item.pop("source", None)
+    content.update(extensions or {})  # RFC 9457 extension members, e.g. a rollout's state
     return JSONResponse(content, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -113,6 +116,9 @@ async def _cityward_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, InvalidInput):
         return problem_response(request, status, exc.title, exc.message,
                                 errors=_items(exc.problems), more=exc.more, hint=exc.hint)
+    if isinstance(exc, RolloutStateConflict):  # 409 naming the state and the refused command
+        return problem_response(request, status, exc.title, exc.message, hint=exc.hint, extensions={
+            "rollout": exc.rollout_id, "state": exc.state.value, "command": exc.command.value})
     return problem_response(request, status, exc.title, exc.message, hint=exc.hint,
                             headers=headers)
 
@@ -211,4 +217,6 @@ COMMON_RESPONSES: Responses = {
 }
 NOT_FOUND: Responses = {404: _doc("not found (or not visible to the caller)")}
 CONFLICT: Responses = {409: _doc("contradicts stored data")}
+ROLLOUT_STATE: Responses = {409: _doc("the rollout's state does not allow this command (e.g. it has finished): "
+                                      "`state` and `command` name both")}
 TOO_LARGE: Responses = {413: _doc("the request body is over the cap")}

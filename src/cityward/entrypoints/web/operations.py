@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cityward.domain.organizations import Role
-from cityward.domain.rollouts import Control
+from cityward.domain.rollouts import RolloutState, allowed_commands
 from cityward.entrypoints.web.common import SessionDep, check_csrf, page, platform_of
 from cityward.errors import Conflict
 from cityward.services import executors, rollouts, users
@@ -17,16 +17,15 @@ from cityward.services import executors, rollouts, users
 router = APIRouter(include_in_schema=False)
 _VERBS = {"start": rollouts.start, "approve": rollouts.approve, "pause": rollouts.pause, "resume": rollouts.resume,
           "abort": rollouts.abort}
-# Which control buttons a rollout in each state offers (the services refuse the rest anyway).
-_OFFERED = {Control.AWAITING_APPROVAL: ("approve", "abort"), Control.READY: ("start", "abort"),
-            Control.RUNNING: ("pause", "abort"), Control.PAUSED: ("resume", "abort"), Control.ABORTED: ()}
 
 
 def _buttons(active: users.WebSession, shown: rollouts.RolloutView) -> list[str]:
+    """The buttons the domain's state machine allows from the rollout's state (the services
+    refuse the rest anyway)."""
     caller = active.caller
-    if caller.role is Role.VIEWER or shown.done >= shown.total > 0:
+    if caller.role is Role.VIEWER:
         return []
-    offered = list(_OFFERED[Control(shown.control)])
+    offered = [c.value for c in allowed_commands(RolloutState(shown.status))]
     if "approve" in offered and (not caller.is_city or shown.created_by == caller.actor):
         offered.remove("approve")  # a second pair of eyes: another city operator
     return offered
