@@ -55,11 +55,11 @@ def test_accounts_and_topic_rules() -> None:
     assert refused == ["D1", "nobody", "C1"]
 
 
-async def _retained_scenario() -> tuple[list[str], list[str], list[str], int]:
+async def _retained_scenario() -> tuple[list[str], list[str], list[str], int, int, list[str]]:
     """D1 retains its state while the platform listens; D2 connects later (its own downlink only);
     then a second platform client subscribes with a wildcard. Returns what D2 got, what the late
     platform client got, what D2 got on its own retained downlink, and how many topic matches
-    D2's connection cost the broker."""
+    D2's connection and one message of D1's cost the broker, and what the platform got of it."""
     accounts = [*ACCOUNTS, *(BrokerAccount(f"X{i}", "x" * 24, "device") for i in range(300))]
     broker, url = await embedded_broker.start(accounts)
     port = int(url.rsplit(":", 1)[1])
@@ -106,17 +106,25 @@ async def _retained_scenario() -> tuple[list[str], list[str], list[str], int]:
                 "127.0.0.1", port, username="cityward-platform", password="p" * 24, identifier="platform-2"))
             await plat2.subscribe("cityward/v1/+/state", qos=1)
             await drain(plat2, late, 1.0)
+            matches = 0
+            async with aiomqtt.Client("127.0.0.1", port, username="D1", password="d" * 24, identifier="D1") as d1:
+                await d1.publish("cityward/v1/D1/state", b"fresh", qos=1)
+            heard: list[str] = []
+            await drain(plat2, heard)
+            message_matches = matches
     finally:
         await broker.shutdown()
-    return stray, late, own, connect_matches
+    return stray, late, own, connect_matches, message_matches, heard
 
 
 def test_retained_messages_go_only_to_their_subscribers() -> None:
     """A connecting client is not replayed the retained messages of other clients' filters (it was:
     past the ACL, and at a cost of filters times retained topic matches per connection, seconds of
-    CPU per gateway reconnect in the demo city); its own and wildcard subscriptions still get them."""
-    stray, late, own, connect_matches = asyncio.run(_retained_scenario())
+    CPU per gateway reconnect in the demo city); its own and wildcard subscriptions still get them.
+    A message is matched against the wildcard filters only, not against every client's filter."""
+    stray, late, own, connect_matches, message_matches, heard = asyncio.run(_retained_scenario())
     assert stray == []
     assert own == ["cityward/v1/D2/cmd"]
     assert "cityward/v1/D1/state" in late and len(set(late)) == 301
     assert connect_matches < 50
+    assert heard == ["cityward/v1/D1/state"] and message_matches < 20
