@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from contextlib import suppress
 from datetime import timedelta
@@ -40,9 +41,14 @@ from cityward.sim.advisories import write_advisories
 from cityward.sim.city import DemoCity, generate_city, write_catalog_csv, write_inventory_csv
 from cityward.sim.profile import load_profile
 
+FILE_WIDTH = 200  # columns of the demo's output in a file or pipe: its widest table fits unwrapped
+
 
 def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: int | None,
              live: bool = True) -> None:
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        # Rich lays a file out 80 columns wide: tables would fold ids and CVE numbers in two.
+        out.width = FILE_WIDTH
     city = generate_city(devices, seed)
     caller = _city_admin(platform, city)
     with step("setting up zones, partners and the product catalog", out):

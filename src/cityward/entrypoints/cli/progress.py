@@ -123,7 +123,7 @@ class _PlainStep(Step):
                 self._say(f"  {self.label}: still working ({self.elapsed:.0f} s)")
 
     def say(self, line: str) -> None:
-        self._say(f"  {line}")
+        self._say(f"  {line} ({self.elapsed:.0f} s)")
 
     def _say(self, line: str) -> None:
         self._last_at = time.monotonic()
@@ -150,13 +150,14 @@ def step(label: str, console: Console, *, total: int | None = None) -> Iterator[
     if total is not None:
         columns += [BarColumn(), MofNCompleteColumn()]
     columns += [TextColumn("[dim]{task.fields[note]}"), TimeElapsedColumn()]
+    ok = False
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(escape(label), total=total, note="")
         live = _LiveStep(label, bar, task, has_bar=total is not None)
-        ok = False
         try:
             yield live
             ok = True
         finally:
+            bar.stop()  # the line below stays, the bar goes
             mark = "[green]✓[/]" if ok else "[red]✗[/]"
-            console.print(f"{mark} {escape(label)} [dim]({live.elapsed:.1f} s)[/]")
+            console.print(f"{mark} {escape(label)} [dim]({live.elapsed:.1f} s)[/]", highlight=False)
