@@ -224,12 +224,39 @@ def test_demo_once(tmp_path: Path) -> None:
     assert "cityward baseline over 2,000 devices" in out and "CRED-001" in out and "worst by zone" in out
     assert "rotate default passwords" in out and "upgrade " in out and "approved by local:night-shift" in out
     assert re.search(r"rollout \d+ paused: wave \d+: \d+ of \d+ failed", proc.stderr + out)
+    # Every long step says when it starts and how long it took, in plain lines (stdout is a pipe).
+    assert "\x1b" not in out and "\r" not in out
+    for label in ("bringing the city's devices online", "devices reporting their state",
+                  "auditing the fleet against cityward baseline", "rollout 1 in waves",
+                  "waiting for the changed devices to report their new state", "stopping the simulated city"):
+        assert re.search(rf"^{re.escape(label)}: done in [\d.]+ s", out, re.M), label
+    assert re.search(r"^  rollout 1: running · [\d,]+ of [\d,]+ done", out, re.M)
     rows = {m.group(1): (float(m.group(2).replace(",", "")), float(m.group(3).replace(",", "")))
             for m in re.finditer(r"│ (score|CRED-001 devices|FW-001 devices)\s+│ ([\d.,]+)\s+│ ([\d.,]+)", out)}
     assert set(rows) == {"score", "CRED-001 devices", "FW-001 devices"}, out
     assert rows["score"][1] > rows["score"][0]
     assert rows["CRED-001 devices"][1] < rows["CRED-001 devices"][0] / 10  # default passwords all but gone
     assert rows["FW-001 devices"][1] < rows["FW-001 devices"][0]
+
+
+def test_demo_output_written_to_a_file_is_readable(tmp_path: Path) -> None:
+    """`make demo ARGS=--once > demo.txt`: no control codes or carriage-return redraws, every step
+    named with its time (a spinner prints nothing in a file), tables wide enough not to fold ids."""
+    run = Cli(tmp_path)
+    env = {k: v for k, v in run.env.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    target = tmp_path / "demo.txt"
+    with target.open("w") as fh:
+        proc = subprocess.run([*CLI, "demo", "--once", "--devices", "300", "--no-live"], cwd=tmp_path, env=env,
+                              stdout=fh, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = target.read_text(encoding="utf-8")
+    assert "\x1b" not in text and "\r" not in text
+    for label in ("setting up zones, partners and the product catalog", "importing 300 devices from the "
+                  "installers' inventory", "importing advisories, KEV and EPSS, and matching the fleet",
+                  "auditing the fleet against cityward baseline"):
+        assert f"{label}…\n" in text and re.search(rf"^{re.escape(label)}: done in [\d.]+ s$", text, re.M), label
+    assert re.search(r"│ CVE-\d{4}-\d+ +│", text), text  # not folded over two lines
+    assert "sign in as demo / " in text
 
 
 def test_demo_without_live_devices(tmp_path: Path) -> None:
