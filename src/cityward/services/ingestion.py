@@ -153,6 +153,13 @@ class Ingestor:
         self._pending.statuses[device_id] = StatusUpdate(False, now, now, reason)
         self._received.setdefault(device_id, time.monotonic())
 
+    def offer_alive(self, device_id: str) -> None:
+        """A transport heard from a device without reading its facts (an HTTP 401 or 429): it is
+        reachable, so it is online and not silent."""
+        now = self.clock()
+        self._pending.statuses[device_id] = StatusUpdate(True, now, now, None)
+        self._received.setdefault(device_id, time.monotonic())
+
     def reject(self, rejected: Rejected) -> None:
         self.stats.rejected[rejected.reason] += 1
         self._burst(rejected.reason, rejected.detail)
