@@ -124,6 +124,13 @@ class Ingestor:
             self.reject(Rejected("unknown_command", f"result for {body.command_id} with no command waiting",
                                  msg.device_id))
             return
+        if telemetry.ahead_of(body.at, now):
+            # Ordering across boots trusts the device's clock: a message from the future would
+            # outrank every genuine one until its date (protocol: "Clocks").
+            self.reject(Rejected("future", f"{msg.channel} dated {body.at.isoformat()}, more than "
+                                 f"{telemetry.MAX_CLOCK_SKEW.total_seconds() / 60:g} min ahead of the platform's "
+                                 "clock", msg.device_id))
+            return
         pending = self._pending
         if msg.device_id not in self._received and len(self._received) >= self.max_pending:
             self.stats.dropped["backlog_full"] += 1

@@ -163,7 +163,7 @@ def write_batch(conn: Connection, batch: Batch, now: datetime) -> BatchOutcome:
         old = stored.get(device_id)
         s = u.state
         if old and not telemetry.is_newer(old["boot_id"], old["seq"], _utc(_parse(old["reported_at"])),
-                                          s.boot_id, s.seq, s.at):
+                                          s.boot_id, s.seq, s.at, now):
             out.stale += 1
             if u.transport == "http":
                 # An answered poll is a sign of life even when the device's facts did not move
