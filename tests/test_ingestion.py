@@ -315,3 +315,33 @@ def test_boot_order_never_trusts_a_stored_time_beyond_the_skew(stored: datetime,
         assert newer == (at >= stored)
     assert telemetry.is_newer("b1", 7, stored, "b1", 8, at, now) and not telemetry.is_newer(
         "b1", 7, stored, "b1", 7, at, now)
+
+
+def _hello(device_id: str, **over: Any) -> bytes:
+    body: dict[str, Any] = {"v": 1, "device_id": device_id, "kind": "streetlight", "brand": "Lumo", "model": "L100",
+                            "firmware_version": "1.2.3", "serial": "S1", "mac": "02:00:00:00:00:01", "at": _at()}
+    return json.dumps({**body, **over}).encode()
+
+
+def test_a_known_device_announcing_another_identity_is_recorded(platform: Platform, fleet: Caller) -> None:
+    """Another serial, MAC or brand under a known id (swapped hardware, a clone) is an audited
+    mismatch and an `identity` history fact, once per new announcement; case and MAC separators
+    are not differences."""
+    topic = "cityward/v1/SL-00001/hello"
+    ing = run(_ingest(platform, [(topic, _hello("SL-00001", brand="LUMO", mac="02-00-00-00-00-01"))]))
+    assert ing.stats.identity_changes == 0
+    ing = run(_ingest(platform, [(topic, _hello("SL-00001", serial="EVIL-1", mac="02:00:00:00:99:99"))]))
+    assert ing.stats.identity_changes == 1
+    again = run(_ingest(platform, [(topic, _hello("SL-00001", serial="EVIL-1", mac="02:00:00:00:99:99"))]))
+    assert again.stats.identity_changes == 0  # said on every connect: recorded once
+    assert _history(platform, "SL-00001") == [
+        ("identity", {"serial": "S1", "mac": "02:00:00:00:00:01"}, {"serial": "EVIL-1", "mac": "02:00:00:00:99:99"})]
+    with platform.uow() as uow:
+        events = [(e.action, e.target_id, e.before, e.after) for e in uow.session.scalars(
+            select(AuditEventRow).where(AuditEventRow.action == "device.identity_mismatch"))]
+    assert events == [("device.identity_mismatch", "SL-00001", {"serial": "S1", "mac": "02:00:00:00:00:01"},
+                       {"serial": "EVIL-1", "mac": "02:00:00:00:99:99"})]
+    ing = run(_ingest(platform, [(topic, _hello("SL-00001", brand="Vexlumen"))]))
+    assert ing.stats.identity_changes == 1
+    with platform.uow() as uow:  # never discovered as a new device
+        assert uow.session.get(DiscoveredDeviceRow, "SL-00001") is None

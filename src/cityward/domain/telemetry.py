@@ -207,6 +207,20 @@ def is_newer(stored_boot: str | None, stored_seq: int | None, stored_at: datetim
     return at >= stored_at
 
 
+def identity_differences(hello: Hello, *, brand: str | None, serial: str | None,
+                         mac: str | None) -> dict[str, dict[str, str]]:
+    """What a `hello` says differently from the inventory about who the device is: brand (any
+    case), serial (exact) and MAC (any case, `-` or `:`); a field either side leaves out is not
+    compared."""
+    def norm_mac(value: str) -> str:
+        return value.lower().replace("-", ":")
+
+    pairs = (("brand", brand, hello.brand, str.casefold), ("serial", serial, hello.serial, str.strip),
+             ("mac", mac, hello.mac, norm_mac))
+    return {name: {"inventory": known, "announced": said} for name, known, said, norm in pairs
+            if known and said and norm(known) != norm(said)}
+
+
 def earliest_expiry(certificates: list[Certificate]) -> datetime | None:
     return min((c.not_after for c in certificates), default=None)
 

@@ -43,6 +43,7 @@ class IngestStats:
     superseded: int = 0  # replaced by a newer message of the same device before it was written
     stale: int = 0  # not newer than what was stored (retained copies, replays)
     discovered: int = 0
+    identity_changes: int = 0  # known devices announcing another brand, serial or MAC
     batches: int = 0
     write_retries: int = 0  # batches kept and retried while the database was unavailable
     write_seconds: float = 0.0
@@ -57,7 +58,8 @@ class IngestStats:
             return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else None
 
         return {"received": self.received, "persisted": self.persisted, "superseded": self.superseded,
-                "stale": self.stale, "discovered": self.discovered, "batches": self.batches,
+                "stale": self.stale, "discovered": self.discovered,
+                "identity_changes": self.identity_changes, "batches": self.batches,
                 "write_retries": self.write_retries,
                 "write_seconds": round(self.write_seconds, 3), "rejected": dict(self.rejected),
                 "dropped": dict(self.dropped), "latency_p50_ms": pick(self.latency_ms, 0.5),
@@ -228,6 +230,10 @@ class Ingestor:
         self.stats.persisted += outcome.persisted
         self.stats.stale += outcome.stale
         self.stats.discovered += len(outcome.discovered)
+        self.stats.identity_changes += len(outcome.identity_changes)
+        for device_id, diff in outcome.identity_changes:
+            log.warning("%s announced another identity than the inventory's: %s", device_id, ", ".join(
+                f"{f} {d['inventory']!r} → {d['announced']!r}" for f, d in sorted(diff.items())))
         lat = self.stats.latency_ms
         for t0 in received.values():
             lat.append((done - t0) * 1000)
@@ -251,9 +257,13 @@ class Ingestor:
     def _persist(self, batch: Batch) -> store.BatchOutcome:
         with self.uow(write=True) as uow:
             outcome = store.write_batch(uow.conn, batch, self.clock())
-            if outcome.discovered:
+            if outcome.discovered or outcome.identity_changes:
                 caller = self._system or system_caller(uow.session, "ingest")
                 self._system = caller
+                for device_id, diff in outcome.identity_changes:
+                    uow.record(caller, "device.identity_mismatch", "device", device_id,
+                               before={f: d["inventory"] for f, d in diff.items()},
+                               after={f: d["announced"] for f, d in diff.items()})
                 for device_id in outcome.discovered:
                     hello = batch.hellos[device_id]
                     uow.record(caller, "discovery.announced", "device", device_id,
