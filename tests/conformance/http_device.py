@@ -27,10 +27,48 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def canonical_json(value: Any) -> bytes:
-    """§1 "Canonical JSON": RFC 8785 (JCS) restricted to what a configuration holds."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+def canonical_json(value: Any) -> str:
+    """§1 "Canonical JSON", written out by hand from its rules (no json.dumps), as a C or
+    JavaScript device would."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        if abs(value) > 2**53 - 1:
+            raise ValueError("integer out of range")
+        return str(value)
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, list):
+        return "[" + ",".join(canonical_json(v) for v in value) + "]"
+    if isinstance(value, dict):
+        # keys ordered by Unicode code point (not by UTF-16 unit)
+        return "{" + ",".join(f"{_string(k)}:{canonical_json(value[k])}" for k in sorted(value)) + "}"
+    raise ValueError(f"not allowed in a configuration: {type(value).__name__}")
+
+
+_SHORT = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _string(text: str) -> str:
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in _SHORT:
+            out.append(_SHORT[ch])
+        elif code < 0x20 or code > 0x7E:  # controls, DEL and everything beyond ASCII
+            if code > 0xFFFF:  # outside the basic plane: a UTF-16 surrogate pair, each escaped
+                code -= 0x10000
+                out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+            else:
+                out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
 
 
 class HttpDevice:
@@ -224,5 +262,5 @@ class HttpDevice:
 
 
 def config_hash(config: Any) -> str:
-    """§1: lowercase hex SHA-256 of the canonical JSON of `config`."""
-    return hashlib.sha256(canonical_json(config)).hexdigest()
+    """§1: lowercase hex SHA-256 of the UTF-8 (here: ASCII) bytes of the canonical JSON."""
+    return hashlib.sha256(canonical_json(config).encode("ascii")).hexdigest()
