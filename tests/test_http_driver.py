@@ -174,3 +174,37 @@ def test_a_device_restarting_mid_command_is_followed_until_it_answers() -> None:
             (await back).close()
 
     assert asyncio.run(main()) == ["accepted", "succeeded"]
+
+
+def test_a_post_whose_answer_never_comes_is_sent_again_under_the_same_id() -> None:
+    """The device took the command but its answer was lost (the request timed out): the same
+    command id is POSTed again and the device answers from its store."""
+    seen: list[str] = []
+
+    async def forgetful(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        seen.append(json.loads(await reader.readexactly(length))["command_id"])
+        if len(seen) == 1:
+            await asyncio.sleep(3)  # applied, but the answer never leaves
+            return
+        body = json.dumps({"v": 1, "device_id": "SL-1", "command_id": "c1", "status": "succeeded",
+                           "at": "2026-11-25T12:00:00Z", "repeat": True}).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async def main() -> tuple[list[str], int]:
+        server = await asyncio.start_server(forgetful, "127.0.0.1", 0)
+        ep = Endpoint("SL-1", f"127.0.0.1:{server.sockets[0].getsockname()[1]}", "pw")
+        now = datetime.now(UTC)
+        cmd = Command(command_id="c1", action="reboot", issued_at=now, expires_at=now + timedelta(minutes=1))
+        try:
+            async with HttpDriver(timeout=0.5, poll_interval=0.1) as driver:
+                return [r.status async for r in driver.send(ep, cmd, timeout=5)], driver.reasked
+        finally:
+            server.close()
+
+    statuses, reasked = asyncio.run(main())
+    assert statuses == ["succeeded"] and reasked == 1 and seen == ["c1", "c1"]

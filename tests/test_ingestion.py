@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from cityward.adapters.storage import states as states_store
@@ -19,6 +21,7 @@ from cityward.adapters.storage.models import (
     DiscoveredDeviceRow,
 )
 from cityward.bootstrap import Platform
+from cityward.domain import telemetry
 from cityward.domain.organizations import Caller
 from cityward.services import ingestion, inventory, organizations, zones
 from cityward.services.ingestion import Ingestor
@@ -271,3 +274,74 @@ def test_an_answered_http_poll_is_a_sign_of_life(platform: Platform, fleet: Call
     clock.now += timedelta(minutes=5)
     run(poll(clock))  # the same seq again: facts unchanged, but the device answered
     assert _states(platform)["SL-00003"].last_seen > first
+
+
+def test_a_state_from_the_future_is_refused_and_genuine_states_go_on(platform: Platform, fleet: Caller) -> None:
+    """A state dated a day ahead with a new boot would outrank every genuine state until that day
+    (and rewrite the inventory's firmware); past the accepted skew it is refused and counted."""
+    run(_ingest(platform, [("cityward/v1/SL-00001/state", state_msg("SL-00001", 1, fw="1.2.3"))]))
+    skew = telemetry.MAX_CLOCK_SKEW.total_seconds()
+    ing = run(_ingest(platform, [
+        ("cityward/v1/SL-00001/state", state_msg("SL-00001", 0, boot="evil", fw="6.6.6", at=86_400)),
+        ("cityward/v1/SL-00002/status", status_msg("online", at=skew + 60)),
+    ]))
+    assert ing.stats.rejected == {"future": 2} and ing.stats.persisted == 0
+    assert _running(platform, "SL-00001") == "1.2.3"
+    # Within the bound, a fast clock is accepted; the device's genuine states keep arriving.
+    ing = run(_ingest(platform, [("cityward/v1/SL-00001/state", state_msg("SL-00001", 2, at=skew - 5))]))
+    assert ing.stats.persisted == 1 and _states(platform)["SL-00001"].seq == 2
+
+
+def test_a_future_state_stored_earlier_does_not_freeze_the_device(platform: Platform, fleet: Caller) -> None:
+    """A future-dated state stored before the bound existed: the next genuine boot supersedes it."""
+    run(_ingest(platform, [("cityward/v1/SL-00001/state", state_msg("SL-00001", 1))]))
+    with platform.uow(write=True) as uow:
+        row = uow.session.get(DeviceStateRow, "SL-00001")
+        assert row is not None
+        row.reported_at, row.boot_id = T0 + timedelta(days=30), "evil"
+        uow.commit()
+    run(_ingest(platform, [("cityward/v1/SL-00001/state", state_msg("SL-00001", 0, boot="b2", fw="2.0.0", at=3))]))
+    assert _states(platform)["SL-00001"].boot_id == "b2" and _running(platform, "SL-00001") == "2.0.0"
+
+
+@given(stored=st.datetimes(timezones=st.just(UTC)), at=st.datetimes(timezones=st.just(UTC)),
+       now=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)))
+def test_boot_order_never_trusts_a_stored_time_beyond_the_skew(stored: datetime, at: datetime,
+                                                               now: datetime) -> None:
+    newer = telemetry.is_newer("b1", 7, stored, "b2", 0, at, now)
+    if telemetry.ahead_of(stored, now):
+        assert newer
+    else:
+        assert newer == (at >= stored)
+    assert telemetry.is_newer("b1", 7, stored, "b1", 8, at, now) and not telemetry.is_newer(
+        "b1", 7, stored, "b1", 7, at, now)
+
+
+def _hello(device_id: str, **over: Any) -> bytes:
+    body: dict[str, Any] = {"v": 1, "device_id": device_id, "kind": "streetlight", "brand": "Lumo", "model": "L100",
+                            "firmware_version": "1.2.3", "serial": "S1", "mac": "02:00:00:00:00:01", "at": _at()}
+    return json.dumps({**body, **over}).encode()
+
+
+def test_a_known_device_announcing_another_identity_is_recorded(platform: Platform, fleet: Caller) -> None:
+    """Another serial, MAC or brand under a known id (swapped hardware, a clone) is an audited
+    mismatch and an `identity` history fact, once per new announcement; case and MAC separators
+    are not differences."""
+    topic = "cityward/v1/SL-00001/hello"
+    ing = run(_ingest(platform, [(topic, _hello("SL-00001", brand="LUMO", mac="02-00-00-00-00-01"))]))
+    assert ing.stats.identity_changes == 0
+    ing = run(_ingest(platform, [(topic, _hello("SL-00001", serial="EVIL-1", mac="02:00:00:00:99:99"))]))
+    assert ing.stats.identity_changes == 1
+    again = run(_ingest(platform, [(topic, _hello("SL-00001", serial="EVIL-1", mac="02:00:00:00:99:99"))]))
+    assert again.stats.identity_changes == 0  # said on every connect: recorded once
+    assert _history(platform, "SL-00001") == [
+        ("identity", {"serial": "S1", "mac": "02:00:00:00:00:01"}, {"serial": "EVIL-1", "mac": "02:00:00:00:99:99"})]
+    with platform.uow() as uow:
+        events = [(e.action, e.target_id, e.before, e.after) for e in uow.session.scalars(
+            select(AuditEventRow).where(AuditEventRow.action == "device.identity_mismatch"))]
+    assert events == [("device.identity_mismatch", "SL-00001", {"serial": "S1", "mac": "02:00:00:00:00:01"},
+                       {"serial": "EVIL-1", "mac": "02:00:00:00:99:99"})]
+    ing = run(_ingest(platform, [(topic, _hello("SL-00001", brand="Vexlumen"))]))
+    assert ing.stats.identity_changes == 1
+    with platform.uow() as uow:  # never discovered as a new device
+        assert uow.session.get(DiscoveredDeviceRow, "SL-00001") is None

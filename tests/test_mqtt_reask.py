@@ -14,12 +14,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from cityward.adapters.drivers.base import DriverError, Endpoint
 from cityward.adapters.drivers.mqtt import RESULTS_ONLY, MqttDriver, MqttLink
 from cityward.adapters.mosquitto import BrokerAccount
+from cityward.adapters.secretbox import SecretBox
+from cityward.adapters.storage.models import DeviceCommandRow
+from cityward.bootstrap import Platform
+from cityward.domain.organizations import Caller
 from cityward.domain.telemetry import Command
+from cityward.services import zones
+from cityward.services.connectivity import command_device
 from tests.brokers import BrokerInfo, MqttProbe, private_mosquitto
+from tests.helpers import csv_bytes, device, import_csv
 
 PLATFORM_PW, DEVICE_PW = secrets.token_urlsafe(24), secrets.token_urlsafe(24)  # generated per run
 DEVICE = "SL-00001"
@@ -107,3 +115,20 @@ def test_without_reask_a_lost_result_is_a_timeout(broker: BrokerInfo) -> None:
     with ForgetfulDevice(broker) as device, pytest.raises(DriverError, match="did not finish"):
         asyncio.run(_send(broker, _command("c-2", 1.5), timeout=1.5, reask_after=None))
     assert device.received == ["c-2"]
+
+
+@pytest.mark.parametrize("platform", ["sqlite"], indirect=True)
+def test_a_lone_command_asks_a_silent_device_again(broker: BrokerInfo, platform: Platform, city: Caller) -> None:
+    """`cityward devices command` (not only a rollout): the lost result is asked for under the same
+    id and recorded as the device's success, not as a timeout."""
+    zones.create_zone(platform.uow, city, "downtown", "high")
+    import_csv(platform, city, csv_bytes([device(1, protocol="mqtt")], header=[
+        "id", "kind", "brand", "model", "firmware_version", "zone", "serial", "mac", "protocol"]),
+        create_missing=True)
+    box = SecretBox(platform.settings.secret_key_bytes())
+    url = f"mqtt://cityward-platform:{PLATFORM_PW}@{broker.host}:{broker.port}"
+    with ForgetfulDevice(broker) as dev:
+        result = asyncio.run(command_device(platform.uow, box, url, city, DEVICE, "reboot", {}, timeout=15))
+    assert result.status == "succeeded" and len(dev.received) == 2 and len(dev.applied) == 1
+    with platform.uow() as uow:
+        assert uow.session.scalars(select(DeviceCommandRow.status)).one() == "succeeded"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -18,6 +18,10 @@ from msgspec import Meta
 PROTOCOL_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
 TOPIC_PREFIX = "cityward/v1/"
+# How far ahead of the platform's clock a device's `at` may be. Ordering across boots trusts the
+# device's clock, so a message dated in the future would otherwise outrank every genuine one until
+# that date; NTP keeps a device within a second, five minutes leaves room for a slow sync.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 _TOPIC = re.compile(r"^cityward/v1/([A-Za-z0-9][A-Za-z0-9._:-]{0,63})/(hello|state|status|result)$")
 
@@ -182,15 +186,39 @@ TRACKED_FACTS = ("online", "firmware_version", "credential_state", "services", "
                  "quarantined", "config_hash", "cert_expires_at")
 
 
+def ahead_of(at: datetime, now: datetime) -> bool:
+    """Whether a device's time is further ahead of the platform's clock than the protocol accepts."""
+    return at > now + MAX_CLOCK_SKEW
+
+
 def is_newer(stored_boot: str | None, stored_seq: int | None, stored_at: datetime | None,
-             boot_id: str, seq: int, at: datetime) -> bool:
+             boot_id: str, seq: int, at: datetime, now: datetime | None = None) -> bool:
     """Whether a state message supersedes the stored one: a higher seq within one boot, or a new
-    boot reported at or after the stored time (a retained copy or a replay is not newer)."""
+    boot reported at or after the stored time (a retained copy or a replay is not newer).
+
+    A stored time ahead of `now` by more than the accepted skew (stored before the bound existed)
+    is not trusted: any new boot supersedes it, or that state would stand until its date."""
     if stored_boot is None or stored_seq is None:
         return True
     if boot_id == stored_boot:
         return seq > stored_seq
-    return stored_at is None or at >= stored_at
+    if stored_at is None or (now is not None and ahead_of(stored_at, now)):
+        return True
+    return at >= stored_at
+
+
+def identity_differences(hello: Hello, *, brand: str | None, serial: str | None,
+                         mac: str | None) -> dict[str, dict[str, str]]:
+    """What a `hello` says differently from the inventory about who the device is: brand (any
+    case), serial (exact) and MAC (any case, `-` or `:`); a field either side leaves out is not
+    compared."""
+    def norm_mac(value: str) -> str:
+        return value.lower().replace("-", ":")
+
+    pairs = (("brand", brand, hello.brand, str.casefold), ("serial", serial, hello.serial, str.strip),
+             ("mac", mac, hello.mac, norm_mac))
+    return {name: {"inventory": known, "announced": said} for name, known, said, norm in pairs
+            if known and said and norm(known) != norm(said)}
 
 
 def earliest_expiry(certificates: list[Certificate]) -> datetime | None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 from sqlalchemy import update
 
 from cityward.adapters.drivers.base import DeviceDriver, DriverError, Endpoint
@@ -69,28 +71,76 @@ async def execute(uow_factory: UnitOfWorkFactory, caller: Caller, driver: Device
 
     The command expires on the device when the platform stops waiting, so a device that comes
     back later cannot apply a command recorded as failed. A password the device accepted is
-    stored (encrypted) at once, or the city would lose access to the device."""
+    stored (encrypted) at once, or the city would lose access to the device: over HTTP the new
+    password is first tried on the device itself (`GET /state`), and it is kept whenever the
+    device takes it, even when the command's own result was lost."""
     command, device = await asyncio.to_thread(prepare, uow_factory, caller, device_id, action, params,
                                               ttl=timedelta(seconds=timeout))
     target = endpoint or Endpoint(device.id, device.address)
+    rotating = action == "set_password" and box is not None
+    probe = rotating and device.protocol == "http" and target.address is not None
     last: Result | None = None
+    refused = False  # the device refused both the old and the new password: no need to ask again
     try:
         async for result in driver.send(target, command, timeout=timeout):
             last = result
+            if probe and result.terminal:
+                break  # recorded below, once the new password is tried
             await asyncio.to_thread(record_result, uow_factory, result)
             if on_result:
                 on_result(result)
     except DriverError as exc:
         last = Result(v=1, device_id=device.id, command_id=command.command_id, status="failed",
                       at=command.issued_at, detail=f"{exc.reason}: {exc}"[:500])
-        await asyncio.to_thread(record_result, uow_factory, last)
+        refused = exc.reason == "auth"
+        if not probe:
+            await asyncio.to_thread(record_result, uow_factory, last)
     assert last is not None
-    if action == "set_password" and last.status == "succeeded" and box is not None:
-        await asyncio.to_thread(_keep_password, uow_factory, box, device.id, str(params["password"]))
+    if not rotating:
+        return last
+    assert box is not None
+    password = str(params["password"])
+    keep = last.status == "succeeded"
+    if probe:
+        # A rejected command was not applied and a refused login already tried the new password:
+        # asking again would only count towards the device's lockout.
+        taken = (False if refused or last.status == "rejected"
+                 else await _device_takes(driver, replace(target, password=password)))
+        keep = taken if taken is not None else keep
+        last = _confirmed(last, taken)
+        await asyncio.to_thread(record_result, uow_factory, last)
+        if on_result:
+            on_result(last)
+    if keep:
+        await asyncio.to_thread(_keep_password, uow_factory, caller, box, device.id, password, command.command_id)
     return last
 
 
-def _keep_password(uow_factory: UnitOfWorkFactory, box: SecretBox, device_id: str, password: str) -> None:
+async def _device_takes(driver: DeviceDriver, endpoint: Endpoint) -> bool | None:
+    """Whether the device lets the platform in with this password (None: it could not tell)."""
+    try:
+        await driver.read_state(endpoint)
+    except DriverError as exc:
+        return False if exc.reason == "auth" else None
+    return True
+
+
+def _confirmed(result: Result, taken: bool | None) -> Result:
+    """The result to record once the new password was tried on the device."""
+    if result.status == "succeeded" and taken is False:
+        return msgspec.structs.replace(result, status="failed",
+                                       detail="the device reported success but refuses the new password; "
+                                       "the previous one is kept")
+    if result.status != "succeeded" and taken:
+        detail = f"{result.detail or result.status}; the device accepts the new password, which is stored"
+        return msgspec.structs.replace(result, detail=detail[-500:])
+    return result
+
+
+def _keep_password(uow_factory: UnitOfWorkFactory, caller: Caller, box: SecretBox, device_id: str, password: str,
+                   command_id: str) -> None:
     with uow_factory(write=True) as uow:
         credentials.store_secrets(uow.session, box, credentials.ADMIN, {device_id: password}, uow.clock())
+        uow.record(caller, "credentials.rotated", "device", device_id,
+                   after={"purpose": credentials.ADMIN, "command_id": command_id})
         uow.commit()

@@ -26,8 +26,29 @@ SELECTOR_KEYS = ("kind", "zone", "brand", "manufacturer", "firmware", "tag")
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """docs/protocol.md §1: SHA-256 of the canonical JSON (keys sorted, no spaces, ASCII escapes)."""
+    """docs/protocol.md §1 "Canonical JSON": lowercase hex SHA-256 of the configuration with keys
+    sorted by code point, no spaces, and everything outside printable ASCII escaped as \\uxxxx
+    (UTF-16 surrogate pairs beyond the basic plane) — what json.dumps writes by default."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer every JSON parser (JavaScript's too) reads exactly
+
+
+def _unhashable(value: Any, where: str) -> list[tuple[str, str]]:
+    """Values a device could not hash the same way (docs/protocol.md, canonical JSON): numbers
+    other than integers within ±(2^53 - 1); a C or JavaScript device would write `1.0` as `1`."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return []
+    if isinstance(value, int):
+        return [] if abs(value) <= MAX_SAFE_INTEGER else [(where, "integer beyond ±(2^53 - 1)")]
+    if isinstance(value, float):
+        return [(where, "numbers in a configuration must be integers (write 0.5 as a string or in units)")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _unhashable(v, f"{where}[{i}]")][:20]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _unhashable(v, f"{where}.{k}")][:20]
+    return [(where, f"not a JSON value ({type(value).__name__})")]
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,8 @@ def _check(name: str, selector: dict[str, str], config: Any) -> None:
         problems.append(Problem("must be a non-empty JSON object", field="config"))
     elif len(json.dumps(config)) > MAX_CONFIG_BYTES:
         problems.append(Problem(f"is larger than {MAX_CONFIG_BYTES:,} bytes", field="config"))
+    else:
+        problems.extend(Problem(why, field=f"config{where}") for where, why in _unhashable(config, ""))
     if problems:
         raise InvalidInput("the desired configuration was not saved", problems)
 

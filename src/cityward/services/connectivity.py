@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,11 @@ class ConnectOptions:
     http_concurrency: int = 100
     http_timeout: float = 5.0
     client_id: str = "cityward-platform"
+    # A device that refused the stored password is not asked with it again for this long (a new
+    # password on record is tried at once): one try an hour can never reach the lockout of
+    # protocol §3 (five failures in a minute), which would shut out the people at the device too.
+    refused_retry: float = 3600.0
+    locked_retry: float = 120.0  # a device that answered 429 is left alone past its lock (a minute)
 
 
 @dataclass
@@ -68,6 +74,8 @@ class Connector:
         self._routes: dict[str, str] = {}
         self.ingestor.routes = self._routes.get
         self._background: set[asyncio.Task[None]] = set()
+        # device id → (the password it refused, or None when it was locked; monotonic time to retry)
+        self._held: dict[str, tuple[str | None, float]] = {}
 
     def stats(self) -> dict[str, Any]:
         out = self.ingestor.stats.as_dict()
@@ -169,8 +177,12 @@ class Connector:
             await asyncio.sleep(self.options.poll_interval)
 
     async def poll_http_once(self) -> None:
-        """Read the state of every HTTP device the city holds credentials for."""
-        targets = await asyncio.to_thread(self._http_targets)
+        """Read the state of every HTTP device the city holds credentials for.
+
+        A device that answers 401 or 429 is alive (it answered) even though its state cannot be
+        read; it is then held back (see `ConnectOptions.refused_retry`) instead of being asked
+        again with a password it refuses."""
+        targets = self._release(await asyncio.to_thread(self._http_targets))
         self.poll.rounds += 1
         gate = asyncio.Semaphore(self.options.http_concurrency)
 
@@ -182,7 +194,13 @@ class Connector:
                     self.poll.failed[exc.reason] += 1
                     if exc.reason in ("unreachable", "timeout"):
                         self.ingestor.offer_offline(ep.device_id, "poll")
+                    elif exc.reason in ("auth", "locked"):
+                        self.ingestor.offer_alive(ep.device_id)
+                        wait = self.options.refused_retry if exc.reason == "auth" else self.options.locked_retry
+                        self._held[ep.device_id] = (ep.password if exc.reason == "auth" else None,
+                                                    time.monotonic() + wait)
                     return
+            self._held.pop(ep.device_id, None)
             self.poll.polled += 1
             self.ingestor.offer_message(Message(ep.device_id, "state", state), transport="http", address=ep.address)
 
@@ -191,6 +209,22 @@ class Connector:
             if isinstance(outcome, Exception):  # a bug, not a device problem: keep polling the others
                 self.poll.failed["error"] += 1
                 log.error("polling %s failed: %r", ep.device_id, outcome)
+
+    def _release(self, targets: list[Endpoint]) -> list[Endpoint]:
+        """The targets not held back: a held device comes back when its time is up or when the
+        password on record is no longer the one it refused."""
+        now = time.monotonic()
+        out = []
+        for ep in targets:
+            held = self._held.get(ep.device_id)
+            if held is not None:
+                refused, until = held
+                if now < until and (refused is None or refused == ep.password):
+                    self.poll.failed["held_back"] += 1
+                    continue
+                del self._held[ep.device_id]
+            out.append(ep)
+        return out
 
     def _http_targets(self) -> list[Endpoint]:
         with self.uow() as uow:

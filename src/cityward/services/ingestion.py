@@ -43,6 +43,7 @@ class IngestStats:
     superseded: int = 0  # replaced by a newer message of the same device before it was written
     stale: int = 0  # not newer than what was stored (retained copies, replays)
     discovered: int = 0
+    identity_changes: int = 0  # known devices announcing another brand, serial or MAC
     batches: int = 0
     write_retries: int = 0  # batches kept and retried while the database was unavailable
     write_seconds: float = 0.0
@@ -57,7 +58,8 @@ class IngestStats:
             return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else None
 
         return {"received": self.received, "persisted": self.persisted, "superseded": self.superseded,
-                "stale": self.stale, "discovered": self.discovered, "batches": self.batches,
+                "stale": self.stale, "discovered": self.discovered,
+                "identity_changes": self.identity_changes, "batches": self.batches,
                 "write_retries": self.write_retries,
                 "write_seconds": round(self.write_seconds, 3), "rejected": dict(self.rejected),
                 "dropped": dict(self.dropped), "latency_p50_ms": pick(self.latency_ms, 0.5),
@@ -124,6 +126,13 @@ class Ingestor:
             self.reject(Rejected("unknown_command", f"result for {body.command_id} with no command waiting",
                                  msg.device_id))
             return
+        if telemetry.ahead_of(body.at, now):
+            # Ordering across boots trusts the device's clock: a message from the future would
+            # outrank every genuine one until its date (protocol: "Clocks").
+            self.reject(Rejected("future", f"{msg.channel} dated {body.at.isoformat()}, more than "
+                                 f"{telemetry.MAX_CLOCK_SKEW.total_seconds() / 60:g} min ahead of the platform's "
+                                 "clock", msg.device_id))
+            return
         pending = self._pending
         if msg.device_id not in self._received and len(self._received) >= self.max_pending:
             self.stats.dropped["backlog_full"] += 1
@@ -151,6 +160,13 @@ class Ingestor:
         """A transport learned that a device is unreachable (an HTTP poll failed, say)."""
         now = self.clock()
         self._pending.statuses[device_id] = StatusUpdate(False, now, now, reason)
+        self._received.setdefault(device_id, time.monotonic())
+
+    def offer_alive(self, device_id: str) -> None:
+        """A transport heard from a device without reading its facts (an HTTP 401 or 429): it is
+        reachable, so it is online and not silent."""
+        now = self.clock()
+        self._pending.statuses[device_id] = StatusUpdate(True, now, now, None)
         self._received.setdefault(device_id, time.monotonic())
 
     def reject(self, rejected: Rejected) -> None:
@@ -214,6 +230,10 @@ class Ingestor:
         self.stats.persisted += outcome.persisted
         self.stats.stale += outcome.stale
         self.stats.discovered += len(outcome.discovered)
+        self.stats.identity_changes += len(outcome.identity_changes)
+        for device_id, diff in outcome.identity_changes:
+            log.warning("%s announced another identity than the inventory's: %s", device_id, ", ".join(
+                f"{f} {d['inventory']!r} → {d['announced']!r}" for f, d in sorted(diff.items())))
         lat = self.stats.latency_ms
         for t0 in received.values():
             lat.append((done - t0) * 1000)
@@ -237,9 +257,13 @@ class Ingestor:
     def _persist(self, batch: Batch) -> store.BatchOutcome:
         with self.uow(write=True) as uow:
             outcome = store.write_batch(uow.conn, batch, self.clock())
-            if outcome.discovered:
+            if outcome.discovered or outcome.identity_changes:
                 caller = self._system or system_caller(uow.session, "ingest")
                 self._system = caller
+                for device_id, diff in outcome.identity_changes:
+                    uow.record(caller, "device.identity_mismatch", "device", device_id,
+                               before={f: d["inventory"] for f, d in diff.items()},
+                               after={f: d["announced"] for f, d in diff.items()})
                 for device_id in outcome.discovered:
                     hello = batch.hellos[device_id]
                     uow.record(caller, "discovery.announced", "device", device_id,

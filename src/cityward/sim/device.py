@@ -124,7 +124,6 @@ class Device:
     applied_commands: int = 0
     applied_by_id: dict[str, int] = field(default_factory=dict)
     results: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
-    pending_key: Any = None  # the private key of an outstanding CSR
 
     def __post_init__(self) -> None:
         if not self.boot_id:
@@ -223,14 +222,10 @@ class Device:
             if not isinstance(pw, str) or not 16 <= len(pw) <= 128:
                 return "password must be a string of 16 to 128 characters"
         elif action == "install_certificate":
-            if p.get("csr_required") is True:
-                return None
-            if not isinstance(p.get("certificate"), str):
-                return "certificate (PEM) or csr_required: true is required"
-            if p.get("private_key") is not None and not isinstance(p.get("private_key"), str):
-                return "private_key must be a PEM string"
-            if p.get("private_key") is None and self.pending_key is None:
-                return "private_key is required (no CSR outstanding)"
+            # Protocol v1 has no CSR variant (a result's `detail` cannot carry a PEM).
+            for name in ("certificate", "private_key"):
+                if not isinstance(p.get(name), str):
+                    return f"{name} (PEM) is required"
         elif action == "upgrade_firmware":
             for name in ("url", "version", "sha256", "signature", "key_id"):
                 if not isinstance(p.get(name), str) or not p[name]:
@@ -314,24 +309,12 @@ class Device:
 
     def _install_certificate(self, job: Job, now: datetime) -> dict[str, Any]:
         from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives import serialization
 
         p = job.params
-        if p.get("csr_required") is True and not p.get("certificate"):
-            new_key = ec.generate_private_key(ec.SECP256R1())
-            csr = (x509.CertificateSigningRequestBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, self.id)]))
-                   .sign(new_key, hashes.SHA256()))
-            self.pending_key = new_key
-            self.applied_commands += 1
-            self.applied_by_id[job.command_id] = self.applied_by_id.get(job.command_id, 0) + 1
-            return self.record(job.command_id, "succeeded", now, progress=100,
-                               detail=csr.public_bytes(serialization.Encoding.PEM).decode())
         try:
             cert = x509.load_pem_x509_certificate(p["certificate"].encode())
-            key = (serialization.load_pem_private_key(p["private_key"].encode(), password=None)
-                   if p.get("private_key") else self.pending_key)
+            key = serialization.load_pem_private_key(p["private_key"].encode(), password=None)
         except (ValueError, TypeError):
             return self.record(job.command_id, "rejected", now, detail="bad params: unreadable PEM")
         pub = serialization.PublicFormat.SubjectPublicKeyInfo
@@ -341,7 +324,6 @@ class Device:
                                detail="bad params: private key does not match the certificate")
         self.certificates = [Certificate(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(),
                                          format(cert.serial_number, "x"), cert.not_valid_after_utc)]
-        self.pending_key = None
         return self._applied(job, now)
 
     # --- firmware ----------------------------------------------------------------------------

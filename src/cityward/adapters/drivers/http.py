@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 
 import httpx
 
@@ -24,6 +25,7 @@ class HttpDriver:
     def __init__(self, *, timeout: float = 5.0, poll_interval: float = 0.25, max_connections: int = 200) -> None:
         self.timeout = timeout
         self.poll_interval = poll_interval
+        self.reasked = 0  # commands POSTed again, under the same id, after a POST timed out
         # Requests wait here, not in httpx's pool: the pool rescans its whole queue on every
         # connection change, which at a thousand devices queued for 200 connections took a core
         # and let the queued requests time out. A device's timeout starts when its turn comes.
@@ -121,10 +123,27 @@ class HttpDriver:
         return body
 
     async def send(self, device: Endpoint, command: Command, *, timeout: float = 60.0) -> AsyncGenerator[Result, None]:
-        """POST the command, then poll its result until terminal; a retry re-POSTs the same id."""
+        """POST the command, then poll its result until terminal; a retry re-POSTs the same id.
+
+        A POST that times out is sent again under the same id (the device may have taken it and
+        lost its answer; it answers a repeat from its store). After `set_password` the device's
+        password is the new one the moment it applies it: a 401 with the old password is followed
+        by one try with the new one, and a 401 with both ends the command (no polling into the
+        lockout of protocol §3)."""
         deadline = time.monotonic() + timeout
-        status, payload = await self._call("POST", device, "/commands", body=telemetry.encode(command))
-        self._check(device, status, "/commands")
+        new_password = command.params.get("password") if command.action == "set_password" else None
+        auth = _Auth(device, new_password if isinstance(new_password, str) else None)
+        body = telemetry.encode(command)
+        while True:
+            try:
+                status, payload = await self._authed("POST", auth, "/commands", body)
+                break
+            except DriverError as exc:
+                if exc.reason != "timeout" or time.monotonic() + self.timeout > deadline:
+                    raise
+                self.reasked += 1
+                await asyncio.sleep(self.poll_interval)
+        auth.check(self, status, "/commands")
         result = self._result(device, payload, command.command_id)
         yield result
         last = result
@@ -134,16 +153,45 @@ class HttpDriver:
                                   f"within {timeout:g} s")
             await asyncio.sleep(self.poll_interval)
             try:
-                status, payload = await self._call("GET", device, f"/commands/{command.command_id}")
+                status, payload = await self._authed("GET", auth, f"/commands/{command.command_id}")
             except DriverError as exc:
                 if exc.reason in ("unreachable", "timeout"):
                     continue  # it took the command and went quiet: restarting after an upgrade, say
                 raise
-            self._check(device, status, "/commands")
+            auth.check(self, status, "/commands")
             result = self._result(device, payload, command.command_id)
             if (result.status, result.progress) != (last.status, last.progress):
                 yield result
             last = result
+
+    async def _authed(self, method: str, auth: _Auth, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """One call; a 401 switches to the command's new password once, if it brings one."""
+        status, payload = await self._call(method, auth.endpoint, path, body=body)
+        if status == 401 and auth.switch():
+            status, payload = await self._call(method, auth.endpoint, path, body=body)
+        return status, payload
+
+class _Auth:
+    """The password a command is followed with: the stored one, then (after a 401) the new one a
+    `set_password` command installs, never back and forth."""
+
+    def __init__(self, endpoint: Endpoint, new_password: str | None) -> None:
+        self.endpoint = endpoint
+        self._next = new_password if new_password != endpoint.password else None
+        self.switched = False
+
+    def switch(self) -> bool:
+        if self._next is None:
+            return False
+        self.endpoint = replace(self.endpoint, password=self._next)
+        self._next, self.switched = None, True
+        return True
+
+    def check(self, driver: HttpDriver, status: int, path: str) -> None:
+        if status == 401 and self.switched:
+            raise DriverError("auth", f"{self.endpoint.device_id} refused both its stored admin password and "
+                              "the new one the command sets")
+        driver._check(self.endpoint, status, path)
 
 
 def _host(address: str) -> str:

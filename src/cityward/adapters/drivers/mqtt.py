@@ -173,6 +173,9 @@ class MqttLink:
                 await self.client.unsubscribe(topic)
 
 
+REASK_AFTER = 4.0  # seconds of silence before a command is sent again under the same id
+
+
 class MqttDriver:
     """Commands over MQTT: publish on `cmd`, follow the device's `result` messages."""
 
@@ -226,13 +229,14 @@ class MqttDriver:
         return decoded.payload
 
     async def send(self, device: Endpoint, command: Command, *, timeout: float = 60.0,
-                   reask_after: float | None = None) -> AsyncGenerator[Result, None]:
+                   reask_after: float | None = REASK_AFTER) -> AsyncGenerator[Result, None]:
         """Publish the command and yield its results until a terminal one (or raise on timeout).
 
         With `reask_after`, a device silent for that long is sent the same command again, then
         after twice as long, and so on: a result lost when a device's link dropped comes back
         from its store of results (protocol §1), not after the whole timeout. The same command
-        id is never applied twice, so asking again is always safe."""
+        id is never applied twice, so asking again is always safe; every sender re-asks by
+        default (None turns it off)."""
         queue: asyncio.Queue[Result] = asyncio.Queue()
         self._waiting[command.command_id] = (device.device_id, queue)
         topic, payload = f"cityward/v1/{device.device_id}/cmd", telemetry.encode(command)

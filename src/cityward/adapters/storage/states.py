@@ -22,6 +22,7 @@ from cityward.adapters.storage.models import (
     DeviceRow,
     DeviceStateRow,
     DiscoveredDeviceRow,
+    ProductRow,
 )
 from cityward.domain import telemetry
 from cityward.domain.telemetry import Hello, State
@@ -76,6 +77,9 @@ class BatchOutcome:
     discovered: list[str] = field(default_factory=list)  # ids announced for the first time
     history: int = 0
     children_unreachable: int = 0
+    # known devices whose hello names another brand, serial or MAC than the inventory:
+    # (device id, {field: {"inventory": …, "announced": …}}), each new mismatch once
+    identity_changes: list[tuple[str, dict[str, dict[str, str]]]] = field(default_factory=list)
 
 
 def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -152,10 +156,11 @@ def write_batch(conn: Connection, batch: Batch, now: datetime) -> BatchOutcome:
     known = known_devices(conn, batch.device_ids())
     out.unknown = batch.device_ids() - known
     _discover(conn, [h for i, h in batch.hellos.items() if i not in known], now, out)
+    history: list[dict[str, Any]] = []
+    _identity(conn, [h for i, h in batch.hellos.items() if i in known], now, out, history)
 
     stored = _stored(conn, sorted(known & (batch.states.keys() | batch.statuses.keys())))
     rows: dict[str, dict[str, Any]] = {}
-    history: list[dict[str, Any]] = []
     firmware: list[dict[str, Any]] = []
     for device_id, u in batch.states.items():
         if device_id not in known:
@@ -163,7 +168,7 @@ def write_batch(conn: Connection, batch: Batch, now: datetime) -> BatchOutcome:
         old = stored.get(device_id)
         s = u.state
         if old and not telemetry.is_newer(old["boot_id"], old["seq"], _utc(_parse(old["reported_at"])),
-                                          s.boot_id, s.seq, s.at):
+                                          s.boot_id, s.seq, s.at, now):
             out.stale += 1
             if u.transport == "http":
                 # An answered poll is a sign of life even when the device's facts did not move
@@ -309,6 +314,40 @@ def _discover(conn: Connection, hellos: list[HelloSeen], now: datetime, out: Bat
                 hello=bindparam("b_hello"), last_seen=bindparam("b_seen"),
                 announcements=DiscoveredDeviceRow.announcements + 1),
             [{"b_id": h.hello.device_id, "b_hello": _hello_json(h.hello), "b_seen": h.received_at} for h in seen])
+
+
+def _identity(conn: Connection, hellos: list[HelloSeen], now: datetime, out: BatchOutcome,
+              history: list[dict[str, Any]]) -> None:
+    """A known device announcing another brand, serial or MAC: swapped hardware, a cloned id or a
+    misrecorded inventory, for a person to look at. Recorded as an `identity` history fact, once
+    per new announcement (a device says hello on every connect)."""
+    if not hellos:
+        return
+    by_id = {h.hello.device_id: h.hello for h in hellos}
+    found: dict[str, dict[str, dict[str, str]]] = {}
+    for part in _chunks(sorted(by_id)):
+        for device_id, serial, mac, brand in conn.execute(
+                select(DeviceRow.id, DeviceRow.serial, DeviceRow.mac, ProductRow.brand)
+                .join(ProductRow, ProductRow.id == DeviceRow.product_id).where(DeviceRow.id.in_(part))):
+            diff = telemetry.identity_differences(by_id[device_id], brand=brand, serial=serial, mac=mac)
+            if diff:
+                found[device_id] = diff
+    if not found:
+        return
+    last: dict[str, Any] = {}
+    for part in _chunks(sorted(found)):
+        for device_id, new in conn.execute(
+                select(DeviceHistoryRow.device_id, DeviceHistoryRow.new)
+                .where(DeviceHistoryRow.device_id.in_(part), DeviceHistoryRow.fact == "identity")
+                .order_by(DeviceHistoryRow.id)):
+            last[device_id] = new
+    for device_id, diff in sorted(found.items()):
+        announced = {f: d["announced"] for f, d in diff.items()}
+        if last.get(device_id) == announced:
+            continue
+        history.append({"device_id": device_id, "at": now, "fact": "identity",
+                        "old": {f: d["inventory"] for f, d in diff.items()}, "new": announced})
+        out.identity_changes.append((device_id, diff))
 
 
 def _hello_json(hello: Hello) -> dict[str, Any]:
