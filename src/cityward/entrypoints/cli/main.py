@@ -47,11 +47,11 @@ class Lazy:
             importlib.import_module(module)
         module, _, attribute = self.target.partition(":")
         obj = getattr(importlib.import_module(module), attribute)
-        if not isinstance(obj, typer.Typer):  # a function: a command of its own
-            single = typer.Typer()
-            single.command(name)(obj)
-            obj = single
-        return typer.main.get_command(obj)
+        if isinstance(obj, typer.Typer):  # a group, even with one command (`audit run` stays `audit run`)
+            return typer.main.get_group(obj)
+        single = typer.Typer()  # a function: a command of its own
+        single.command(name)(obj)
+        return typer.main.get_command(single)
 
 
 _CLI = "cityward.entrypoints.cli"
