@@ -85,7 +85,7 @@ def test_users_story(cli: Cli) -> None:
     cli("users", "disable", "alpha.tech")
     listed = {u["username"]: u for u in json.loads(cli("users", "list", "--json").stdout)}
     assert listed["alpha.tech"]["disabled"] is True and listed["admin"]["disabled"] is False
-    cli("users", "disable", "nobody", code=1)
+    cli("users", "disable", "nobody", code=2)  # an unknown name: the caller's mistake
 
 
 def test_inventory_story(cli: Cli) -> None:
@@ -116,7 +116,7 @@ def test_bad_file_exits_2_with_row_and_field(cli: Cli) -> None:
     partial = cli("devices", "import", "bad.csv", "--partial")
     assert "1 devices" in partial.stdout and "row" in partial.stderr
     cli("devices", "import", "missing.csv", code=2)
-    cli("devices", "show", "nope", code=1)
+    cli("devices", "show", "nope", code=2)
 
 
 def test_names_and_kinds_story(cli: Cli) -> None:
@@ -173,7 +173,7 @@ def test_integrator_token_is_scoped(cli: Cli) -> None:
     token = json.loads(cli("tokens", "create", "ops", "--org", "Beta", "--role", "operator", "--json").stdout)["token"]
     mine = json.loads(cli("devices", "list", "--json", token=token).stdout)
     assert [d["id"] for d in mine["items"]] == ["SL-00002"]
-    cli("devices", "show", "SL-00001", token=token, code=1)
+    cli("devices", "show", "SL-00001", token=token, code=2)  # not found for this caller
     (cli.home / "steal.csv").write_bytes(csv_bytes([device(1, zone="north", maintainer="Beta")]))
     proc = cli("devices", "import", "steal.csv", token=token, code=2)
     assert "outside your responsibility" in proc.stderr

@@ -76,5 +76,5 @@ def test_http_fleet_story(tmp_path: Path) -> None:
 def test_bad_fleet_commands_say_what_is_wrong(tmp_path: Path, args: list[str], needle: str) -> None:
     cli = Cli(tmp_path)
     cli("init", "--city", "Port Aurelia")
-    proc = cli(*args, code=2 if args[0] != "devices" else 1)
+    proc = cli(*args, code=2)
     assert needle in proc.stderr, proc.stderr

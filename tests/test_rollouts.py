@@ -117,7 +117,9 @@ def test_one_rollout_per_device_at_a_time(platform: Platform, fleet: Caller, tmp
     first, _ = rollouts.create(platform.uow, fleet, _req(selector=DeviceFilter(zone="north")), tmp_path)
     with pytest.raises(InvalidInput, match="skipped") as info:
         rollouts.create(platform.uow, fleet, _req(selector=DeviceFilter(zone="north")), tmp_path)
-    assert info.value.problems[0].field == f"in rollout {first} already (one rollout per device at a time)"
+    skip = info.value.problems[0]  # the reason is the problem; it has no location (no row or field)
+    reason = f"in rollout {first} already (one rollout per device at a time)"
+    assert (skip.field, skip.message) == (None, f"{reason}: 4 devices")
     second, plan = rollouts.create(platform.uow, fleet, _req(device_ids=("SL-00001", "SL-00002", "SL-00005")),
                                    tmp_path)
     assert {s.device_id for s in plan.skipped} == {"SL-00001", "SL-00002"} and plan.devices == 1

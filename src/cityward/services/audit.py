@@ -38,7 +38,7 @@ from cityward.domain.organizations import Caller
 from cityward.domain.policy.document import Policy, Remediation, Rule, Severity, parse_policy
 from cityward.domain.policy.expr import facts_used
 from cityward.domain.responsibility import Duty, zone_chain
-from cityward.errors import InvalidInput, NotFound, Problem
+from cityward.errors import InvalidInput, NotFound, PreconditionFailed, Problem
 from cityward.services.policies import active_waivers, baseline_path, unacknowledged
 
 # Who acts on a finding: the holder of the duty its remediation belongs to.
@@ -281,10 +281,17 @@ def latest_run_id(session: Session, caller: Caller, policy_name: str | None = No
 
 def failing_devices(session: Session, caller: Caller, rule_id: str) -> Any:
     """The ids of the devices failing `rule_id` (not waived) in the caller's latest audit, as a
-    subquery for `DeviceRow.id.in_(...)`."""
+    subquery for `DeviceRow.id.in_(...)`. Refused before any audit (PreconditionFailed); a rule
+    the audited policy does not have is NotFound, not an empty list."""
     latest = latest_run_id(session, caller)
-    if latest is None:
-        raise InvalidInput("no audit has been run yet: run `cityward audit run` first")
+    run = session.get(AuditRunRow, latest) if latest is not None else None
+    if run is None:
+        raise PreconditionFailed("no audit has been run yet: run `cityward audit run` first",
+                                 hint="cityward audit run")
+    rules = _rules_of(session, run)  # empty when the policy's text is not stored: then every id is taken
+    if rules and rule_id not in rules and rule_id not in run.summary.get("by_rule", {}):
+        raise NotFound(f"the policy of audit run {run.id} has no rule {rule_id!r}",
+                       hint="the rules are listed in `cityward audit run`'s report and in the policy file")
     return select(AuditFindingRow.device_id).where(
         AuditFindingRow.run_id == latest, AuditFindingRow.rule_id == rule_id, AuditFindingRow.waiver_id.is_(None))
 

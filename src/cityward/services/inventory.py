@@ -52,7 +52,6 @@ from cityward.domain.responsibility import (
 )
 from cityward.domain.zones import Criticality
 from cityward.errors import InvalidInput, NotFound, Problem
-from cityward.services.audit import failing_devices
 from cityward.services.organizations import PARTNER_KINDS, city_org, org_id_named
 from cityward.services.zones import zone_id_named
 
@@ -443,6 +442,8 @@ def apply_filter(session: Session, q: Any, flt: DeviceFilter, caller: Caller | N
     """`q` narrowed by every filter given (`failing_rule` reads the caller's latest audit)."""
     if flt.failing_rule:
         assert caller is not None, "a failing_rule filter needs the caller whose audit it reads"
+        from cityward.services.audit import failing_devices  # polars and the policy engine: only for this filter
+
         q = q.where(DeviceRow.id.in_(failing_devices(session, caller, flt.failing_rule)))
     if flt.kind:
         q = q.where(DeviceRow.kind == flt.kind.lower())

@@ -277,7 +277,7 @@ def _plan(s: Session, uow_factory: UnitOfWorkFactory, caller: Caller, req: Rollo
         for sk in skipped:
             by_reason[sk.reason] += 1
         raise InvalidInput(f"no device is left to roll out to: all {len(cands)} matching devices are skipped",
-                           [Problem(f"{n} device(s)", field=r) for r, n in sorted(by_reason.items())])
+                           [Problem(f"{r}: {n:,} device{'s' if n != 1 else ''}") for r, n in sorted(by_reason.items())])
     windows = zone_windows(s)
     notes: dict[str, str] = {}
     for zone_id, zone in sorted({(c.zone_id, c.zone) for c in chosen}, key=lambda t: t[1]):

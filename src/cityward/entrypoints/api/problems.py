@@ -1,6 +1,6 @@
 """Every error the API returns, as RFC 9457 problem details, mapped in this one place.
 
-cityward's error tree (cityward.errors) maps to a status by class; FastAPI's request validation
+cityward's error tree (cityward.errors) gives each class its status; FastAPI's request validation
 and Starlette's routing errors are rendered the same way, and anything unexpected becomes a 500
 that names no internals (the traceback goes to the log, never to the client).
 """
@@ -19,17 +19,7 @@ from starlette.requests import ClientDisconnect
 
 from cityward.domain.rollouts import RolloutStateConflict
 from cityward.entrypoints.api.schemas import ProblemItemOut, ProblemOut
-from cityward.errors import (
-    AuthenticationFailed,
-    CitywardError,
-    Conflict,
-    InvalidInput,
-    NotFound,
-    NotInitialized,
-    PermissionDenied,
-    Problem,
-    StorageUnavailable,
-)
+from cityward.errors import CitywardError, InvalidInput, Problem, StorageUnavailable, problem_type
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +27,9 @@ PROBLEM_JSON = "application/problem+json"
 MAX_ERRORS = 200  # listed per response; the rest are counted in `more`
 
 
-STATUS: dict[type[CitywardError], int] = {
-    InvalidInput: 422,
-    AuthenticationFailed: 401,
-    PermissionDenied: 403,
-    NotFound: 404,
-    Conflict: 409,
-    NotInitialized: 503,
-    StorageUnavailable: 503,
-}
-
-
 def status_of(exc: CitywardError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
-
-
-def problem_type(title: str) -> str:
-    return "urn:cityward:problem:" + title.lower().replace(" ", "-")
+    """Each error class names its status (cityward.errors), so the CLI's exit codes and these agree."""
+    return exc.http_status
 
 
 def problem_response(

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 from cityward.adapters.inventory_files import FileFormat
 from cityward.entrypoints.cli.context import CTX
-from cityward.entrypoints.cli.render import err, out, print_json, table
+from cityward.entrypoints.cli.render import err, out, print_json, styled, table
 from cityward.errors import InvalidInput
 from cityward.services import inventory
 from cityward.services.inventory import DeviceFilter
@@ -160,7 +160,7 @@ def list_(
         (d.id, d.kind, f"{d.brand} {d.model}",
          d.manufacturer + ("" if d.origin_status != "relabeled" else " (relabel)"),
          d.firmware_version, d.zone, d.responsible.get("maintain"),
-         {True: "[green]online[/]", False: "[red]offline[/]", None: "—"}[d.online],
+         {True: styled("online", "green"), False: styled("offline", "red"), None: "—"}[d.online],
          d.last_seen.strftime("%Y-%m-%d %H:%M") if d.last_seen else "never")
         for d in page.items)))
     if page.next_after:

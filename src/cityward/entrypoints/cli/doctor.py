@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cityward.entrypoints.cli.context import CTX
-from cityward.entrypoints.cli.render import EXIT_FAILED, out, print_json, table
+from cityward.entrypoints.cli.render import out, print_json, table
 
 
 def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
@@ -24,4 +24,4 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON ins
     else:
         out.print("no problems found")
     if found:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(1)  # findings: the operation found problems

@@ -55,8 +55,10 @@ def key_add(
     """Register a manufacturer's Ed25519 firmware-signing public key."""
     try:
         text = public_key.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read {public_key}: {exc}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {public_key}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{public_key}: not a text file (a PEM public key, or 32 bytes in base64)") from None
     firmware.register_key(CTX.platform.uow, CTX.caller, manufacturer, key_id, text)
     out.print(f"registered firmware key {key_id} for {manufacturer}")
 
