@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/cityward demo $(ARGS)
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

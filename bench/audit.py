@@ -105,13 +105,15 @@ def _u(salt: int) -> pl.Expr:
 
 
 def zones_inside(city: DemoCity) -> dict[str, set[str]]:
-    """Zone name → the names of the zones inside it (itself included), as services.audit builds it."""
+    """Zone name key → the names of the zones inside it (itself included), as services.audit builds it."""
+    from cityward.domain.names import name_key
+
     parent = {name: p for name, _crit, p in city.zones}
-    inside: dict[str, set[str]] = {name: set() for name in parent}
+    inside: dict[str, set[str]] = {name_key(name): set() for name in parent}
     for name in parent:
         current: str | None = name
         while current is not None:
-            inside[current].add(name)
+            inside[name_key(current)].add(name)
             current = parent[current]
     return inside
 

@@ -31,7 +31,7 @@ def test_vulnerability_story(tmp_path: Path) -> None:
     proc = cli("advisories", "import", str(broken), code=2)
     assert "broken.json: malformed JSON at line 1" in proc.stderr
     cli("advisories", "import", str(tmp_path / "nowhere"), code=2)
-    proc = cli("rollout", "plan", "--from-advisory", "NOPE-1", code=1)
+    proc = cli("rollout", "plan", "--from-advisory", "NOPE-1", code=2)  # an unknown id
     assert "advisory 'NOPE-1' not found" in proc.stderr
     proc = cli("rollout", "plan", code=2)
     assert "--operation" in proc.stderr

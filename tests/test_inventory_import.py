@@ -13,6 +13,7 @@ from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller
 from cityward.errors import InvalidInput
 from cityward.services import inventory, organizations, zones
+from tests.conftest import caller_for
 from tests.helpers import HEADER, csv_bytes, device, import_csv, state
 
 
@@ -131,13 +132,52 @@ def test_same_serial_under_another_brand_is_fine(platform: Platform, fleet: Call
 
 
 def test_missing_references_and_create_missing(platform: Platform, fleet: Caller) -> None:
+    """--create-missing creates zones, never organizations: an unknown one is refused with its row,
+    field and the command that creates it, and nothing is created."""
     rows = [device(1, zone="harbour", maintainer="New Co")]
     exc = _refused(platform, fleet, csv_bytes(rows))
     assert _where(exc) == {(2, "zone"), (2, "maintainer")}
+    assert "cityward zones add harbour" in str(exc.problems)
+    exc = _refused(platform, fleet, csv_bytes(rows), create_missing=True)
+    assert _where(exc) == {(2, "maintainer")}
+    assert "cityward orgs add 'New Co' --kind KIND" in exc.problems[0].message
+    assert [z.name for z in zones.list_zones(platform.uow, fleet)] == ["downtown"]
+    organizations.create_org(platform.uow, fleet, "New Co", "installer")
     report = import_csv(platform, fleet, csv_bytes(rows), create_missing=True)
-    assert report.created_zones == ["harbour"] and report.created_orgs == ["New Co"]
+    assert report.created_zones == ["harbour"]
     kinds = {o.name: o.kind for o in organizations.list_orgs(platform.uow, fleet)}
-    assert kinds["New Co"] == "integrator"
+    assert kinds["New Co"] == "installer"
+    assert inventory.get_device(platform.uow, fleet, "SL-00001").responsible["maintain"] == "New Co"
+
+
+def test_an_owner_column_never_makes_another_city(platform: Platform, fleet: Caller) -> None:
+    """The issue's story: a partner named as owner was created as kind city and saw every device."""
+    rows = [device(i, owner="Harbour Partners") for i in range(3)]
+    exc = _refused(platform, fleet, csv_bytes(rows, [*HEADER, "owner"]), create_missing=True)
+    assert _where(exc) == {(2, "owner"), (3, "owner"), (4, "owner")}
+    assert [o.name for o in organizations.list_orgs(platform.uow, fleet, "city")] == ["Springfield"]
+
+
+def test_names_match_in_any_case_width_and_spacing(platform: Platform, fleet: Caller) -> None:
+    """A file's "DOWNTOWN" is the zone "downtown", "acme  integrators" the organization, and one
+    spelling of a new zone per file is created however many spellings the file uses."""
+    rows = [device(1, zone="DOWNTOWN", maintainer="acme  integrators"),
+            device(2, zone="\uff24owntown", maintainer="ACME INTEGRATORS"),
+            device(3, zone="Pier 9"), device(4, zone="pier  9"), device(5, zone="PIER 9")]
+    report = import_csv(platform, fleet, csv_bytes(rows), create_missing=True)
+    assert report.created == 5 and report.created_zones == ["Pier 9"]
+    assert sorted(z.name for z in zones.list_zones(platform.uow, fleet)) == ["Pier 9", "downtown"]
+    one = inventory.get_device(platform.uow, fleet, "SL-00002")
+    assert one.zone == "downtown" and one.responsible["maintain"] == "Acme Integrators"
+    assert inventory.list_devices(platform.uow, fleet, inventory.DeviceFilter(zone="pier 9")).total == 3
+    assert inventory.list_devices(platform.uow, fleet, inventory.DeviceFilter(org="ACME integrators")).total == 2
+
+
+def test_a_partner_names_itself_in_any_case(platform: Platform, fleet: Caller) -> None:
+    acme = caller_for(platform, "Acme Integrators")
+    report = import_csv(platform, acme, csv_bytes([device(1, maintainer="acme integrators")]))
+    assert report.created == 1
+    assert inventory.list_devices(platform.uow, acme).total == 1
 
 
 @pytest.mark.parametrize(("data", "needle"), [

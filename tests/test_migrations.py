@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
 
 from cityward.adapters.storage.database import SCHEMA_HEAD, alembic_config
 from cityward.adapters.storage.models import Base
@@ -77,4 +78,43 @@ def test_0006_fills_the_running_firmware_and_downgrades(empty_url: str) -> None:
     command.downgrade(cfg, "0005")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM devices")).scalar() == 2
+    engine.dispose()
+
+
+def test_0009_keys_names_and_keeps_clashes_apart_for_the_doctor(empty_url: str) -> None:
+    """Names earlier versions stored as different ("Harbour" and "harbour") keep their rows: the oldest
+    holds the name's key, a later one a key no name has (reported by `cityward doctor`); product keys
+    become NFKC; and 0009 can be undone."""
+    cfg = alembic_config(empty_url)
+    command.upgrade(cfg, "0008")
+    engine = create_engine(empty_url)
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    with engine.begin() as conn:
+        for i, name in ((1, "Harbour"), (2, "harbour"), (3, "Pier 9")):
+            conn.execute(text("INSERT INTO zones (id, name, criticality, created_at) VALUES (:i, :n, 'medium', :t)"),
+                         {"i": i, "n": name, "t": now})
+        for i, name, kind in ((1, "Springfield", "city"), (2, "Tideway", "integrator"), (3, "TIDEWAY", "city")):
+            conn.execute(text("INSERT INTO organizations (id, name, kind, created_at) VALUES (:i, :n, :k, :t)"),
+                         {"i": i, "n": name, "k": kind, "t": now})
+        for i, brand in ((1, "Lumo"), (2, "\uff2cumo")):  # full-width L: distinct before NFKC
+            conn.execute(text(
+                "INSERT INTO products (id, brand, model, brand_key, model_key, origin_status, origin_brand, "
+                "origin_model, origin_brand_key, origin_depth, version_scheme, created_at, updated_at) VALUES "
+                "(:i, :b, 'L100', :k, 'l100', 'unknown', :b, 'L100', :k, 0, 'dotted', :t, :t)"),
+                {"i": i, "b": brand, "k": brand.casefold(), "t": now})
+    command.upgrade(cfg, "0009")
+    with engine.connect() as conn:
+        assert dict(conn.execute(text("SELECT id, name_key FROM zones")).all()) == {
+            1: "harbour", 2: "harbour\x1f2", 3: "pier 9"}
+        assert dict(conn.execute(text("SELECT id, name_key FROM organizations")).all()) == {
+            1: "springfield", 2: "tideway", 3: "tideway\x1f3"}
+        assert sorted(conn.execute(text("SELECT id, brand_key, model_key FROM products")).all()) == [
+            (1, "lumo", "l100"), (2, "lumo", "l100\x1f2")]
+    with engine.begin() as conn, pytest.raises(IntegrityError):
+        conn.execute(text("INSERT INTO zones (name, name_key, criticality, created_at) "
+                          "VALUES ('HARBOUR', 'harbour', 'low', :t)"), {"t": now})
+    command.downgrade(cfg, "0008")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM zones")).scalar() == 3
+        assert sorted(conn.execute(text("SELECT brand_key FROM products")).scalars()) == ["lumo", "\uff4cumo"]
     engine.dispose()

@@ -169,12 +169,12 @@ def test_acknowledgement_status_lists_pending_partners_first(platform: Platform,
 
 def test_the_failing_rule_filter_reads_the_callers_latest_audit(platform: Platform, city: Caller) -> None:
     from cityward.domain.policy.document import parse_policy
-    from cityward.errors import InvalidInput
+    from cityward.errors import NotFound, PreconditionFailed
     from cityward.services import audit, inventory
 
     import_csv(platform, city, csv_bytes(device(i) for i in range(6)), create_missing=True)
     flt = inventory.DeviceFilter(failing_rule="CRED-001")
-    with pytest.raises(InvalidInput, match="no audit"):
+    with pytest.raises(PreconditionFailed, match="no audit"):
         inventory.list_devices(platform.uow, city, flt)
     with platform.uow(write=True) as uow:  # two devices report their factory password
         uow.session.add_all(DeviceStateRow(device_id=d, online=True, status_at=NOW, last_seen=NOW, transport="mqtt",
@@ -184,6 +184,8 @@ def test_the_failing_rule_filter_reads_the_callers_latest_audit(platform: Platfo
     audit.run_audit(platform.uow, city, parse_policy(text, "baseline.yaml"), text)
     found = inventory.list_devices(platform.uow, city, flt)
     assert [d.id for d in found.items] == ["SL-00001", "SL-00004"] and found.total == 2
+    with pytest.raises(NotFound, match="no rule 'CRED-999'"):  # not an empty list: the id is wrong
+        inventory.list_devices(platform.uow, city, inventory.DeviceFilter(failing_rule="CRED-999"))
     capped = inventory.list_devices(platform.uow, city, inventory.DeviceFilter(), limit=2, count_up_to=3)
     assert (capped.total, capped.total_is_floor) == (3, True)
     exact = inventory.list_devices(platform.uow, city, inventory.DeviceFilter(), limit=2, count_up_to=6)

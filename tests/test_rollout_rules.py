@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,15 +11,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cityward.domain.rollouts import (
+    TERMINAL_STATES,
     ActionStatus,
     Control,
     FailureAction,
+    Operation,
+    Reachability,
+    RolloutCommand,
+    RolloutState,
+    RolloutStateConflict,
     Verdict,
     WaveCounts,
     WaveOptions,
+    allowed_commands,
     campaign_status,
+    cannot_succeed,
+    is_recent,
     next_opening,
     plan_waves,
+    rollout_state,
+    transition,
     wave_verdict,
     window_open,
     window_problems,
@@ -43,6 +55,40 @@ def test_every_device_exactly_once_canary_first_and_cumulative_shares(n: int, ca
         need = max(done, math.ceil(n * pct / 100))
         assert sum(len(w) for w in waves) >= need
         done = need
+
+
+@given(n=st.integers(0, 200), canary=st.integers(0, 10), pcts=PCTS, zones=st.integers(1, 6),
+       recent=st.sets(st.integers(0, 199)))
+def test_the_canary_comes_from_recently_reporting_devices(n: int, canary: int, pcts: tuple[int, ...], zones: int,
+                                                         recent: set[int]) -> None:
+    devices = [f"D{i:04d}" for i in range(n)]
+    fresh = [devices[i] for i in sorted(recent) if i < n]
+    waves = plan_waves(devices, {d: f"zone-{i % zones}" for i, d in enumerate(devices)},
+                       WaveOptions(canary=canary, percentages=pcts), fresh)
+    assert sorted(d for w in waves for d in w) == devices
+    if n and canary:
+        first = set(waves[0])
+        assert len(first) == min(canary, n)
+        assert first <= set(fresh) or set(fresh) <= first  # recent ones first, the rest only to fill up
+
+
+def test_cannot_succeed_says_why() -> None:
+    now = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    assert cannot_succeed(Operation.REBOOT, Reachability()) is None  # nothing known: try it
+    assert cannot_succeed(Operation.REBOOT, Reachability(online=False, offline_since=now, offline_reason="silence")) \
+        == "offline since 2026-12-07 09:00 UTC (silence)"
+    gone = Reachability(unreachable_at=now - hour, last_result_at=now - hour, unreachable_detail="unreachable: x")
+    assert cannot_succeed(Operation.SET_CONFIG, gone) == \
+        "unreachable in its last command (2026-12-07 08:00 UTC) and silent since: unreachable: x"
+    assert cannot_succeed(Operation.SET_CONFIG, replace(gone, last_seen=now)) is None  # it reported since
+    assert cannot_succeed(Operation.SET_CONFIG, replace(gone, last_result_at=now)) is None  # a later result
+    assert cannot_succeed(Operation.ROTATE_PASSWORD, Reachability(announced_actions=frozenset({"reboot"}))) == \
+        "does not support set_password (not among the actions its hello announces)"
+    assert cannot_succeed(Operation.ROLLBACK_FIRMWARE, Reachability(announced_rollback=False)) is not None
+    assert is_recent(Reachability(online=True, last_seen=now - timedelta(minutes=5)), now)
+    assert not is_recent(Reachability(online=True, last_seen=now - 2 * hour), now)
+    assert not is_recent(Reachability(online=False, last_seen=now), now)
 
 
 def test_canary_and_first_waves_sample_every_zone() -> None:
@@ -114,3 +160,21 @@ def test_windows_that_never_open_are_refused() -> None:
     assert window_problems(MaintenanceWindow("0 0 * *", 60), now)[0].field == "cron"
     assert window_problems(MaintenanceWindow("0 2 * * *", 60, "Mars/Olympus"), now)[0].field == "timezone"
     assert window_problems(NIGHT, now) == []
+
+
+def test_the_state_machine_refuses_everything_from_a_final_state() -> None:
+    assert rollout_state(Control.RUNNING, {ActionStatus.SUCCEEDED: 3}, waves_open=True) is RolloutState.RUNNING
+    assert rollout_state(Control.RUNNING, {ActionStatus.SUCCEEDED: 3}, waves_open=False) is RolloutState.SUCCEEDED
+    assert rollout_state(Control.ABORTED, {ActionStatus.RUNNING: 1}, waves_open=True) is RolloutState.ABORTING
+    for state in RolloutState:
+        for command in RolloutCommand:
+            allowed = command in allowed_commands(state)
+            if state in TERMINAL_STATES or state is RolloutState.ABORTING:
+                assert not allowed
+            if not allowed:
+                with pytest.raises(RolloutStateConflict) as info:
+                    transition(7, state, command)
+                assert (info.value.state, info.value.command) == (state, command)
+                assert info.value.message == f"rollout 7 is {state.value}: it cannot be {command.past}"
+    assert transition(1, RolloutState.PAUSED, RolloutCommand.RESUME) is Control.RUNNING
+    assert transition(1, RolloutState.AWAITING_APPROVAL, RolloutCommand.APPROVE) is Control.READY

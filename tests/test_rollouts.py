@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import UTC, datetime
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,11 +18,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 
 from cityward.adapters.secretbox import SecretBox
-from cityward.adapters.storage.models import RolloutActionRow, RolloutRow
+from cityward.adapters.storage.models import (
+    DeviceCommandRow,
+    DeviceStateRow,
+    DiscoveredDeviceRow,
+    RolloutActionRow,
+    RolloutRow,
+)
 from cityward.bootstrap import Platform
 from cityward.domain.firmware import signed_message
 from cityward.domain.organizations import Caller, Role
-from cityward.domain.rollouts import Operation, WaveOptions
+from cityward.domain.rollouts import Operation, RolloutStateConflict, WaveOptions
 from cityward.domain.zones import MaintenanceWindow
 from cityward.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from cityward.services import auditlog, credentials, firmware, organizations, rollouts, zones
@@ -29,6 +37,7 @@ from cityward.services.rollout_executor import Dispatch, Executor, ExecutorOptio
 from cityward.services.rollouts import RolloutRequest, Target
 from tests.conftest import caller_for
 from tests.helpers import csv_bytes, device, import_csv
+from tests.rollout_support import finish_rollout, offline_executor
 
 HEADER = ["id", "kind", "brand", "model", "firmware_version", "zone", "protocol", "serial", "mac"]
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"test manufacturer key").digest())
@@ -108,7 +117,9 @@ def test_one_rollout_per_device_at_a_time(platform: Platform, fleet: Caller, tmp
     first, _ = rollouts.create(platform.uow, fleet, _req(selector=DeviceFilter(zone="north")), tmp_path)
     with pytest.raises(InvalidInput, match="skipped") as info:
         rollouts.create(platform.uow, fleet, _req(selector=DeviceFilter(zone="north")), tmp_path)
-    assert info.value.problems[0].field == f"in rollout {first} already (one rollout per device at a time)"
+    skip = info.value.problems[0]  # the reason is the problem; it has no location (no row or field)
+    reason = f"in rollout {first} already (one rollout per device at a time)"
+    assert (skip.field, skip.message) == (None, f"{reason}: 4 devices")
     second, plan = rollouts.create(platform.uow, fleet, _req(device_ids=("SL-00001", "SL-00002", "SL-00005")),
                                    tmp_path)
     assert {s.device_id for s in plan.skipped} == {"SL-00001", "SL-00002"} and plan.devices == 1
@@ -245,3 +256,122 @@ def test_certificates_come_from_the_city_ca_and_stay_secret(platform: Platform, 
     events = auditlog.list_events(platform.uow, fleet, limit=1000)
     assert any(e.action == "city_ca.created" for e in events)
     assert not any("PRIVATE KEY" in str(e) for e in events)
+
+
+def test_a_finished_rollout_refuses_every_command_and_keeps_its_outcome(platform: Platform, fleet: Caller,
+                                                                         tmp_path: Path) -> None:
+    """Issue 14: pause, resume and abort on a succeeded rollout were accepted, and abort rewrote
+    its outcome to "aborted"."""
+    req = RolloutRequest("r", Operation.REBOOT, Target(device_ids=("SL-00001", "SL-00002")),
+                         WaveOptions(canary=1, percentages=(100,), failure_threshold=100, success_threshold=0))
+    done, _ = rollouts.create(platform.uow, fleet, req, tmp_path)
+    rollouts.start(platform.uow, fleet, done)
+    finish_rollout(platform, done, tmp_path)
+    failed, _ = rollouts.create(platform.uow, fleet, replace(req, target=Target(device_ids=("SL-00005",))), tmp_path)
+    rollouts.start(platform.uow, fleet, failed)
+    finish_rollout(platform, failed, tmp_path, failing=frozenset({"SL-00005"}))
+    aborted, _ = rollouts.create(platform.uow, fleet, replace(req, target=Target(device_ids=("SL-00006",))),
+                                 tmp_path)
+    rollouts.abort(platform.uow, fleet, aborted)
+    approver = caller_for(platform, "Springfield")
+    for rid, state in ((done, "succeeded"), (failed, "finished with failures"), (aborted, "aborted")):
+        before = rollouts.get(platform.uow, fleet, rid)
+        assert before.status == state
+        events = len(auditlog.list_events(platform.uow, fleet, limit=1000))
+        for command, act in (("pause", rollouts.pause), ("resume", rollouts.resume), ("abort", rollouts.abort),
+                             ("start", rollouts.start)):
+            with pytest.raises(RolloutStateConflict, match=f"rollout {rid} is {state}: it cannot be") as info:
+                act(platform.uow, fleet, rid)
+            assert (info.value.state.value, info.value.command.value) == (state, command)
+            assert isinstance(info.value, Conflict) and info.value.hint
+        with pytest.raises(RolloutStateConflict, match=state):
+            rollouts.approve(platform.uow, approver, rid)
+        assert rollouts.get(platform.uow, fleet, rid) == before  # the outcome is not rewritten
+        assert len(auditlog.list_events(platform.uow, fleet, limit=1000)) == events  # nothing recorded
+    assert rollouts.get(platform.uow, fleet, done).counts == {"succeeded": 2}
+
+
+def test_a_rollout_is_finished_only_once_the_executor_closed_its_waves(platform: Platform, fleet: Caller,
+                                                                      tmp_path: Path) -> None:
+    """Every action decided is not yet an outcome: the executor's threshold verdict may still pause
+    the wave, so until it closes the wave the rollout is running (and may be paused or aborted)."""
+    rid, _ = rollouts.create(platform.uow, fleet, RolloutRequest(
+        "r", Operation.REBOOT, Target(device_ids=("SL-00001",)), WaveOptions(canary=0, percentages=(100,), retries=0)),
+        tmp_path)
+    rollouts.start(platform.uow, fleet, rid)
+    executor = offline_executor(platform, tmp_path)
+    (d,) = executor.build_many(executor.claim_all()[0])
+    executor._finish(d, "failed", "timeout: no answer")
+    assert rollouts.get(platform.uow, fleet, rid).status == "running"  # the wave is still open
+    executor.claim_all()  # the wave failed its threshold: the executor pauses it
+    view = rollouts.get(platform.uow, fleet, rid)
+    assert view.status == "paused" and "wave 1: 1 of 1 failed" in (view.control_reason or "")
+    rollouts.resume(platform.uow, fleet, rid)  # accepts the failure
+    executor.claim_all()
+    assert rollouts.get(platform.uow, fleet, rid).status == "finished with failures"
+    with pytest.raises(RolloutStateConflict, match="finished with failures"):
+        rollouts.pause(platform.uow, fleet, rid)
+
+
+def _record(platform: Platform, *rows: object) -> None:
+    """Facts on record, as ingestion, discovery and `devices command` leave them."""
+    with platform.uow(write=True) as uow:
+        uow.session.add_all(rows)
+        uow.commit()
+
+
+def _state_row(device_id: str, *, online: bool, seen: datetime, reason: str | None = None) -> DeviceStateRow:
+    return DeviceStateRow(device_id=device_id, online=online, offline_reason=reason, status_at=seen, last_seen=seen,
+                          transport="mqtt", firmware_version="1.2.3", credential_state="unknown")
+
+
+def _command_row(device_id: str, action: str, status: str, detail: str | None, at: datetime) -> DeviceCommandRow:
+    return DeviceCommandRow(command_id=str(uuid.uuid4()), device_id=device_id, action=action, params={},
+                            status=status, detail=detail, issued_by="local:test", issued_at=at, expires_at=at,
+                            updated_at=at)
+
+
+def test_plan_skips_devices_that_cannot_succeed_now(platform: Platform, fleet: Caller, tmp_path: Path) -> None:
+    """Issue 14: the canary was a device that had just failed as unreachable, so the rollout paused
+    at once. Offline devices, devices unreachable in their last command (and silent since) and
+    devices without the action are skipped, each with its reason."""
+    now = datetime.now(UTC)
+    hour = timedelta(hours=1)
+    _record(platform,
+            _state_row("SL-00001", online=False, seen=now - hour, reason="will"),
+            _command_row("SL-00002", "reboot", "failed", "unreachable: 127.0.3.2:8080 refused the connection",
+                         now - hour),
+            # unreachable once, but it reported since: it is back
+            _state_row("SL-00003", online=True, seen=now),
+            _command_row("SL-00003", "reboot", "failed", "unreachable: no route", now - hour),
+            # unreachable once, then a command succeeded
+            _command_row("SL-00004", "reboot", "failed", "unreachable: no route", now - 2 * hour),
+            _command_row("SL-00004", "set_config", "succeeded", None, now - hour),
+            _command_row("SL-00005", "reboot", "rejected", "unknown action", now - hour),
+            DiscoveredDeviceRow(device_id="SL-00006", status="approved", source="mqtt", address=None,
+                                hello={"actions": ["set_config", "set_password"], "rollback": False},
+                                first_seen=now, last_seen=now))
+    plan = rollouts.plan(platform.uow, fleet, _req(device_ids=tuple(f"SL-0000{i}" for i in range(1, 8))), tmp_path)
+    reasons = {s.device_id: s.reason for s in plan.skipped}
+    assert reasons["SL-00001"].startswith("offline since") and "(will)" in reasons["SL-00001"]
+    assert reasons["SL-00002"].startswith("unreachable in its last command") and "refused" in reasons["SL-00002"]
+    assert reasons["SL-00005"] == "does not support reboot (it answered 'unknown action')"
+    assert reasons["SL-00006"] == "does not support reboot (not among the actions its hello announces)"
+    assert sorted(d for w in plan.waves for d in w) == ["SL-00003", "SL-00004", "SL-00007"]
+    rollback = rollouts.plan(platform.uow, fleet, RolloutRequest(
+        "rb", Operation.ROLLBACK_FIRMWARE, Target(device_ids=("SL-00006", "SL-00007"))), tmp_path)
+    assert {s.device_id: s.reason for s in rollback.skipped} == {
+        "SL-00006": "does not support rollback_firmware (not among the actions its hello announces)"}
+
+
+def test_the_canary_is_drawn_from_devices_that_reported_recently(platform: Platform, fleet: Caller,
+                                                                 tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    _record(platform, _state_row("SL-00001", online=True, seen=now - timedelta(hours=3)),  # long silent
+            _state_row("SL-00007", online=True, seen=now - timedelta(minutes=2)),
+            _state_row("SL-00003", online=True, seen=now))
+    plan = rollouts.plan(platform.uow, fleet, RolloutRequest(
+        "r", Operation.REBOOT, Target(device_ids=tuple(f"SL-0000{i}" for i in range(1, 9))),
+        WaveOptions(canary=2, percentages=(50, 100))), tmp_path)
+    assert sorted(plan.waves[0]) == ["SL-00003", "SL-00007"]
+    assert sorted(d for w in plan.waves for d in w) == [f"SL-0000{i}" for i in range(1, 9)]  # nobody lost

@@ -31,6 +31,26 @@ def test_healthz_docs_and_openapi_are_open(api: Api) -> None:
     assert set(upload) == {"text/csv", "application/json"}
 
 
+def test_docs_loads_only_what_this_server_serves_under_its_csp(api: Api) -> None:
+    """/docs names no other site and no inline script; every file it loads is here."""
+    import re
+
+    with api.client() as anonymous:
+        page = anonymous.get("/docs")
+        assert page.status_code == 200
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert "<script>" not in page.text and "//" not in re.sub(r"<!doctype[^>]*>", "", page.text, flags=re.I)
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css", "/docs/init.js"} <= set(sources)
+        for source in sources:
+            loaded = anonymous.get(source)
+            assert loaded.status_code == 200, source
+            if source.endswith(".js"):
+                assert "javascript" in loaded.headers["content-type"]
+        assert "SwaggerUIBundle" in anonymous.get("/docs/init.js").text
+        assert anonymous.get("/redoc").status_code == 404  # no page that the CSP would blank
+
+
 def test_healthz_reports_an_uninitialized_installation(platform: Platform) -> None:
     with serve(create_app(platform)) as url, httpx.Client(base_url=url) as client:
         assert client.get("/healthz").json()["initialized"] is False

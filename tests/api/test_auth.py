@@ -53,13 +53,19 @@ def test_a_revoked_token_is_refused(api: Api) -> None:
         _assert_unauthorized(client.get("/api/v1/zones"))
 
 
-def test_an_expired_token_is_refused(api: Api) -> None:
+def test_an_expired_token_is_refused_saying_so(api: Api) -> None:
     issued = tokens.create_token(api.platform.uow, api.city, CITY, "short", "viewer",
                                  timedelta(days=1))
+    lapsed = datetime.now(UTC) - timedelta(seconds=1)
     with api.client(issued.secret) as client:
         assert client.get("/api/v1/zones").status_code == 200
         with api.platform.uow(write=True) as uow:
-            uow.session.get_one(TokenRow, issued.view.id).expires_at = (
-                datetime.now(UTC) - timedelta(seconds=1))
+            uow.session.get_one(TokenRow, issued.view.id).expires_at = lapsed
             uow.commit()
-        _assert_unauthorized(client.get("/api/v1/zones"))
+        refused = client.get("/api/v1/zones")
+        _assert_unauthorized(refused)
+        body = refused.json()
+        assert body["detail"] == f"token expired on {lapsed:%Y-%m-%d %H:%M} UTC"
+        assert body["title"] == "Token expired" and "tokens create" in body["hint"]
+        listed = next(t for t in tokens.list_tokens(api.platform.uow, api.city) if t.id == issued.view.id)
+        assert listed.expired

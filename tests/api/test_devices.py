@@ -142,6 +142,7 @@ def test_filters(zoned: httpx.Client) -> None:
                     "b,camera,Vista,VC-9,2.0,Downtown,", "c,streetlight,Acme,AL-1,1.0,Harbor,")
     assert import_csv(zoned, body).status_code == 200
     assert device_ids(zoned, zone="Harbor") == ["a", "c"]  # includes the zones inside
+    assert device_ids(zoned, zone="harbor") == device_ids(zoned, zone="HARBOR ") == ["a", "c"]  # any case
     assert device_ids(zoned, firmware="1.0", kind="camera") == ["a"]
     assert device_ids(zoned, tag="cctv") == ["a"]
     assert device_ids(zoned, brand="acme") == ["c"]

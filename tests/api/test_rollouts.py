@@ -4,7 +4,7 @@ progress per wave, refusals as problems, and partners scoped to the devices they
 from __future__ import annotations
 
 import httpx
-from api_support import Api, assert_problem, csv_text, import_csv, make_org, make_zone
+from api_support import Api, assert_problem, csv_text, import_csv, make_org, make_zone, small_rollout
 
 
 def _fleet(admin: httpx.Client) -> None:
@@ -66,3 +66,22 @@ def test_approval_refusals_and_scope(api: Api, admin: httpx.Client) -> None:
     assert_problem(alpha.post("/api/v1/rollouts/plan", json={"name": "a", "operation": "reboot",
                                                              "devices": ["SL-3"]}), 422)
     assert_problem(alpha.get(f"/api/v1/rollouts/{rid}"), 404)  # the city's rollout is not visible
+
+
+def test_a_finished_rollout_answers_409_naming_its_state(api: Api, admin: httpx.Client) -> None:
+    """Issue 14: abort on a succeeded rollout was accepted and rewrote it to "aborted"."""
+    from pathlib import Path
+
+    from tests.rollout_support import finish_rollout
+
+    rid = small_rollout(api, 2)
+    assert admin.post(f"/api/v1/rollouts/{rid}/start").status_code == 200
+    finish_rollout(api.platform, rid, Path(api.platform.settings.firmware_dir))
+    before = admin.get(f"/api/v1/rollouts/{rid}").json()
+    assert before["status"] == "succeeded"
+    for verb in ("pause", "resume", "abort", "start", "approve"):
+        problem = assert_problem(admin.post(f"/api/v1/rollouts/{rid}/{verb}"), 409)
+        assert problem["type"] == "urn:cityward:problem:rollout-state-conflict"
+        assert (problem["state"], problem["command"], problem["rollout"]) == ("succeeded", verb, rid)
+        assert "is succeeded" in problem["detail"] and problem["hint"]
+    assert admin.get(f"/api/v1/rollouts/{rid}").json() == before

@@ -53,3 +53,26 @@ def test_bad_token_requests(admin: httpx.Client) -> None:
     assert_problem(admin.post("/api/v1/tokens", json={"name": "x", "expires_in_days": 0}), 422)
     assert_problem(admin.post("/api/v1/tokens", json={"org": "Nobody", "name": "x"}), 404)
     assert_problem(admin.post("/api/v1/tokens", json={"org": CITY}), 422)
+
+
+def test_tokens_expire_by_default_and_never_only_for_the_city_admin(api: Api, admin: httpx.Client) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    make_org(admin, "Alpha Integration", "integrator")
+    plain = admin.post("/api/v1/tokens", json={"name": "plain"}).json()
+    expires = datetime.fromisoformat(plain["expires_at"])
+    assert abs(expires - (datetime.now(UTC) + timedelta(days=90))) < timedelta(minutes=1)
+    assert plain["expired"] is False
+    short = admin.post("/api/v1/tokens", json={"name": "ci", "expires_in": "12h"}).json()
+    assert abs(datetime.fromisoformat(short["expires_at"]) - (datetime.now(UTC) + timedelta(hours=12))) < timedelta(
+        minutes=1)
+    forever = admin.post("/api/v1/tokens", json={"org": "Alpha Integration", "name": "forever", "no_expiry": True})
+    assert forever.status_code == 201 and forever.json()["expires_at"] is None
+    with api.client(api.token("Alpha Integration", "admin", "alpha admin")) as alpha:
+        assert "never expires" in assert_problem(
+            alpha.post("/api/v1/tokens", json={"name": "forever", "no_expiry": True}), 403)["detail"]
+        assert "at most 365 days" in assert_problem(
+            alpha.post("/api/v1/tokens", json={"name": "long", "expires_in_days": 400}), 422)["detail"]
+    assert_problem(admin.post("/api/v1/tokens", json={"name": "x", "expires_in": "soon"}), 422)
+    assert_problem(admin.post("/api/v1/tokens", json={"name": "x", "expires_in": "1d", "expires_in_days": 1}), 422)
+    assert_problem(admin.post("/api/v1/tokens", json={"name": "x", "expires_in": "1d", "no_expiry": True}), 422)

@@ -10,7 +10,7 @@ from api_support import Api, Browser, small_rollout
 from tests.helpers import csv_bytes, device, import_csv
 
 from cityward.domain import users as rules
-from cityward.services import advisories, organizations, users
+from cityward.services import advisories, organizations, rollouts, users
 
 
 def test_sign_in_sets_a_strict_session_cookie_and_shows_the_overview(api: Api, browser: Browser, anna: str) -> None:
@@ -103,6 +103,7 @@ def test_filter_devices_open_one_and_see_its_vulnerabilities(api: Api, browser: 
     one = browser.get("/devices/SL-00003")
     assert one.status_code == 200 and "Lumo L100" in one.text and "No matched vulnerability" in one.text
     assert "&lt;script&gt;alert(&#39;serial&#39;)&lt;/script&gt;" in one.text and "<script>alert" not in one.text
+    assert "9 devices match" in browser.get("/devices?zone=DOWNTOWN").text  # the zone "downtown", any case
     missing = browser.get("/devices?zone=atlantis")
     assert missing.status_code == 400 and "atlantis" in missing.text and "does not exist" in missing.text
     assert browser.get("/devices?online=maybe").status_code == 422
@@ -229,3 +230,20 @@ def test_devices_failing_a_rule_in_the_latest_audit(api: Api, browser: Browser, 
     audit.run_audit(api.platform.uow, api.city, parse_policy(text, "baseline.yaml"), text)
     failing = browser.get("/devices?failing_rule=CRED-001").text
     assert "1 devices match" in failing and "SL-00003" in failing and "SL-00001" not in failing
+
+
+def test_a_finished_rollout_offers_no_controls_and_refuses_them_naming_its_state(api: Api, browser: Browser,
+                                                                                 anna: str) -> None:
+    from tests.rollout_support import finish_rollout
+
+    rid = small_rollout(api, 2)
+    rollouts.start(api.platform.uow, api.city, rid)
+    finish_rollout(api.platform, rid, Path(api.platform.settings.firmware_dir))
+    browser.sign_in("anna", anna)
+    shown = browser.get(f"/rollouts/{rid}")
+    assert "<strong>succeeded</strong>" in shown.text
+    assert '<button type="submit"' not in shown.text.split("Sign out")[1]
+    for verb, past in (("abort", "aborted"), ("pause", "paused"), ("resume", "resumed")):
+        refused = browser.post(f"/rollouts/{rid}/{verb}", {"csrf_token": browser.form_token(shown.text)})
+        assert refused.status_code == 409 and f"is succeeded: it cannot be {past}" in refused.text, refused.text
+    assert rollouts.get(api.platform.uow, api.city, rid).status == "succeeded"

@@ -7,15 +7,13 @@ sign out; a partner's user is refused another partner's device. Screenshots of e
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_support import Api, small_rollout
+from api_support import Api, serve, small_rollout
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 from tests.helpers import HEADER, csv_bytes, device, import_csv
 
@@ -164,11 +162,14 @@ def test_a_rollout_page_follows_the_rollout_without_reloading(api: Api, chromium
 
 @pytest.mark.parametrize("platform", ["postgresql"], indirect=True)
 def test_start_and_watch_a_rollout_on_the_simulated_city(api: Api, chromium: Browser, tmp_path: Path) -> None:
-    """The simulated city's devices over a private Mosquitto, an executor running: an operator
-    starts a reboot rollout from its page and watches its waves finish without reloading."""
+    """The simulated city's devices over a private Mosquitto: an operator starts a reboot rollout
+    from its page and watches its waves finish without reloading, carried out by the server's own
+    executor (as `cityward serve` runs it) and nothing else."""
     from tests.rollout_city import live_city
 
     from cityward.domain.rollouts import Operation, WaveOptions
+    from cityward.entrypoints.api.app import create_app
+    from cityward.services.rollout_executor import ExecutorOptions
 
     with live_city(api.platform, api.city, tmp_path, devices=24) as live:
         chosen = tuple(r["id"] for r in live.rows if r["protocol"] == "mqtt"
@@ -177,32 +178,31 @@ def test_start_and_watch_a_rollout_on_the_simulated_city(api: Api, chromium: Bro
         rollouts.create(api.platform.uow, api.city, rollouts.RolloutRequest(
             "reboot four", Operation.REBOOT, rollouts.Target(device_ids=chosen),
             WaveOptions(canary=1, percentages=(100,), timeout_s=20)), live.store)
-        loop = asyncio.new_event_loop()
-        stop = asyncio.Event()
-        executor = threading.Thread(target=loop.run_until_complete, args=(live.executor("browser").run(stop),))
-        executor.start()
         password = secrets.token_urlsafe(16)
         users.create_user(api.platform.uow, api.city, "duty.officer", "Springfield", "operator", password=password)
-        base = api.url.replace("127.0.0.1", "localhost")
-        context = chromium.new_context()
-        try:
-            page = context.new_page()
-            _sign_in(page, base, "duty.officer", password)
-            _menu(page, "Rollouts")
-            page.get_by_role("link", name="reboot four").click()
-            approve = page.get_by_role("button", name="Approve")
-            if approve.count():  # a critical zone: this officer is the second pair of eyes
-                approve.click()
-            page.get_by_role("button", name="Start").click()
-            page.evaluate("window.notReloaded = true")
-            expect(page.locator("#state")).to_contain_text("succeeded", timeout=60_000)
-            expect(page.locator("#done")).to_have_text("4 of 4")
-            assert page.evaluate("window.notReloaded") is True  # followed by static/live.js, not reloads
-            _shot(page, "rollout-live", api.platform.engine.dialect.name)
-        finally:
-            context.close()
-            loop.call_soon_threadsafe(stop.set)
-            executor.join(30)
+        app = create_app(api.platform, executor=ExecutorOptions(mqtt_url=live.mqtt_url, firmware_store=live.store,
+                                                                tick=0.2, name="browser"))
+        with serve(app) as url:
+            base = url.replace("127.0.0.1", "localhost")
+            context = chromium.new_context()
+            try:
+                page = context.new_page()
+                _sign_in(page, base, "duty.officer", password)
+                _menu(page, "Rollouts")
+                page.get_by_role("link", name="reboot four").click()
+                approve = page.get_by_role("button", name="Approve")
+                if approve.count():  # a critical zone: this officer is the second pair of eyes
+                    approve.click()
+                page.get_by_role("button", name="Start").click()
+                page.evaluate("window.notReloaded = true")
+                expect(page.locator("#state")).to_contain_text("succeeded", timeout=60_000)
+                expect(page.locator("#done")).to_have_text("4 of 4")
+                expect(page.locator("#executor-wait")).to_have_count(0)
+                assert page.evaluate("window.notReloaded") is True  # followed by static/live.js, not reloads
+                _shot(page, "rollout-live", api.platform.engine.dialect.name)
+            finally:
+                context.close()
+        assert not app.state.executor.alive  # it stopped with the server
         for device_id in chosen:  # each device really rebooted, once
             assert sum(live.sim.device(device_id)["applied"].values()) == 1, live.sim.device(device_id)
 
@@ -286,5 +286,28 @@ def test_the_pages_fit_a_tablet(api: Api, chromium: Browser) -> None:
             expect(page.get_by_role("navigation", name="Main")).to_be_visible()
             if name in ("overview", "devices", "audit-log"):
                 _shot(page, f"tablet-{name}", backend)
+    finally:
+        context.close()
+
+
+def test_the_api_docs_render_their_operations(api: Api, chromium: Browser) -> None:
+    """/docs under the security headers: Swagger UI from this server lists the operations, and
+    the browser reports no Content-Security-Policy violation."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+        page.goto(f"{api.url}/docs")
+        operations = page.locator(".opblock")
+        expect(operations.first).to_be_visible(timeout=30_000)
+        expect(page.locator(".opblock-summary-path", has_text="/api/v1/devices").first).to_be_visible()
+        assert operations.count() >= 20
+        page.locator(".opblock-summary", has_text="/healthz").first.click()  # an operation opens
+        expect(page.get_by_role("button", name="Try it out")).to_be_visible()
+        blocked = [m for m in console if "Content Security Policy" in m or m.startswith(("error", "pageerror"))]
+        assert blocked == [], blocked
+        _shot(page, "api-docs", api.platform.engine.dialect.name)
     finally:
         context.close()

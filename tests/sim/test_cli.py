@@ -61,3 +61,44 @@ def test_sigterm_stops_cleanly() -> None:
         sim.process.send_signal(signal.SIGTERM)
         assert sim.process.wait(timeout=15) == 0
         assert sim.process.stderr is not None and "Traceback" not in sim.process.stderr.read()
+
+
+def test_inventory_names_every_partner_with_its_kind(tmp_path: Path) -> None:
+    done = _sim("inventory", "--out", str(tmp_path), "--devices", "400")
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "organizations.csv").open(newline="") as fh:
+        kinds = {r["name"]: r["kind"] for r in csv.DictReader(fh)}
+    with (tmp_path / "devices.csv").open(newline="") as fh:
+        named = {r[c] for r in csv.DictReader(fh) for c in ("owner", "installer", "maintainer", "supplier") if r[c]}
+    assert named and named <= set(kinds)  # the inventory imports without guessing any organization
+    assert "city" not in kinds.values()
+    assert kinds["Cobaltline Distribution"] == "distributor" and kinds["Lanternwick Services"] == "integrator"
+
+
+def test_firmware_is_signed_as_the_manufacturer_and_described_by_an_sbom(tmp_path: Path) -> None:
+    from cityward.domain.firmware import verify_image
+
+    done = _sim("firmware", "--out", str(tmp_path), "--brand", "Vexlumen", "--model", "VL-N200", "--version", "4.4.0",
+                "--seed", "5")
+    assert done.returncode == 0, done.stderr
+    image = (tmp_path / "VL-N200-4.4.0.bin").read_bytes()
+    signature = (tmp_path / "VL-N200-4.4.0.sig").read_text().strip()
+    ok = dict(brand="Vexlumen", model="VL-N200", version="4.4.0", signature_b64=signature)
+    assert verify_image(image, key=public_key("Vexlumen", 5), **ok) == []  # the platform's own check
+    assert verify_image(image + b"x", key=public_key("Vexlumen", 5), **ok) != []
+    assert verify_image(image, key=public_key("Vexlumen", 5), **dict(ok, version="4.4.1")) != []
+    sbom = json.loads((tmp_path / "VL-N200-4.4.0.cdx.json").read_text())
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["metadata"]["component"]["version"] == "4.4.0"
+    assert all(c["purl"].startswith("pkg:") for c in sbom["components"])
+    refused = _sim("firmware", "--out", str(tmp_path), "--brand", "Orvanta", "--model", "OR-LN2")
+    assert refused.returncode == 2 and "not a manufacturer's own product" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_advisories_are_written_for_the_city(tmp_path: Path) -> None:
+    done = _sim("advisories", "--out", str(tmp_path / "adv"))
+    assert done.returncode == 0, done.stderr
+    names = {p.name for p in (tmp_path / "adv").iterdir()}
+    assert "quarrow-qrw-sa-2026-001.json" in names and "known_exploited_vulnerabilities.json" in names
+    doc = json.loads((tmp_path / "adv" / "quarrow-qrw-sa-2026-001.json").read_text())
+    assert doc["document"]["category"] == "csaf_security_advisory"

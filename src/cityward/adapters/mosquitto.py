@@ -256,4 +256,20 @@ def write_broker_files(
     _write_atomic(files.password_file, render_password_file(accounts), 0o600)
     _write_atomic(files.acl_file, render_acl(accounts), 0o644)
     _write_atomic(files.config, config, 0o644)
+    _hand_to_broker_user(files.password_file, user)
     return files
+
+
+def _hand_to_broker_user(password_file: Path, user: str | None) -> None:
+    """Started as root, Mosquitto becomes its `user` (default `mosquitto`) before it reads the
+    0600 password file: give the file to that account when we are root and it exists, so the
+    generated broker starts as written. Otherwise the file stays the provisioning user's."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    import pwd
+
+    try:
+        account = pwd.getpwnam(user or "mosquitto")
+    except KeyError:
+        return
+    os.chown(password_file, account.pw_uid, account.pw_gid)

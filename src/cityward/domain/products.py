@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cityward.domain.names import name_key
 from cityward.errors import InvalidInput, Problem
 
 
@@ -45,8 +46,8 @@ class Origin:
 
 
 def product_key(brand: str, model: str) -> tuple[str, str]:
-    """Catalog identity: brand and model compared without case or surrounding space."""
-    return " ".join(brand.split()).casefold(), " ".join(model.split()).casefold()
+    """Catalog identity: brand and model compared by `name_key` (case, width and spacing aside)."""
+    return name_key(brand), name_key(model)
 
 
 def resolve_origins(catalog: Mapping[int, CatalogEntry]) -> dict[int, Origin]:

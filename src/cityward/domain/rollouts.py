@@ -4,13 +4,17 @@ A rollout's progress is never stored twice: the campaign's and each wave's statu
 the per-device action counts and the one control state an operator sets (running, paused,
 aborted). The rules here decide which devices go in which wave, whether a wave may advance, and
 whether a zone's maintenance window lets work start now.
+
+The state machine lives here too (`rollout_state`, `TRANSITIONS`, `transition`): every entry point
+(CLI, API, dashboard, the executor's own threshold verdicts) asks it before changing a rollout, so a
+finished rollout is refused the same way everywhere and its outcome is never rewritten.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -19,7 +23,7 @@ from zoneinfo import ZoneInfo
 from cronsim import CronSim, CronSimError
 
 from cityward.domain.zones import MaintenanceWindow
-from cityward.errors import Problem
+from cityward.errors import Conflict, Problem
 
 
 class Operation(StrEnum):
@@ -117,11 +121,14 @@ class WaveOptions:
         return found
 
 
-def plan_waves(devices: Sequence[str], groups: Mapping[str, str], options: WaveOptions) -> list[list[str]]:
+def plan_waves(devices: Sequence[str], groups: Mapping[str, str], options: WaveOptions,
+               recent: Collection[str] = ()) -> list[list[str]]:
     """Split `devices` into waves: the canary, then cumulative percentages of all of them.
 
     The order interleaves `groups` (device -> zone/product), so the canary and every early wave
-    sample each group instead of taking one street first."""
+    sample each group instead of taking one street first. The canary is drawn from the `recent`
+    devices (those that reported lately) first: a canary that fails because it was already gone
+    stops the rollout for nothing."""
     by_group: dict[str, list[str]] = {}
     for d in sorted(devices):
         by_group.setdefault(groups.get(d, ""), []).append(d)
@@ -130,6 +137,12 @@ def plan_waves(devices: Sequence[str], groups: Mapping[str, str], options: WaveO
     for i in range(max((len(q) for q in queues), default=0)):
         order.extend(q[i] for q in queues if i < len(q))
     total = len(order)
+    if recent and options.canary:
+        fresh = set(recent)
+        canary = [d for d in order if d in fresh][:options.canary]
+        canary += [d for d in order if d not in fresh][:options.canary - len(canary)]
+        chosen = set(canary)
+        order = canary + [d for d in order if d not in chosen]
     waves: list[list[str]] = []
     done = min(options.canary, total)
     if done:
@@ -181,16 +194,110 @@ def wave_verdict(counts: WaveCounts, options: WaveOptions) -> Verdict:
     return Verdict.ADVANCE
 
 
-def campaign_status(control: Control, counts: Mapping[str, int]) -> str:
-    """Mender-style derived status from the control state and the action counts."""
-    active = counts.get(ActionStatus.PENDING, 0) + counts.get(ActionStatus.RUNNING, 0)
+# --- the state machine ---------------------------------------------------------------------------
+
+
+class RolloutState(StrEnum):
+    """Where a rollout is: derived (Mender-style) from the control state, the action counts, and
+    whether the executor has closed every wave. The values are what `status` shows."""
+
+    AWAITING_APPROVAL = "awaiting_approval"
+    READY = "ready"
+    RUNNING = "running"
+    PAUSED = "paused"
+    ABORTING = "aborting"  # aborted, commands already out still finishing
+    ABORTED = "aborted"
+    SUCCEEDED = "succeeded"
+    FINISHED_WITH_FAILURES = "finished with failures"
+
+
+# Final: no command is accepted and no count changes any more.
+TERMINAL_STATES = frozenset({RolloutState.ABORTED, RolloutState.SUCCEEDED, RolloutState.FINISHED_WITH_FAILURES})
+
+
+class RolloutCommand(StrEnum):
+    """What an operator (or the executor's threshold verdict) asks of a rollout."""
+
+    APPROVE = "approve"
+    START = "start"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+
+    @property
+    def past(self) -> str:
+        return {"approve": "approved", "start": "started", "pause": "paused", "resume": "resumed",
+                "abort": "aborted"}[self.value]
+
+
+# The only allowed transitions: state -> command -> the control state it sets. Anything missing
+# (every command from a terminal state, or from `aborting`) is refused.
+TRANSITIONS: Mapping[RolloutState, Mapping[RolloutCommand, Control]] = {
+    RolloutState.AWAITING_APPROVAL: {RolloutCommand.APPROVE: Control.READY, RolloutCommand.ABORT: Control.ABORTED},
+    RolloutState.READY: {RolloutCommand.START: Control.RUNNING, RolloutCommand.ABORT: Control.ABORTED},
+    RolloutState.RUNNING: {RolloutCommand.PAUSE: Control.PAUSED, RolloutCommand.ABORT: Control.ABORTED},
+    RolloutState.PAUSED: {RolloutCommand.RESUME: Control.RUNNING, RolloutCommand.ABORT: Control.ABORTED},
+    RolloutState.ABORTING: {},
+    RolloutState.ABORTED: {},
+    RolloutState.SUCCEEDED: {},
+    RolloutState.FINISHED_WITH_FAILURES: {},
+}
+
+_NEXT_STEP: dict[RolloutState, str] = {
+    RolloutState.AWAITING_APPROVAL: "another city user must approve it first: cityward rollout approve",
+    RolloutState.READY: "start it: cityward rollout start",
+    RolloutState.RUNNING: "pause or abort it",
+    RolloutState.PAUSED: "resume or abort it",
+    RolloutState.ABORTING: "it is being aborted: commands already out finish, nothing new starts",
+    RolloutState.ABORTED: "an aborted rollout is final; plan a new one with cityward rollout create",
+    RolloutState.SUCCEEDED: "a finished rollout is final; plan a new one with cityward rollout create",
+    RolloutState.FINISHED_WITH_FAILURES: "a finished rollout is final; retry the failed devices with a new "
+                                         "rollout (cityward rollout status ID --failed lists them)",
+}
+
+
+class RolloutStateConflict(Conflict):
+    """A command the rollout's current state does not allow (e.g. abort after it succeeded)."""
+
+    title = "Rollout state conflict"
+
+    def __init__(self, rollout_id: int, state: RolloutState, command: RolloutCommand) -> None:
+        super().__init__(f"rollout {rollout_id} is {state.value}: it cannot be {command.past}",
+                         hint=_NEXT_STEP[state])
+        self.rollout_id = rollout_id
+        self.state = state
+        self.command = command
+
+
+def rollout_state(control: Control, counts: Mapping[str, int], *, waves_open: bool) -> RolloutState:
+    """The derived state. A running rollout is finished only once every action is decided *and*
+    the executor has closed every wave: until then a threshold verdict may still pause or abort
+    it, so calling it succeeded earlier would let that verdict rewrite an outcome already shown."""
+    running = counts.get(ActionStatus.RUNNING, 0)
     if control is Control.ABORTED:
-        return "aborted" if not counts.get(ActionStatus.RUNNING, 0) else "aborting"
-    if control in (Control.AWAITING_APPROVAL, Control.READY, Control.PAUSED):
-        return control.value
-    if active:
-        return "running"
-    return "finished with failures" if counts.get(ActionStatus.FAILED, 0) else "succeeded"
+        return RolloutState.ABORTING if running else RolloutState.ABORTED
+    if control is not Control.RUNNING:
+        return RolloutState(control.value)
+    if waves_open or running or counts.get(ActionStatus.PENDING, 0):
+        return RolloutState.RUNNING
+    return RolloutState.FINISHED_WITH_FAILURES if counts.get(ActionStatus.FAILED, 0) else RolloutState.SUCCEEDED
+
+
+def allowed_commands(state: RolloutState) -> tuple[RolloutCommand, ...]:
+    return tuple(TRANSITIONS[state])
+
+
+def transition(rollout_id: int, state: RolloutState, command: RolloutCommand) -> Control:
+    """The control state `command` sets from `state`, or RolloutStateConflict naming both."""
+    to = TRANSITIONS[state].get(command)
+    if to is None:
+        raise RolloutStateConflict(rollout_id, state, command)
+    return to
+
+
+def campaign_status(control: Control, counts: Mapping[str, int], *, waves_open: bool = False) -> str:
+    """Mender-style derived status from the control state and the action counts."""
+    return rollout_state(control, counts, waves_open=waves_open).value
 
 
 # --- maintenance windows -----------------------------------------------------------------------
@@ -237,6 +344,62 @@ def next_opening(window: MaintenanceWindow, at: datetime) -> datetime | None:
 
 
 # --- the plan ----------------------------------------------------------------------------------
+
+# A device that reported within this long is a good canary.
+RECENT_REPORT = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Reachability:
+    """What is known, before planning, about whether a device can take a command now."""
+
+    online: bool | None = None  # None: it never reported
+    offline_since: datetime | None = None
+    offline_reason: str | None = None  # will, silence, gateway, poll
+    last_seen: datetime | None = None
+    last_result_at: datetime | None = None  # its most recent decided command (lone or rollout)
+    unreachable_at: datetime | None = None  # its most recent command that failed as unreachable
+    unreachable_detail: str | None = None
+    announced_actions: frozenset[str] | None = None  # from its hello, where one is on record
+    announced_rollback: bool | None = None
+    rejected: str | None = None  # its answer when it last refused this action as unsupported
+
+
+# A device's answer to an action it does not have (docs/protocol.md §1: `rejected`).
+UNSUPPORTED_DETAILS = ("unknown action", "not supported")
+
+
+def is_unsupported_answer(detail: str | None) -> bool:
+    return detail is not None and any(m in detail.lower() for m in UNSUPPORTED_DETAILS)
+
+
+def _at(t: datetime | None) -> str:
+    return f"{t:%Y-%m-%d %H:%M} UTC" if t else "an unknown time"
+
+
+def cannot_succeed(operation: Operation, r: Reachability) -> str | None:
+    """Why a command for `operation` cannot succeed on this device now, or None.
+
+    Offline devices; devices whose last command failed as unreachable with no sign of life since;
+    devices that do not have the action (their hello says so, or they refused it as unsupported)."""
+    action = DEVICE_ACTION[operation]
+    if r.online is False:
+        return f"offline since {_at(r.offline_since)}" + (f" ({r.offline_reason})" if r.offline_reason else "")
+    if (r.unreachable_at is not None and (r.last_result_at is None or r.unreachable_at >= r.last_result_at)
+            and (r.last_seen is None or r.last_seen <= r.unreachable_at)):
+        return (f"unreachable in its last command ({_at(r.unreachable_at)}) and silent since"
+                + (f": {r.unreachable_detail[:120]}" if r.unreachable_detail else ""))
+    if r.announced_actions and action not in r.announced_actions:
+        return f"does not support {action} (not among the actions its hello announces)"
+    if operation is Operation.ROLLBACK_FIRMWARE and r.announced_rollback is False:
+        return "does not support rollback_firmware (its hello announces no rollback)"
+    if r.rejected is not None:
+        return f"does not support {action} (it answered {r.rejected[:80]!r})"
+    return None
+
+
+def is_recent(r: Reachability, now: datetime) -> bool:
+    return r.online is not False and r.last_seen is not None and now - r.last_seen <= RECENT_REPORT
 
 
 @dataclass(frozen=True)

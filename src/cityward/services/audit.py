@@ -33,11 +33,12 @@ from cityward.adapters.storage.models import (
 from cityward.adapters.storage.scoping import scope_clause, zone_tree
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import Reach, require_device_details
+from cityward.domain.names import name_key
 from cityward.domain.organizations import Caller
 from cityward.domain.policy.document import Policy, Remediation, Rule, Severity, parse_policy
 from cityward.domain.policy.expr import facts_used
 from cityward.domain.responsibility import Duty, zone_chain
-from cityward.errors import InvalidInput, NotFound, Problem
+from cityward.errors import InvalidInput, NotFound, PreconditionFailed, Problem
 from cityward.services.policies import active_waivers, baseline_path, unacknowledged
 
 # Who acts on a finding: the holder of the duty its remediation belongs to.
@@ -135,7 +136,7 @@ def _scope_expr(rule: Rule, zones_inside: dict[str, set[str]]) -> pl.Expr:
     expr = pl.lit(True)
     s = rule.scope
     if s.zones:
-        names = set().union(*(zones_inside.get(z, {z}) for z in s.zones))
+        names = set().union(*(zones_inside.get(name_key(z), {z}) for z in s.zones))
         expr = expr & pl.col("zone").is_in(sorted(names))
     if s.kinds:
         expr = expr & pl.col("kind").is_in(list(s.kinds))
@@ -147,12 +148,14 @@ def _scope_expr(rule: Rule, zones_inside: dict[str, set[str]]) -> pl.Expr:
 
 
 def _zones_inside(uow_session: Session) -> dict[str, set[str]]:
+    """A zone's name_key → the stored names of the zones inside it (itself included): a policy or a
+    waiver may name a zone in any case (domain.names)."""
     parents = zone_tree(uow_session)
     names = dict(uow_session.execute(select(ZoneRow.id, ZoneRow.name)).all())
-    inside: dict[str, set[str]] = {n: set() for n in names.values()}
+    inside: dict[str, set[str]] = {name_key(n): set() for n in names.values()}
     for zid in parents:
         for ancestor in zone_chain(zid, parents):
-            inside[names[ancestor]].add(names[zid])
+            inside[name_key(names[ancestor])].add(names[zid])
     return inside
 
 
@@ -192,7 +195,7 @@ def apply_waivers(findings: pl.DataFrame, facts: pl.DataFrame, waivers: list[Wai
         key, value = next(iter(w.selector.items()))
         match = {
             "device": pl.col("device_id") == value,
-            "zone": pl.col("zone").is_in(sorted(zones_inside.get(value, {value}))),
+            "zone": pl.col("zone").is_in(sorted(zones_inside.get(name_key(value), {value}))),
             "kind": pl.col("kind") == value,
             "product": pl.col("_product").str.to_lowercase() == value.lower(),
             "tag": pl.col("tags").list.contains(value).fill_null(False),
@@ -278,10 +281,17 @@ def latest_run_id(session: Session, caller: Caller, policy_name: str | None = No
 
 def failing_devices(session: Session, caller: Caller, rule_id: str) -> Any:
     """The ids of the devices failing `rule_id` (not waived) in the caller's latest audit, as a
-    subquery for `DeviceRow.id.in_(...)`."""
+    subquery for `DeviceRow.id.in_(...)`. Refused before any audit (PreconditionFailed); a rule
+    the audited policy does not have is NotFound, not an empty list."""
     latest = latest_run_id(session, caller)
-    if latest is None:
-        raise InvalidInput("no audit has been run yet: run `cityward audit run` first")
+    run = session.get(AuditRunRow, latest) if latest is not None else None
+    if run is None:
+        raise PreconditionFailed("no audit has been run yet: run `cityward audit run` first",
+                                 hint="cityward audit run")
+    rules = _rules_of(session, run)  # empty when the policy's text is not stored: then every id is taken
+    if rules and rule_id not in rules and rule_id not in run.summary.get("by_rule", {}):
+        raise NotFound(f"the policy of audit run {run.id} has no rule {rule_id!r}",
+                       hint="the rules are listed in `cityward audit run`'s report and in the policy file")
     return select(AuditFindingRow.device_id).where(
         AuditFindingRow.run_id == latest, AuditFindingRow.rule_id == rule_id, AuditFindingRow.waiver_id.is_(None))
 
@@ -549,12 +559,12 @@ def browse_findings(uow_factory: UnitOfWorkFactory, caller: Caller, flt: Finding
             problems.append(Problem(f"audit run {run.id} has no rule {flt.rule!r}", field="rule"))
         org_id = None
         if flt.org:
-            org_id = s.scalar(select(OrganizationRow.id).where(OrganizationRow.name == flt.org))
+            org_id = s.scalar(select(OrganizationRow.id).where(OrganizationRow.name_key == name_key(flt.org)))
             if org_id is None:
                 problems.append(Problem(f"no organization is called {flt.org!r}", field="org"))
         inside: list[int] = []
         if flt.zone:
-            zone_id = s.scalar(select(ZoneRow.id).where(ZoneRow.name == flt.zone))
+            zone_id = s.scalar(select(ZoneRow.id).where(ZoneRow.name_key == name_key(flt.zone)))
             if zone_id is None:
                 problems.append(Problem(f"no zone is called {flt.zone!r}", field="zone"))
             else:

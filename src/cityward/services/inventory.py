@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +41,7 @@ from cityward.domain.access import (
 )
 from cityward.domain.catalog import guess_scheme
 from cityward.domain.inventory import DeviceRecord, parse_row
-from cityward.domain.organizations import Caller, OrgKind
+from cityward.domain.organizations import Caller
 from cityward.domain.products import OriginStatus, product_key
 from cityward.domain.responsibility import (
     DEVICE_COLUMN,
@@ -51,16 +52,12 @@ from cityward.domain.responsibility import (
 )
 from cityward.domain.zones import Criticality
 from cityward.errors import InvalidInput, NotFound, Problem
-from cityward.services.audit import failing_devices
-from cityward.services.organizations import city_org, org_id_named
+from cityward.services.organizations import PARTNER_KINDS, city_org, org_id_named
+from cityward.services.zones import zone_id_named
 
 MAX_LISTED = 200  # problems shown per import; the rest are counted
 BATCH = 10_000
 ProgressFn = Callable[[int, int], None]  # (rows read, bytes read)
-
-# Organization kind given to an organization created by --create-missing, per column.
-CREATED_KIND = {"owner": OrgKind.CITY, "installer": OrgKind.INSTALLER,
-                "maintainer": OrgKind.INTEGRATOR, "supplier": OrgKind.DISTRIBUTOR}
 
 
 @dataclass
@@ -75,7 +72,6 @@ class ImportReport:
     more_problems: int = 0
     committed: bool = False
     created_zones: list[str] = field(default_factory=list)
-    created_orgs: list[str] = field(default_factory=list)
     created_products: list[str] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
     sha256: str = ""
@@ -128,7 +124,7 @@ def import_devices(
     """
     require_device_write(caller)
     if create_missing:
-        require_city_admin(caller, "create zones and organizations while importing")
+        require_city_admin(caller, "create zones while importing")
     hashing = _Hashing(stream)
     reader = open_inventory(hashing, source, fmt, ignore_unknown=ignore_unknown)  # type: ignore[arg-type]
     report = ImportReport(source)
@@ -294,9 +290,10 @@ def _check_sets(
 ) -> None:
     checks = stg.duplicate_checks() + stg.fleet_conflict_checks()
     if not create_missing:
-        checks.append(stg.reference_check("zone", "zones", "zone"))
-        checks += [stg.reference_check(c, "organizations", "organization")
-                   for c in stg.ORG_REFERENCES]
+        checks.append(stg.reference_check("zone", "zones", _unknown_zone))
+    # Organizations are never created by an import, --create-missing or not: a kind decides what
+    # an organization sees, and a file cannot say it (an owner column once made a partner the city).
+    checks += [stg.reference_check(c, "organizations", _unknown_org) for c in stg.ORG_REFERENCES]
     if not caller.is_city:
         checks.append(stg.claim_check(CLAIM_COLUMNS[caller.org_kind], caller.org_name,
                                       caller.org_kind.value))
@@ -322,6 +319,17 @@ def _check_sets(
     report.add(found)
 
 
+def _unknown_zone(name: Any) -> str:
+    return (f"zone {name!r} does not exist; create it with `cityward zones add {shlex.quote(str(name))}`, "
+            "or pass --create-missing")
+
+
+def _unknown_org(name: Any) -> str:
+    return (f"organization {name!r} does not exist; an import never creates one (its kind decides "
+            f"what it sees): create it with `cityward orgs add {shlex.quote(str(name))} --kind KIND` "
+            f"(KIND: {', '.join(PARTNER_KINDS)})")
+
+
 def _create_missing_catalog(
     uow: UnitOfWork, caller: Caller, staging: stg.DeviceStaging, report: ImportReport
 ) -> None:
@@ -345,19 +353,15 @@ def _create_missing_catalog(
 def _create_missing_refs(
     uow: UnitOfWork, caller: Caller, staging: stg.DeviceStaging, report: ImportReport
 ) -> None:
+    """Zones the file names that do not exist yet (only zones: see `_check_sets`)."""
     now = uow.clock()
-    for name, _row in staging.missing("zone", "zones"):
-        uow.session.add(ZoneRow(name=name, criticality=Criticality.MEDIUM.value, created_at=now))
+    for name, key, row in staging.missing("zone", "zones"):
+        uow.session.add(ZoneRow(name=name, name_key=key, criticality=Criticality.MEDIUM.value,
+                                created_at=now))
         uow.session.flush()
-        uow.record(caller, "zones.created", "zone", name, after={"name": name, "criticality": "medium"})
+        uow.record(caller, "zones.created", "zone", name, after={
+            "name": name, "criticality": "medium", "reason": f"named by inventory {report.source}, row {row}"})
         report.created_zones.append(name)
-    for column, kind in CREATED_KIND.items():
-        for name, _row in staging.missing(column, "organizations"):
-            uow.session.add(OrganizationRow(name=name, kind=kind.value, created_at=now))
-            uow.session.flush()
-            uow.record(caller, "orgs.created", "organization", name,
-                       after={"name": name, "kind": kind.value})
-            report.created_orgs.append(name)
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -438,13 +442,13 @@ def apply_filter(session: Session, q: Any, flt: DeviceFilter, caller: Caller | N
     """`q` narrowed by every filter given (`failing_rule` reads the caller's latest audit)."""
     if flt.failing_rule:
         assert caller is not None, "a failing_rule filter needs the caller whose audit it reads"
+        from cityward.services.audit import failing_devices  # polars and the policy engine: only for this filter
+
         q = q.where(DeviceRow.id.in_(failing_devices(session, caller, flt.failing_rule)))
     if flt.kind:
         q = q.where(DeviceRow.kind == flt.kind.lower())
     if flt.zone:
-        zone_id = session.scalar(select(ZoneRow.id).where(ZoneRow.name == flt.zone))
-        if zone_id is None:
-            raise NotFound(f"zone {flt.zone!r} does not exist")
+        zone_id = zone_id_named(session, flt.zone)
         parents = zone_tree(session)
         inside = [z for z in parents if zone_id in zone_chain(z, parents)]
         q = q.where(DeviceRow.zone_id.in_(inside))

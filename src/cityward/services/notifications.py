@@ -39,6 +39,7 @@ from cityward.adapters.storage.models import (
     VulnMatchRow,
 )
 from cityward.adapters.storage.uow import UnitOfWorkFactory
+from cityward.domain.names import name_key
 from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.domain.products import product_key
 from cityward.errors import InvalidInput, NotFound, PermissionDenied
@@ -73,7 +74,7 @@ def set_contact(uow_factory: UnitOfWorkFactory, caller: Caller, box: SecretBox, 
         raise InvalidInput(f"webhook {webhook_url!r} is not an http(s) URL")
     with uow_factory(write=True) as uow:
         s = uow.session
-        org = s.scalar(select(OrganizationRow).where(OrganizationRow.name == organization))
+        org = s.scalar(select(OrganizationRow).where(OrganizationRow.name_key == name_key(organization)))
         if org is None:
             raise NotFound(f"organization {organization!r} not found")
         if not (caller.is_city_admin or (caller.org_id == org.id and caller.role is Role.ADMIN)):

@@ -14,14 +14,22 @@ from pathlib import Path
 from sqlalchemy import select
 
 from cityward.adapters.storage import vuln_frames
-from cityward.adapters.storage.models import DeviceRow, FirmwareReleaseRow, ProductRow, VulnMatchRow
+from cityward.adapters.storage.models import (
+    DeviceRow,
+    DeviceStateRow,
+    FirmwareReleaseRow,
+    ProductRow,
+    RolloutActionRow,
+    RolloutRow,
+    VulnMatchRow,
+)
 from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain import advisory_versions as av
-from cityward.domain.access import require_device_write
+from cityward.domain.access import require_device_details, require_device_write
 from cityward.domain.organizations import Caller
 from cityward.domain.products import VersionScheme, product_key
-from cityward.domain.rollouts import Operation, PlanSummary, WaveOptions
+from cityward.domain.rollouts import ActionStatus, Operation, PlanSummary, WaveOptions
 from cityward.errors import InvalidInput, Problem
 from cityward.services import rollouts
 from cityward.services.rollouts import RolloutRequest, Target
@@ -110,3 +118,47 @@ def from_advisory(uow_factory: UnitOfWorkFactory, caller: Caller, advisory: str,
         except InvalidInput as exc:  # e.g. every device already runs it, or is in another rollout
             done.append(ProductFix(**{**fix.__dict__, "problem": str(exc)}))
     return done
+
+
+@dataclass(frozen=True)
+class Reported:
+    """How far the devices some rollouts changed have told the platform about it."""
+
+    changed: int  # devices with a succeeded action in the rollouts
+    reported: int  # of them, those whose stored state shows the change
+
+    @property
+    def waiting(self) -> int:
+        return self.changed - self.reported
+
+
+def reported_changes(uow_factory: UnitOfWorkFactory, caller: Caller, rollout_ids: list[int]) -> Reported:
+    """Which devices the rollouts changed already report the change: an upgrade's firmware version,
+    a rotated password's credential state (`unique`), or any report since the action succeeded for
+    other operations. An audit reads reported facts, so one run right after the rollouts, before
+    the devices have spoken (or been polled), would still see the old ones."""
+    scope = require_device_details(caller)
+    if not rollout_ids:
+        return Reported(0, 0)
+    with uow_factory() as uow:
+        s = uow.session
+        rows = s.execute(
+            select(RolloutRow.operation, RolloutRow.params, RolloutActionRow.updated_at,
+                   DeviceStateRow.firmware_version, DeviceStateRow.credential_state, DeviceStateRow.last_seen)
+            .join(RolloutActionRow, RolloutActionRow.rollout_id == RolloutRow.id)
+            .join(DeviceRow, DeviceRow.id == RolloutActionRow.device_id)
+            .outerjoin(DeviceStateRow, DeviceStateRow.device_id == RolloutActionRow.device_id)
+            .where(RolloutRow.id.in_(rollout_ids), RolloutActionRow.status == ActionStatus.SUCCEEDED.value,
+                   scope_clause(s, scope))).all()
+        release_ids = {int(p["release"]) for op, p, *_ in rows if op == Operation.UPGRADE_FIRMWARE and "release" in p}
+        versions = dict(s.execute(select(FirmwareReleaseRow.id, FirmwareReleaseRow.version)
+                                  .where(FirmwareReleaseRow.id.in_(release_ids))).all()) if release_ids else {}
+    reported = 0
+    for operation, params, succeeded_at, firmware, credential, last_seen in rows:
+        if operation == Operation.UPGRADE_FIRMWARE:
+            reported += firmware is not None and firmware == versions.get(int(params.get("release", 0)))
+        elif operation == Operation.ROTATE_PASSWORD:
+            reported += credential == "unique"
+        else:
+            reported += last_seen is not None and last_seen >= succeeded_at
+    return Reported(len(rows), reported)

@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -50,17 +51,21 @@ from cityward.domain.rollouts import (
     ActionStatus,
     Control,
     Operation,
+    RolloutCommand,
+    RolloutState,
     Verdict,
     WaveCounts,
+    transition,
     wave_verdict,
     window_open,
 )
 from cityward.domain.telemetry import Command
-from cityward.services import broker, city_ca, credentials, firmware
+from cityward.services import broker, city_ca, credentials, executors, firmware
 from cityward.services.rollouts import options_of, zone_windows
 
 log = logging.getLogger("cityward.rollouts")
 REASK_TIMEOUT = 5.0  # asking a silent device again about a command it may have taken
+HEARTBEAT_EVERY = 5.0  # seconds between "still looking for work" marks (services/executors.py)
 _IN_CHUNK = 500  # ids per IN (...) list: well within SQLite's bound-parameter limit
 _PER_DEVICE_PARAMS = (Operation.ROTATE_PASSWORD, Operation.RENEW_CERTIFICATE)  # the rest: one set per rollout
 SYSTEM = Caller(actor="system:rollout-executor", org_id=0, org_name="cityward", org_kind=OrgKind.CITY,
@@ -134,6 +139,7 @@ class Executor:
         self._verified: dict[int, dict[str, Any]] = {}
         self._ca: Any = None
         self._outcomes: asyncio.Queue[tuple[Dispatch, str, str | None, asyncio.Future[None]]] | None = None
+        self._beat_at = -HEARTBEAT_EVERY
 
     @property
     def reasked(self) -> int:
@@ -200,6 +206,9 @@ class Executor:
     def claim_all(self) -> tuple[list[tuple[int, str]], set[int]]:
         """Claim what may start now in every running rollout: (action id, command id) pairs, each
         already marked running under a lease; and the rollouts that still have work."""
+        if time.monotonic() - self._beat_at >= HEARTBEAT_EVERY:  # so pages know an executor is here
+            executors.beat(self.uow, self.options.name)
+            self._beat_at = time.monotonic()
         # Finished rollouts are not visited again: a running one with a wave still open, or an
         # aborted one with commands still out, is all that can have work.
         open_wave = exists().where(RolloutWaveRow.rollout_id == RolloutRow.id, RolloutWaveRow.finished_at.is_(None))
@@ -235,6 +244,9 @@ class Executor:
                 expired = self._expired(s, uow, row, now)
                 uow.commit()
                 return expired, running > 0
+            if row.control != Control.RUNNING:  # paused (or not started) since claim_all looked
+                uow.commit()
+                return [], running > 0
             wave = self._advance(s, uow, row, now)
             if wave is None or row.control != Control.RUNNING:
                 uow.commit()
@@ -408,16 +420,16 @@ class Executor:
                       + f", {opts.success_threshold} % to succeed)")
             wave.verdict = verdict.value
             before = row.control
-            if verdict is Verdict.PAUSE:
-                row.control = Control.PAUSED.value
-            else:
-                row.control = Control.ABORTED.value
+            # The same state machine as the operator's commands: a wave is open, so it is running.
+            command = RolloutCommand.PAUSE if verdict is Verdict.PAUSE else RolloutCommand.ABORT
+            row.control = transition(row.id, RolloutState.RUNNING, command).value
+            if command is RolloutCommand.ABORT:
                 wave.finished_at = now
                 s.execute(update(RolloutActionRow).where(
                     RolloutActionRow.rollout_id == row.id, RolloutActionRow.status == ActionStatus.PENDING)
                     .values(status=ActionStatus.CANCELLED.value, detail="rollout aborted", updated_at=now))
             row.control_reason, row.updated_at = reason, now
-            uow.record(SYSTEM, f"rollout.{'paused' if verdict is Verdict.PAUSE else 'aborted'}", "rollout", row.id,
+            uow.record(SYSTEM, f"rollout.{command.past}", "rollout", row.id,
                        before={"control": before}, after={"control": row.control, "reason": reason})
             return None
         return None
@@ -487,8 +499,11 @@ class Executor:
                 for i in range(0, len(ids), _IN_CHUNK):
                     actions.update((a.id, a) for a in s.scalars(select(RolloutActionRow).where(
                         RolloutActionRow.id.in_(ids[i:i + _IN_CHUNK]))))
+                # Shared locks on the rollouts (PostgreSQL): an abort committing meanwhile cannot
+                # leave a retried action pending in an aborted rollout.
                 rows = {r.id: r for r in s.scalars(select(RolloutRow).where(
-                    RolloutRow.id.in_({d.rollout_id for d, _st, _de in outcomes})))}
+                    RolloutRow.id.in_({d.rollout_id for d, _st, _de in outcomes}))
+                    .order_by(RolloutRow.id).with_for_update(read=True))}
                 passwords: dict[str, str] = {}
                 for d, status, detail in outcomes:
                     action, row = actions.get(d.action_id), rows.get(d.rollout_id)

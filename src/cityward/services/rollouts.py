@@ -45,20 +45,27 @@ from cityward.domain.rollouts import (
     FailureAction,
     Operation,
     PlanSummary,
+    Reachability,
+    RolloutCommand,
+    RolloutState,
     Skip,
     WaveOptions,
-    campaign_status,
+    cannot_succeed,
     estimate,
+    is_recent,
     next_opening,
     plan_waves,
+    rollout_state,
+    transition,
     window_problems,
 )
 from cityward.domain.zones import Criticality, MaintenanceWindow
-from cityward.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Problem
+from cityward.errors import InvalidInput, NotFound, PermissionDenied, Problem
 from cityward.services import credentials, firmware
 from cityward.services.audit import failing_devices
 from cityward.services.configs import selector_filter
 from cityward.services.inventory import DeviceFilter, apply_filter
+from cityward.services.rollout_reachability import reachability
 
 # Which duty a partner must hold on a device to run this operation on it.
 DUTY_FOR: dict[Operation, Duty] = {Operation.ROTATE_PASSWORD: Duty.CREDENTIALS}
@@ -194,8 +201,10 @@ def zone_windows(s: Session) -> dict[int, MaintenanceWindow | None]:
 
 
 def _skips(s: Session, req: RolloutRequest, params: dict[str, Any], cands: list[_Candidate],
-           box_has_admin: set[str]) -> dict[str, str]:
-    """Devices left out of the plan, each with its reason."""
+           box_has_admin: set[str], reach: dict[str, Reachability]) -> dict[str, str]:
+    """Devices left out of the plan, each with its reason: those the plan must not touch, then
+    those that cannot succeed now (offline, unreachable last time and silent since, without the
+    action), so a canary is not spent on a device that was already gone."""
     reasons: dict[str, str] = {}
     ids = [c.id for c in cands]
     busy: dict[str, int] = {}
@@ -225,6 +234,8 @@ def _skips(s: Session, req: RolloutRequest, params: dict[str, Any], cands: list[
             reasons[c.id] = "already in the desired configuration"
         elif req.operation is Operation.RELEASE and not c.quarantined:
             reasons[c.id] = "not quarantined"
+        elif (why := cannot_succeed(req.operation, reach[c.id])) is not None:
+            reasons[c.id] = why
     return reasons
 
 
@@ -257,7 +268,8 @@ def _plan(s: Session, uow_factory: UnitOfWorkFactory, caller: Caller, req: Rollo
     for i in range(0, len(http_ids), 900):
         with_admin.update(s.scalars(select(DeviceSecretRow.device_id).where(
             DeviceSecretRow.purpose == credentials.ADMIN, DeviceSecretRow.device_id.in_(http_ids[i:i + 900]))))
-    reasons = _skips(s, req, params, cands, with_admin)
+    reach = reachability(s, [c.id for c in cands], req.operation)
+    reasons = _skips(s, req, params, cands, with_admin, reach)
     chosen = [c for c in cands if c.id not in reasons]
     skipped = [Skip(d, r) for d, r in sorted(reasons.items())]
     if not chosen:
@@ -265,7 +277,7 @@ def _plan(s: Session, uow_factory: UnitOfWorkFactory, caller: Caller, req: Rollo
         for sk in skipped:
             by_reason[sk.reason] += 1
         raise InvalidInput(f"no device is left to roll out to: all {len(cands)} matching devices are skipped",
-                           [Problem(f"{n} device(s)", field=r) for r, n in sorted(by_reason.items())])
+                           [Problem(f"{r}: {n:,} device{'s' if n != 1 else ''}") for r, n in sorted(by_reason.items())])
     windows = zone_windows(s)
     notes: dict[str, str] = {}
     for zone_id, zone in sorted({(c.zone_id, c.zone) for c in chosen}, key=lambda t: t[1]):
@@ -279,7 +291,8 @@ def _plan(s: Session, uow_factory: UnitOfWorkFactory, caller: Caller, req: Rollo
         notes[zone] = (f"{window.cron} for {window.duration_minutes} min ({window.timezone}): "
                        + ("open now" if opening == now else f"opens {opening:%Y-%m-%d %H:%M} UTC"))
     critical = sorted({c.zone for c in chosen if c.criticality == Criticality.CRITICAL})
-    waves = plan_waves([c.id for c in chosen], {c.id: c.zone for c in chosen}, req.options)
+    recent = [c.id for c in chosen if is_recent(reach[c.id], now)]
+    waves = plan_waves([c.id for c in chosen], {c.id: c.zone for c in chosen}, req.options, recent)
     summary = PlanSummary(waves=waves, skipped=skipped, windows=notes, needs_approval=bool(critical),
                           approval_zones=critical, estimated=estimate(waves, req.operation, req.options))
     return Plan(summary, params, {c.id: c.zone_id for c in chosen})
@@ -353,73 +366,77 @@ def _visible(s: Session, caller: Caller, rollout_id: int, *, lock: bool = False)
     return row
 
 
-def _set_control(uow_factory: UnitOfWorkFactory, caller: Caller, rollout_id: int, verb: str,
-                 allowed_from: set[Control], to: Control, reason: str | None = None) -> None:
+def _state(s: Session, row: RolloutRow) -> RolloutState:
+    """The rollout's derived state, read inside the caller's transaction (its row locked)."""
+    counts: dict[str, int] = {status: n for status, n in s.execute(
+        select(RolloutActionRow.status, func.count()).where(RolloutActionRow.rollout_id == row.id)
+        .group_by(RolloutActionRow.status))}
+    waves_open = s.scalar(select(exists().where(RolloutWaveRow.rollout_id == row.id,
+                                                RolloutWaveRow.finished_at.is_(None)))) or False
+    return rollout_state(Control(row.control), counts, waves_open=bool(waves_open))
+
+
+def _command(uow_factory: UnitOfWorkFactory, caller: Caller, rollout_id: int, command: RolloutCommand,
+             reason: str | None = None) -> None:
+    """Every operator command goes through the domain's state machine, with the rollout's row
+    locked: a command the current state does not allow is refused (RolloutStateConflict) and
+    changes nothing; an allowed one sets the control state and is audited in the same
+    transaction."""
     require_device_write(caller)
     with uow_factory(write=True) as uow:
-        row = _visible(uow.session, caller, rollout_id, lock=True)
-        current = Control(row.control)
-        if current not in allowed_from:
-            raise Conflict(f"rollout {rollout_id} is {current.value}: it cannot be {verb}",
-                           hint=_next_step(current))
+        s = uow.session
+        row = _visible(s, caller, rollout_id, lock=True)
+        if command is RolloutCommand.APPROVE and row.created_by == caller.actor:
+            raise PermissionDenied(f"rollout {rollout_id} was created by you: another user must approve it")
+        state = _state(s, row)
+        to = transition(rollout_id, state, command)
         now = uow.clock()
-        row.control, row.control_reason, row.updated_at = to.value, reason, now
+        before = row.control
+        row.control, row.updated_at = to.value, now
+        after: dict[str, Any] = {"control": to.value}
+        if command is RolloutCommand.APPROVE:
+            row.approved_by, row.approved_at = caller.actor, now
+            after["approved_by"] = caller.actor
+        else:
+            row.control_reason = reason
+            after["reason"] = reason
         if to is Control.RUNNING and row.started_at is None:
             row.started_at = now
-        if to is Control.RUNNING and current is Control.PAUSED:
+        if command is RolloutCommand.RESUME:
             # Resuming accepts the failures that paused the wave: it finishes and the next one starts.
-            uow.session.execute(update(RolloutWaveRow).where(
+            s.execute(update(RolloutWaveRow).where(
                 RolloutWaveRow.rollout_id == rollout_id, RolloutWaveRow.verdict == "pause")
                 .values(verdict="resumed"))
         if to is Control.ABORTED:
-            uow.session.execute(update(RolloutActionRow).where(
+            s.execute(update(RolloutActionRow).where(
                 RolloutActionRow.rollout_id == rollout_id, RolloutActionRow.status == ActionStatus.PENDING)
                 .values(status=ActionStatus.CANCELLED.value, detail="rollout aborted", updated_at=now))
-        uow.record(caller, f"rollout.{verb}", "rollout", rollout_id,
-                   before={"control": current.value}, after={"control": to.value, "reason": reason})
+        uow.record(caller, f"rollout.{command.past}", "rollout", rollout_id,
+                   before={"control": before, "state": state.value}, after=after)
         uow.commit()
-
-
-def _next_step(control: Control) -> str:
-    return {Control.AWAITING_APPROVAL: "another city user must approve it first: cityward rollout approve",
-            Control.READY: "start it: cityward rollout start", Control.RUNNING: "pause or abort it",
-            Control.PAUSED: "resume or abort it", Control.ABORTED: "an aborted rollout is final"}[control]
 
 
 def approve(uow_factory: UnitOfWorkFactory, caller: Caller, rollout_id: int) -> None:
     """Critical zones need a second pair of eyes: a city operator or admin who did not create it."""
     if not caller.is_city or caller.role is Role.VIEWER:
         raise PermissionDenied("only a city operator or administrator may approve a rollout")
-    with uow_factory() as uow:
-        row = _visible(uow.session, caller, rollout_id)
-        if row.created_by == caller.actor:
-            raise PermissionDenied(f"rollout {rollout_id} was created by you: another user must approve it")
-    with uow_factory(write=True) as uow:
-        row = _visible(uow.session, caller, rollout_id, lock=True)
-        if row.control != Control.AWAITING_APPROVAL:
-            raise Conflict(f"rollout {rollout_id} is {row.control}: nothing to approve")
-        now = uow.clock()
-        row.control, row.approved_by, row.approved_at, row.updated_at = Control.READY.value, caller.actor, now, now
-        uow.record(caller, "rollout.approved", "rollout", rollout_id, after={"approved_by": caller.actor})
-        uow.commit()
+    _command(uow_factory, caller, rollout_id, RolloutCommand.APPROVE)
 
 
 def start(uow_factory: UnitOfWorkFactory, caller: Caller, rollout_id: int) -> None:
-    _set_control(uow_factory, caller, rollout_id, "started", {Control.READY}, Control.RUNNING)
+    _command(uow_factory, caller, rollout_id, RolloutCommand.START)
 
 
 def pause(uow_factory: UnitOfWorkFactory, caller: Caller, rollout_id: int, reason: str | None = None) -> None:
-    _set_control(uow_factory, caller, rollout_id, "paused", {Control.RUNNING}, Control.PAUSED, reason or "by operator")
+    _command(uow_factory, caller, rollout_id, RolloutCommand.PAUSE, reason or "by operator")
 
 
 def resume(uow_factory: UnitOfWorkFactory, caller: Caller, rollout_id: int) -> None:
-    _set_control(uow_factory, caller, rollout_id, "resumed", {Control.PAUSED}, Control.RUNNING)
+    _command(uow_factory, caller, rollout_id, RolloutCommand.RESUME)
 
 
 def abort(uow_factory: UnitOfWorkFactory, caller: Caller, rollout_id: int, reason: str | None = None) -> None:
-    _set_control(uow_factory, caller, rollout_id, "aborted",
-                 {Control.AWAITING_APPROVAL, Control.READY, Control.RUNNING, Control.PAUSED}, Control.ABORTED,
-                 reason or "by operator")
+    _command(uow_factory, caller, rollout_id, RolloutCommand.ABORT, reason or "by operator")
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -479,7 +496,9 @@ def _view(s: Session, row: RolloutRow) -> RolloutView:
              for w in s.scalars(select(RolloutWaveRow).where(RolloutWaveRow.rollout_id == row.id)
                                 .order_by(RolloutWaveRow.number))]
     return RolloutView(row.id, row.name, row.operation, dict(row.params), dict(row.target), dict(row.options),
-                       row.control, row.control_reason, campaign_status(Control(row.control), totals), dict(totals),
+                       row.control, row.control_reason,
+                       rollout_state(Control(row.control), totals,
+                                     waves_open=any(w.finished_at is None for w in waves)).value, dict(totals),
                        waves, totals.get(ActionStatus.SKIPPED, 0), row.needs_approval, row.created_by,
                        row.approved_by, row.created_at, row.started_at)
 

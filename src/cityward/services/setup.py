@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from cityward.adapters.storage.models import OrganizationRow
 from cityward.adapters.storage.uow import UnitOfWorkFactory
+from cityward.domain.names import name_key
 from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.errors import Conflict
 from cityward.services.organizations import check_name
@@ -30,8 +31,10 @@ def initialize(uow_factory: UnitOfWorkFactory, city_name: str, actor: str,
     with uow_factory(write=True) as uow:
         if uow.session.scalar(select(OrganizationRow.id).where(OrganizationRow.kind == OrgKind.CITY.value)):
             raise Conflict("cityward is already initialized",
-                           hint="create more tokens with `cityward tokens create`")
-        city = OrganizationRow(name=name, kind=OrgKind.CITY.value, created_at=uow.clock())
+                           hint="create more tokens with `cityward tokens create`; `cityward doctor` "
+                                "checks what earlier versions left (guessed organization kinds, clashing names)")
+        city = OrganizationRow(name=name, name_key=name_key(name), kind=OrgKind.CITY.value,
+                               created_at=uow.clock())
         uow.session.add(city)
         uow.session.flush()
         caller = Caller(actor=actor, org_id=city.id, org_name=name, org_kind=OrgKind.CITY,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from cityward.adapters.storage.models import (
     DeviceRow,
@@ -13,12 +15,14 @@ from cityward.adapters.storage.models import (
     ZoneResponsibilityRow,
     ZoneRow,
 )
+from cityward.adapters.storage.names import find_named, key_holder
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import require_city_admin
+from cityward.domain.names import NameTaken, name_key
 from cityward.domain.organizations import Caller
 from cityward.domain.responsibility import parse_duty
 from cityward.domain.zones import Criticality, MaintenanceWindow
-from cityward.errors import Conflict, InvalidInput, NotFound
+from cityward.errors import InvalidInput, NotFound
 from cityward.services.organizations import check_name, org_id_named
 
 
@@ -57,15 +61,16 @@ def create_zone(
         raise InvalidInput("bad maintenance window", problems)
     with uow_factory(write=True) as uow:
         s = uow.session
-        if s.scalar(select(ZoneRow.id).where(ZoneRow.name == name)):
-            raise Conflict(f"zone {name!r} already exists")
+        if (same := key_holder(s, ZoneRow, name_key(name))) is not None:
+            raise NameTaken("zone", name, same.name)
         parent_id = None
         if parent:
-            parent_id = s.scalar(select(ZoneRow.id).where(ZoneRow.name == parent))
-            if parent_id is None:
+            parent_row = find_named(s, ZoneRow, parent)
+            if parent_row is None:
                 raise NotFound(f"parent zone {parent!r} not found")
+            parent_id, parent = parent_row.id, parent_row.name
         mw = window.__dict__ if window else None
-        row = ZoneRow(name=name, criticality=crit.value, parent_id=parent_id,
+        row = ZoneRow(name=name, name_key=name_key(name), criticality=crit.value, parent_id=parent_id,
                       maintenance_window=mw, created_at=uow.clock())
         s.add(row)
         s.flush()
@@ -84,9 +89,8 @@ def assign_duty(
     the_duty = parse_duty(duty)
     with uow_factory(write=True) as uow:
         s = uow.session
-        zone_id = s.scalar(select(ZoneRow.id).where(ZoneRow.name == zone))
-        if zone_id is None:
-            raise NotFound(f"zone {zone!r} not found")
+        zone_id = zone_id_named(s, zone)
+        zone = s.get_one(ZoneRow, zone_id).name
         org_id = org_id_named(s, org)
         current = s.scalars(select(ZoneResponsibilityRow).where(
             ZoneResponsibilityRow.zone_id == zone_id, ZoneResponsibilityRow.duty == the_duty.value
@@ -128,8 +132,40 @@ def list_zones(uow_factory: UnitOfWorkFactory, caller: Caller) -> list[ZoneView]
 
 
 def get_zone(uow_factory: UnitOfWorkFactory, caller: Caller, name: str) -> ZoneView:
+    key = name_key(name)
     for zone in list_zones(uow_factory, caller):
-        if zone.name == name:
+        if name_key(zone.name) == key:
             return zone
     raise NotFound(f"zone {name!r} not found")
+
+
+def zone_id_named(session: Session, name: str) -> int:
+    """The id of the zone called `name` in any case, width or spacing; NotFound if there is none."""
+    row = find_named(session, ZoneRow, name)
+    if row is None:
+        raise NotFound(f"zone {name!r} does not exist",
+                       hint=f"`cityward zones list` shows the zones; create one with "
+                            f"`cityward zones add {shlex.quote(name)}`")
+    return int(row.id)
+
+
+def rename_zone(uow_factory: UnitOfWorkFactory, caller: Caller, name: str, new_name: str) -> ZoneView:
+    """Rename a zone (imports and lookups use the new name from then on).
+
+    `name` is matched exactly first: that is how a zone that lost its name's key in a clash
+    (migration 0009, reported by `cityward doctor`) is renamed away."""
+    require_city_admin(caller, "rename zones")
+    new_name = check_name(new_name, "zone name")
+    with uow_factory(write=True) as uow:
+        row = find_named(uow.session, ZoneRow, name, exact_first=True)
+        if row is None:
+            raise NotFound(f"zone {name!r} not found")
+        if (same := key_holder(uow.session, ZoneRow, name_key(new_name), but=row.id)) is not None:
+            raise NameTaken("zone", new_name, same.name)
+        before = row.name
+        row.name, row.name_key = new_name, name_key(new_name)
+        uow.record(caller, "zones.renamed", "zone", row.id, before={"name": before},
+                   after={"name": new_name})
+        uow.commit()
+    return get_zone(uow_factory, caller, new_name)
 

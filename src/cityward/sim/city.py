@@ -517,5 +517,16 @@ def write_catalog_csv(city: DemoCity, path: Path) -> int:
     return len(city.catalog)
 
 
+def write_orgs_csv(city: DemoCity, path: Path) -> int:
+    """Write the partner organizations the inventory names, with their kinds (`cityward orgs import`:
+    an inventory import never creates an organization); returns the number of rows."""
+    with Path(path).open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["name", "kind", "brand"])
+        for name, kind, brand in city.orgs:
+            writer.writerow([name, kind, brand or ""])
+    return len(city.orgs)
+
+
 __all__ = ["COLUMNS", "HTTP_PORT", "DemoCity", "generate_city", "iter_device_rows", "loopback_address",
-           "product_releases", "write_catalog_csv", "write_inventory_csv"]
+           "product_releases", "write_catalog_csv", "write_inventory_csv", "write_orgs_csv"]

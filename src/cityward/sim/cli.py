@@ -1,4 +1,5 @@
-"""Command line of the simulated city: `sim run`, `sim keys`, `sim inventory`.
+"""Command line of the simulated city: `sim run`, `sim keys`, `sim inventory`, `sim firmware`,
+`sim advisories`.
 
 `sim_app` is a Typer app the platform CLI mounts as `cityward sim`; `python -m cityward.sim` runs it
 standalone. Errors are one line on stderr and exit code 2, never a traceback, because an
@@ -7,14 +8,21 @@ orchestrator reads this output.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cityward.sim.city import generate_city, write_catalog_csv, write_inventory_csv
-from cityward.sim.keys import export_keys
+from cityward.sim.city import (
+    generate_city,
+    product_releases,
+    write_catalog_csv,
+    write_inventory_csv,
+    write_orgs_csv,
+)
+from cityward.sim.keys import export_keys, sign_firmware
 from cityward.sim.profile import Profile, ProfileError, load_profile
 
 sim_app = typer.Typer(help="The simulated city: thousands of devices speaking the cityward device protocol.",
@@ -131,7 +139,7 @@ def keys(
 
 @sim_app.command()
 def inventory(
-    out: Annotated[Path, typer.Option("--out", help="Directory for devices.csv and catalog.csv.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for devices.csv, catalog.csv and organizations.csv.")],
     devices: DevicesOpt = None,
     seed: SeedOpt = 7,
     profile: ProfileOpt = None,
@@ -144,9 +152,76 @@ def inventory(
         out.mkdir(parents=True, exist_ok=True)
         rows = write_inventory_csv(city, out / "devices.csv", seed, id_prefix=id_prefix)
         products = write_catalog_csv(city, out / "catalog.csv")
+        orgs = write_orgs_csv(city, out / "organizations.csv")
     except OSError as exc:
         raise _fail(f"{out}: {exc.strerror or exc}") from None
-    typer.echo(f"wrote {rows} devices and {products} products to {out}")
+    typer.echo(f"wrote {rows} devices, {products} products and {orgs} organizations to {out}")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "-" for c in text).strip("-")
+
+
+def _sbom(brand: str, model: str, version: str, sha256: str) -> dict[str, object]:
+    """A small CycloneDX 1.5 SBOM of the image: the components a camera or light controller runs."""
+    parts = [("busybox", "1.36.1", "pkg:generic/busybox@1.36.1"),
+             ("openssl", "3.0.13", "pkg:generic/openssl@3.0.13"),
+             ("mosquitto-client", "2.0.18", "pkg:generic/mosquitto@2.0.18"),
+             ("zlib", "1.3.1", "pkg:generic/zlib@1.3.1")]
+    return {
+        "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+        "metadata": {"component": {"type": "firmware", "name": f"{brand} {model}", "version": version,
+                                   "hashes": [{"alg": "SHA-256", "content": sha256}]}},
+        "components": [{"type": "library", "name": n, "version": v, "purl": purl} for n, v, purl in parts],
+    }
+
+
+@sim_app.command()
+def firmware(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the image, its signature and its SBOM.")],
+    brand: Annotated[str, typer.Option(help="The true manufacturer's brand (the end of the relabel chain).")],
+    model: Annotated[str, typer.Option(help="The true manufacturer's model.")],
+    version: Annotated[str | None, typer.Option(help="The release (default: the product's newest).")] = None,
+    seed: SeedOpt = 7,
+    profile: ProfileOpt = None,
+) -> None:
+    """Play the manufacturer: a firmware image signed with its SIMULATION-ONLY key, with its SBOM."""
+    prof = _profile(profile)
+    if prof.product(brand, model) is None or prof.root(brand, model) != (brand, model):
+        makers = sorted({f"{p.brand} {p.model}" for p in prof.products if prof.root(p.brand, p.model) ==
+                         (p.brand, p.model)})
+        raise _fail(f"--brand/--model: {brand} {model} is not a manufacturer's own product "
+                    f"(one of: {', '.join(makers)})")
+    releases = product_releases(prof, brand, model)
+    version = version or releases[-1]
+    image = f"cityward simulated firmware\n{brand}\n{model}\n{version}\n".encode() * 512
+    sha256, signature, kid = sign_firmware(brand, model, version, image, seed)
+    stem = f"{_slug(model)}-{_slug(version)}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.bin").write_bytes(image)
+        (out / f"{stem}.sig").write_text(signature + "\n", encoding="ascii")
+        (out / f"{stem}.cdx.json").write_text(
+            json.dumps(_sbom(brand, model, version, sha256), indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"{out}: {exc.strerror or exc}") from None
+    typer.echo(f"wrote {out / stem}.bin (sha256 {sha256}), {stem}.sig (signed with key {kid}) and {stem}.cdx.json")
+
+
+@sim_app.command()
+def advisories(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the CSAF, CVE, KEV and EPSS files.")],
+    profile: ProfileOpt = None,
+) -> None:
+    """Write the manufacturers' (fictional) advisories about the city's products, with KEV and EPSS files."""
+    from cityward.sim.advisories import write_advisories  # cvss loads only here
+
+    prof = _profile(profile)
+    try:
+        folder = write_advisories(prof, out)
+    except OSError as exc:
+        raise _fail(f"{out}: {exc.strerror or exc}") from None
+    typer.echo(f"wrote {sum(1 for p in folder.iterdir() if p.is_file())} files to {folder}")
 
 
 def main() -> None:

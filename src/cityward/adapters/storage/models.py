@@ -46,6 +46,9 @@ class OrganizationRow(Base):
     __tablename__ = "organizations"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    # domain.names.name_key(name): the name's identity, what every lookup and import matches on.
+    # Text: NFKC may lengthen a name.
+    name_key: Mapped[str] = mapped_column(Text, unique=True)
     kind: Mapped[str] = mapped_column(String(20), index=True)
     brand: Mapped[str | None] = mapped_column(String(128))  # manufacturers: brand they make
     contact_email: Mapped[str | None] = mapped_column(String(254))
@@ -56,6 +59,7 @@ class ZoneRow(Base):
     __tablename__ = "zones"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    name_key: Mapped[str] = mapped_column(Text, unique=True)  # as for organizations
     criticality: Mapped[str] = mapped_column(String(10))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("zones.id", ondelete="RESTRICT"))
     maintenance_window: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -686,3 +690,13 @@ class NotificationRow(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500))
     sent_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class ExecutorHeartbeatRow(Base):
+    """When each rollout executor (`cityward serve`'s, `rollout run`, a `cityward worker`) last looked
+    for work: the rollout page tells its reader when nobody has for a while. A sign of life, not a
+    change anyone made: not in the audit log."""
+
+    __tablename__ = "executor_heartbeats"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)  # host-pid, or the worker's name
+    seen_at: Mapped[datetime] = mapped_column(Timestamp)

@@ -18,19 +18,23 @@ from sqlalchemy import text
 
 from cityward.adapters.storage.uow import UnitOfWork
 from cityward.domain.inventory import COLUMNS, DeviceRecord
+from cityward.domain.names import name_key
 from cityward.domain.products import product_key
 from cityward.errors import Problem
 
 TABLE = "import_staging"
-# Staging columns: the record's, plus the row number and the catalog key of brand/model.
-STAGE_COLUMNS = ("row_no", *COLUMNS, "brand_key", "model_key")
+# inventory column → devices column for the organization references.
+ORG_REFERENCES = {"owner": "owner_id", "installer": "installer_id",
+                  "maintainer": "maintainer_id", "supplier": "supplier_id"}
+# Columns naming a zone or an organization: each is staged with its name_key beside it
+# (`<column>_key`), and matched on the key, so "harbour" in a file is the zone "Harbour".
+NAMED = ("zone", *ORG_REFERENCES)
+# Staging columns: the record's, the row number, the catalog key of brand/model, the name keys.
+STAGE_COLUMNS = ("row_no", *COLUMNS, "brand_key", "model_key", *(f"{c}_key" for c in NAMED))
 _TYPES = {
     "row_no": "INTEGER NOT NULL", "latitude": "DOUBLE PRECISION", "longitude": "DOUBLE PRECISION",
     "installed_at": "DATE",
 }
-# inventory column → devices column for the organization references.
-ORG_REFERENCES = {"owner": "owner_id", "installer": "installer_id",
-                  "maintainer": "maintainer_id", "supplier": "supplier_id"}
 # inventory column → devices column, for columns stored as they are.
 PLAIN = ("serial", "mac", "kind", "hardware_version", "firmware_version", "address", "protocol",
          "latitude", "longitude", "installed_at", "tags")
@@ -43,7 +47,9 @@ def stage_tuple(row: int, rec: DeviceRecord) -> tuple[Any, ...]:
         row, rec.id, rec.kind, rec.brand, rec.model, rec.firmware_version, rec.zone, rec.serial,
         rec.mac, rec.hardware_version, rec.address, rec.protocol, rec.latitude, rec.longitude,
         rec.owner, rec.installer, rec.maintainer, rec.supplier, rec.installed_at, tags,
-        brand_key, model_key,
+        brand_key, model_key, name_key(rec.zone),
+        rec.owner and name_key(rec.owner), rec.installer and name_key(rec.installer),
+        rec.maintainer and name_key(rec.maintainer), rec.supplier and name_key(rec.supplier),
     )
 
 
@@ -127,14 +133,16 @@ class DeviceStaging:
         )
         return int(result.rowcount or 0)
 
-    def missing(self, column: str, table: str) -> list[tuple[str, int]]:
-        """Names in `column` that `table` lacks, with the first row naming each."""
+    def missing(self, column: str, table: str) -> list[tuple[str, str, int]]:
+        """(name, key, first row) of each name in `column` that `table` lacks: spelled as on the
+        first row naming it, once however many spellings of it the file uses."""
         rows = self._exec(
-            f"SELECT s.{column}, MIN(s.row_no) FROM {TABLE} s WHERE s.{column} IS NOT NULL "
-            f"AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.name = s.{column}) "
-            f"GROUP BY s.{column} ORDER BY 2"
+            f"SELECT s.{column}, s.{column}_key, s.row_no FROM {TABLE} s JOIN "
+            f"(SELECT {column}_key AS k, MIN(row_no) AS first FROM {TABLE} "
+            f"WHERE {column}_key IS NOT NULL GROUP BY {column}_key) f ON f.first = s.row_no "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.name_key = s.{column}_key) ORDER BY 3"
         )
-        return [(name, int(row)) for name, row in rows]
+        return [(name, key, int(row)) for name, key, row in rows]
 
     def new_products(self) -> list[tuple[str, str, str, str, str, str]]:
         """(brand, model, brand_key, model_key, kind, firmware) of products the catalog lacks."""
@@ -167,7 +175,7 @@ class DeviceStaging:
             "created_at": ":now", "updated_at": ":now",
         }
         joins = " ".join(
-            f"LEFT JOIN organizations o_{col} ON o_{col}.name = s.{col}" for col in ORG_REFERENCES
+            f"LEFT JOIN organizations o_{col} ON o_{col}.name_key = s.{col}_key" for col in ORG_REFERENCES
         )
         updated = ["product_id", "zone_id", "updated_at"] + [
             ORG_REFERENCES.get(c, c) for c in columns
@@ -187,7 +195,7 @@ class DeviceStaging:
             f"INSERT INTO devices ({', '.join(select_cols)}) "
             f"SELECT {', '.join(select_cols.values())} FROM {TABLE} s "
             f"JOIN products p ON p.brand_key = s.brand_key AND p.model_key = s.model_key "
-            f"JOIN zones z ON z.name = s.zone {joins} "
+            f"JOIN zones z ON z.name_key = s.zone_key {joins} "
             # WHERE true: SQLite needs it to parse ON CONFLICT after a join.
             f"WHERE true ON CONFLICT (id) DO UPDATE SET {sets} WHERE {changed}",
             {"city": city_id, "now": now},
@@ -230,22 +238,23 @@ def fleet_conflict_checks() -> list[Check]:
     ]
 
 
-def reference_check(column: str, table: str, what: str) -> Check:
+def reference_check(column: str, table: str, message: Callable[[Any], str]) -> Check:
+    """Rows naming, in `column`, a zone or organization that `table` lacks (compared by key)."""
     return Check(column, (
-        f"SELECT s.row_no, s.{column}, NULL FROM {TABLE} s WHERE s.{column} IS NOT NULL "
-        f"AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.name = s.{column})"
-    ), lambda v, _o: f"{what} {v!r} does not exist (create it first, or pass --create-missing)")
+        f"SELECT s.row_no, s.{column}, NULL FROM {TABLE} s WHERE s.{column}_key IS NOT NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.name_key = s.{column}_key)"
+    ), lambda v, _o: message(v))
 
 
 def claim_check(columns: Sequence[str], org_name: str, org_kind: str) -> Check:
     """A non-city importer must name itself in one of `columns` on every row."""
     names = " or ".join(columns)
-    named = " OR ".join(f"COALESCE(s.{c} = :org, false)" for c in columns)
+    named = " OR ".join(f"COALESCE(s.{c}_key = :org, false)" for c in columns)
     article = "an" if org_kind[0] in "aeiou" else "a"
     return Check(columns[0], (
         f"SELECT s.row_no, s.id, NULL FROM {TABLE} s WHERE NOT ({named})"
     ), lambda v, _o: f"device {v}: {article} {org_kind} imports only devices naming it "
-                     f"({org_name!r}) as {names}", {"org": org_name})
+                     f"({org_name!r}) as {names}", {"org": name_key(org_name)})
 
 
 def outside_scope_check(scope_sql: str) -> Check:

@@ -6,8 +6,10 @@ builds the platform from the settings; tests and `cityward serve` pass their own
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
@@ -29,12 +31,16 @@ from cityward.entrypoints.api import (
     zones,
 )
 from cityward.entrypoints.api.auth import PlatformDep, current_caller
+from cityward.entrypoints.api.docs import install_docs
 from cityward.entrypoints.api.problems import COMMON_RESPONSES, install_problem_handlers
 from cityward.entrypoints.api.schemas import HealthOut
 from cityward.entrypoints.api.uploads import JSON_BODY_LIMIT, BodyLimit
 from cityward.entrypoints.web import install_web
 from cityward.errors import CitywardError
 from cityward.services.organizations import is_initialized
+
+if TYPE_CHECKING:
+    from cityward.services.rollout_executor import ExecutorOptions
 
 health = APIRouter(tags=["health"])
 
@@ -53,14 +59,26 @@ def healthz(platform: PlatformDep) -> JSONResponse:
     return JSONResponse(HealthOut(status="ok", database="ok", initialized=initialized).model_dump())
 
 
-def create_app(platform: Platform, *, owns_platform: bool = False) -> FastAPI:
-    """An app serving `platform`; with `owns_platform` it closes the platform on shutdown."""
+def create_app(platform: Platform, *, owns_platform: bool = False,
+               executor: ExecutorOptions | None = None) -> FastAPI:
+    """An app serving `platform`; with `owns_platform` it closes the platform on shutdown. With
+    `executor`, the one-machine rollout executor runs beside it from start-up to shutdown, so a
+    rollout started through the app is carried out (entrypoints/background.py)."""
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(running: FastAPI) -> AsyncIterator[None]:
+        background = None
+        if executor is not None:
+            from cityward.entrypoints.background import BackgroundExecutor
+
+            background = BackgroundExecutor(platform, executor)
+            running.state.executor = background
+            background.start()
         try:
             yield
         finally:
+            if background is not None:
+                await asyncio.to_thread(background.stop)
             if owns_platform:
                 platform.close()
 
@@ -71,6 +89,9 @@ def create_app(platform: Platform, *, owns_platform: bool = False) -> FastAPI:
         "but /healthz takes `Authorization: Bearer <token>`; errors are RFC 9457 problem "
         "details (`application/problem+json`).",
         lifespan=lifespan,
+        # FastAPI's pages load Swagger UI from a CDN with an inline script, which the pages' CSP
+        # refuses: /docs is served by docs.py from packaged files instead.
+        docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
     )
     app.state.platform = platform
     install_problem_handlers(app)
@@ -87,6 +108,7 @@ def create_app(platform: Platform, *, owns_platform: bool = False) -> FastAPI:
         api.include_router(module.router)
     app.include_router(health)
     app.include_router(api)
+    install_docs(app)
     install_web(app)  # the dashboard: pages and sign-in, around the same services
     return app
 

@@ -150,7 +150,8 @@ async def import_devices(
         alias="format", description="csv or json; defaults from the Content-Type")] = None,
     partial: Annotated[bool, Query(description="import the good rows, report the bad")] = False,
     create_missing: Annotated[bool, Query(
-        description="create zones and organizations the file names (city admin)")] = False,
+        description="create the zones the file names (city admin); organizations are never "
+                    "created by an import")] = False,
     ignore_unknown: Annotated[bool, Query(description="skip unknown columns")] = False,
     source: Annotated[str | None, _text("a name for the upload in messages and the audit log",
                                         200)] = None,
@@ -162,7 +163,7 @@ async def import_devices(
     # The service checks these again; checking first spares a refused caller the upload.
     require_device_write(caller)
     if create_missing:
-        require_city_admin(caller, "create zones and organizations while importing")
+        require_city_admin(caller, "create zones while importing")
     body = await spool_body(request)
     with body:
         report = await run_in_threadpool(

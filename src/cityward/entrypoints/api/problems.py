@@ -1,6 +1,6 @@
 """Every error the API returns, as RFC 9457 problem details, mapped in this one place.
 
-cityward's error tree (cityward.errors) maps to a status by class; FastAPI's request validation
+cityward's error tree (cityward.errors) gives each class its status; FastAPI's request validation
 and Starlette's routing errors are rendered the same way, and anything unexpected becomes a 500
 that names no internals (the traceback goes to the log, never to the client).
 """
@@ -17,18 +17,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from cityward.domain.rollouts import RolloutStateConflict
 from cityward.entrypoints.api.schemas import ProblemItemOut, ProblemOut
-from cityward.errors import (
-    AuthenticationFailed,
-    CitywardError,
-    Conflict,
-    InvalidInput,
-    NotFound,
-    NotInitialized,
-    PermissionDenied,
-    Problem,
-    StorageUnavailable,
-)
+from cityward.errors import CitywardError, InvalidInput, Problem, StorageUnavailable, problem_type
 
 log = logging.getLogger(__name__)
 
@@ -36,26 +27,9 @@ PROBLEM_JSON = "application/problem+json"
 MAX_ERRORS = 200  # listed per response; the rest are counted in `more`
 
 
-STATUS: dict[type[CitywardError], int] = {
-    InvalidInput: 422,
-    AuthenticationFailed: 401,
-    PermissionDenied: 403,
-    NotFound: 404,
-    Conflict: 409,
-    NotInitialized: 503,
-    StorageUnavailable: 503,
-}
-
-
 def status_of(exc: CitywardError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
-
-
-def problem_type(title: str) -> str:
-    return "urn:cityward:problem:" + title.lower().replace(" ", "-")
+    """Each error class names its status (cityward.errors), so the CLI's exit codes and these agree."""
+    return exc.http_status
 
 
 def problem_response(
@@ -68,6 +42,7 @@ def problem_response(
     more: int = 0,
     hint: str | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response:
     html = getattr(request.app.state, "html_error", None)  # the dashboard's pages answer in HTML
     if html is not None:
@@ -85,6 +60,7 @@ def problem_response(
     for item in content.get("errors", []):
         if item.get("source") is None:
             item.pop("source", None)
+    content.update(extensions or {})  # RFC 9457 extension members, e.g. a rollout's state
     return JSONResponse(content, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -113,6 +89,9 @@ async def _cityward_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, InvalidInput):
         return problem_response(request, status, exc.title, exc.message,
                                 errors=_items(exc.problems), more=exc.more, hint=exc.hint)
+    if isinstance(exc, RolloutStateConflict):  # 409 naming the state and the refused command
+        return problem_response(request, status, exc.title, exc.message, hint=exc.hint, extensions={
+            "rollout": exc.rollout_id, "state": exc.state.value, "command": exc.command.value})
     return problem_response(request, status, exc.title, exc.message, hint=exc.hint,
                             headers=headers)
 
@@ -211,4 +190,6 @@ COMMON_RESPONSES: Responses = {
 }
 NOT_FOUND: Responses = {404: _doc("not found (or not visible to the caller)")}
 CONFLICT: Responses = {409: _doc("contradicts stored data")}
+ROLLOUT_STATE: Responses = {409: _doc("the rollout's state does not allow this command (e.g. it has finished): "
+                                      "`state` and `command` name both")}
 TOO_LARGE: Responses = {413: _doc("the request body is over the cap")}

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from cityward.domain.rollouts import FailureAction, Operation, PlanSummary, WaveOptions
 from cityward.entrypoints.api.auth import CallerDep, PlatformDep
-from cityward.entrypoints.api.problems import CONFLICT, NOT_FOUND
+from cityward.entrypoints.api.problems import CONFLICT, NOT_FOUND, ROLLOUT_STATE
 from cityward.entrypoints.api.schemas import Label, Name, ShortText, _Out
 from cityward.services import firmware, rollouts
 from cityward.services.inventory import DeviceFilter
@@ -183,10 +183,11 @@ class ReasonIn(BaseModel):
     reason: Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")] | None = None
 
 
-@router.post("/rollouts/{rollout_id}/{verb}", response_model=RolloutOut, responses={**NOT_FOUND, **CONFLICT})
+@router.post("/rollouts/{rollout_id}/{verb}", response_model=RolloutOut, responses={**NOT_FOUND, **ROLLOUT_STATE})
 def control_rollout(rollout_id: RolloutId, verb: Literal["approve", "start", "pause", "resume", "abort"],
                     platform: PlatformDep, caller: CallerDep, body: ReasonIn | None = None) -> RolloutOut:
-    """Approve (another city user than the creator), start, pause, resume or abort."""
+    """Approve (another city user than the creator), start, pause, resume or abort. A command the
+    rollout's state does not allow (anything once it has finished or been aborted) is a 409."""
     reason = body.reason if body else None
     uow = platform.uow
     if verb == "approve":

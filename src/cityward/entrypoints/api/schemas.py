@@ -153,7 +153,6 @@ class ImportReportOut(_Out):
     more_problems: int
     committed: bool
     created_zones: list[str]
-    created_orgs: list[str]
     created_products: list[str]
     ignored_columns: list[str]
     sha256: str
@@ -258,7 +257,10 @@ class TokenIn(_In):
     org: Name | None = Field(None, description="defaults to the caller's organization")
     name: Name
     role: Annotated[str, _text(16)] = "viewer"
-    expires_in_days: int | None = Field(None, ge=1, le=3650)
+    expires_in: str | None = Field(
+        None, max_length=16, description="lifetime such as 30d, 12h or 2w (default 90d; a partner's at most 365d)")
+    expires_in_days: int | None = Field(None, ge=1, le=3650, description="lifetime in days (or use expires_in)")
+    no_expiry: bool = Field(False, description="never expires: a city administrator only, recorded in the audit log")
 
 
 class TokenOut(_Out):
@@ -268,9 +270,10 @@ class TokenOut(_Out):
     role: str
     created_at: datetime
     created_by: str
-    expires_at: datetime | None
+    expires_at: datetime | None = Field(description="null: never expires")
     revoked_at: datetime | None
     last_used_at: datetime | None
+    expired: bool
 
 
 class IssuedTokenOut(TokenOut):

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from cityward.domain.tokens import parse_duration
 from cityward.entrypoints.api.auth import CallerDep, PlatformDep
 from cityward.entrypoints.api.pages import After, Limit, paginate
 from cityward.entrypoints.api.problems import NOT_FOUND
@@ -17,6 +18,7 @@ from cityward.entrypoints.api.schemas import (
     TokenOut,
     TokenPageOut,
 )
+from cityward.errors import InvalidInput
 from cityward.services import tokens
 from cityward.services.tokens import TokenView
 
@@ -40,10 +42,17 @@ def list_tokens(
 
 @router.post("", response_model=IssuedTokenOut, status_code=201, responses=NOT_FOUND)
 def create_token(platform: PlatformDep, caller: CallerDep, token: TokenIn) -> IssuedTokenOut:
-    """A new token for `org` (default: the caller's); the response holds its only copy."""
-    expires = timedelta(days=token.expires_in_days) if token.expires_in_days else None
+    """A new token for `org` (default: the caller's); the response holds its only copy. It expires
+    after `expires_in` or `expires_in_days` (default 90 days), or never with `no_expiry` (city
+    administrators only)."""
+    if token.expires_in is not None and token.expires_in_days is not None:
+        raise InvalidInput("give expires_in or expires_in_days, not both")
+    if token.expires_in is not None:
+        expires: timedelta | None = parse_duration(token.expires_in)
+    else:
+        expires = timedelta(days=token.expires_in_days) if token.expires_in_days else None
     issued = tokens.create_token(platform.uow, caller, token.org or caller.org_name, token.name,
-                                 token.role, expires)
+                                 token.role, expires, no_expiry=token.no_expiry)
     out = TokenOut.model_validate(issued.view)
     return IssuedTokenOut(**out.model_dump(), secret=issued.secret)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cityward.adapters.inventory_files import FileFormat
+from cityward.domain.tokens import parse_duration
 from cityward.domain.zones import MaintenanceWindow
 from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.render import err, out, print_json, table
@@ -73,6 +73,43 @@ def orgs_add(
     out.print(f"added {org.kind} [bold]{org.name}[/]")
 
 
+@orgs_app.command("import")
+def orgs_import(
+    file: Path,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv or json (default: from the name).")] = None,
+) -> None:
+    """Add the organizations a file lists (columns name, kind, brand, contact_email), each with the
+    kind it states; all or nothing (city admin). Run it before `devices import` names them."""
+    try:
+        stream = file.open("rb")
+    except OSError as exc:
+        raise InvalidInput(f"{file}: {exc.strerror or 'cannot be read'}") from None
+    with stream:
+        done = organizations.import_orgs(CTX.platform.uow, CTX.caller, stream, str(file),
+                                         FileFormat.from_name(str(file), fmt))
+    out.print(f"added {len(done.created)} organizations from {file} ({len(done.unchanged)} already there)",
+              markup=False)
+
+
+@orgs_app.command("set-kind")
+def orgs_set_kind(
+    name: str,
+    kind: Annotated[str, typer.Argument(
+        help="integrator, installer, distributor, consultant, manufacturer, researcher.")],
+) -> None:
+    """State a partner's kind, or confirm the one an earlier version's import guessed (city admin;
+    audited; `cityward doctor` lists the guesses)."""
+    org = organizations.set_org_kind(CTX.platform.uow, CTX.caller, name, kind)
+    out.print(f"{org.name} is {org.kind}", markup=False)
+
+
+@orgs_app.command("rename")
+def orgs_rename(name: str, new_name: str) -> None:
+    """Rename an organization (city admin; audited), e.g. one `cityward doctor` reports as a clash."""
+    org = organizations.rename_org(CTX.platform.uow, CTX.caller, name, new_name)
+    out.print(f"renamed {name} → {org.name}", markup=False)
+
+
 @zones_app.command("list")
 def zones_list(json_out: JsonOpt = False) -> None:
     """Zones with criticality, parent, own duty assignments and device counts."""
@@ -112,6 +149,13 @@ def zones_assign(
     """Make an organization responsible for a duty in a zone and the zones inside it."""
     zones.assign_duty(CTX.platform.uow, CTX.caller, zone, duty, org)
     out.print(f"{zone}: {duty} → {org or 'nobody'}")
+
+
+@zones_app.command("rename")
+def zones_rename(name: str, new_name: str) -> None:
+    """Rename a zone (city admin; audited), e.g. one `cityward doctor` reports as a clash."""
+    z = zones.rename_zone(CTX.platform.uow, CTX.caller, name, new_name)
+    out.print(f"renamed zone {name} → {z.name}", markup=False)
 
 
 @products_app.command("list")
@@ -183,29 +227,39 @@ def tokens_create(
     name: Annotated[str, typer.Argument(help="What the token is for, e.g. 'ops laptop'.")],
     org: Annotated[str | None, typer.Option(help="Organization (default: your own).")] = None,
     role: Annotated[str, typer.Option(help="admin, operator or viewer.")] = "viewer",
-    days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
+    expires: Annotated[str | None, typer.Option(
+        help="Lifetime, e.g. 30d, 12h, 2w (default 90d; a partner's at most 365d).")] = None,
+    no_expiry: Annotated[bool, typer.Option(
+        "--no-expiry", help="Never expires (a city admin only; recorded in the audit log).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Create an API token; its secret is printed once and stored only as a hash."""
-    issued = tokens.create_token(CTX.platform.uow, CTX.caller, org or CTX.caller.org_name, name,
-                                 role, timedelta(days=days) if days else None)
+    issued = tokens.create_token(CTX.platform.uow, CTX.caller, org or CTX.caller.org_name, name, role,
+                                 parse_duration(expires) if expires is not None else None, no_expiry=no_expiry)
     if json_out:
         print_json({"token": issued.secret, **vars(issued.view)})
         return
-    out.print(f"token [bold]{issued.view.id}[/] for {issued.view.org} ({issued.view.role}):")
+    until = f"expires {issued.view.expires_at:%Y-%m-%d %H:%M} UTC" if issued.view.expires_at else "never expires"
+    out.print(f"token [bold]{issued.view.id}[/] for {issued.view.org} ({issued.view.role}), {until}:")
     out.print(issued.secret, markup=False)
     err.print("[yellow]Store it now: it is not shown again.[/]")
 
 
+def _expires(t: tokens.TokenView) -> str:
+    if t.expires_at is None:
+        return "never"
+    return f"{'expired ' if t.expired else ''}{t.expires_at:%Y-%m-%d %H:%M}"
+
+
 @tokens_app.command("list")
 def tokens_list(json_out: JsonOpt = False) -> None:
-    """Tokens you manage (never their secrets)."""
+    """Tokens you manage (never their secrets), with when each expires ('expired' once it has)."""
     found = tokens.list_tokens(CTX.platform.uow, CTX.caller)
     if json_out:
         print_json(found)
         return
-    out.print(table("tokens", ["id", "org", "name", "role", "created", "expires", "revoked", "last used"], (
-        (t.id, t.org, t.name, t.role, f"{t.created_at:%Y-%m-%d}", t.expires_at and f"{t.expires_at:%Y-%m-%d}",
+    out.print(table("tokens", ["id", "org", "name", "role", "created", "expires (UTC)", "revoked", "last used"], (
+        (t.id, t.org, t.name, t.role, f"{t.created_at:%Y-%m-%d}", _expires(t),
          t.revoked_at and f"{t.revoked_at:%Y-%m-%d}", t.last_used_at and f"{t.last_used_at:%Y-%m-%d %H:%M}")
         for t in found)))
 

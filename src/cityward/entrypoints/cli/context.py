@@ -1,13 +1,18 @@
-"""What every command needs: the platform (built on first use) and who is acting."""
+"""What every command needs: the platform (built on first use) and who is acting.
+
+Nothing heavy is imported here: the platform (SQLAlchemy, settings) loads when a command first asks
+for it, so `cityward --help` and `--version` never pay for it.
+"""
 
 from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from cityward.bootstrap import Platform, bootstrap
-from cityward.domain.organizations import Caller
-from cityward.services import organizations, tokens
+if TYPE_CHECKING:
+    from cityward.bootstrap import Platform
+    from cityward.domain.organizations import Caller
 
 
 @dataclass
@@ -18,6 +23,8 @@ class CliContext:
     @property
     def platform(self) -> Platform:
         if self._platform is None:
+            from cityward.bootstrap import bootstrap
+
             self._platform = bootstrap()
         return self._platform
 
@@ -25,6 +32,8 @@ class CliContext:
     def caller(self) -> Caller:
         """CITYWARD_TOKEN acts as that token's organization; otherwise the local operator."""
         if self._caller is None:
+            from cityward.services import organizations, tokens
+
             plat = self.platform
             token = plat.settings.token
             if token is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from contextlib import suppress
 from datetime import timedelta
@@ -10,7 +11,6 @@ from typing import Any
 
 from rich.columns import Columns
 from rich.panel import Panel
-from rich.progress import Progress
 
 from cityward.adapters.inventory_files import FileFormat
 from cityward.bootstrap import Platform
@@ -18,6 +18,7 @@ from cityward.domain.organizations import Caller
 from cityward.entrypoints.cli.audit import show_report
 from cityward.entrypoints.cli.context import _user
 from cityward.entrypoints.cli.livecity import LiveCity
+from cityward.entrypoints.cli.progress import step
 from cityward.entrypoints.cli.remediation import remediate
 from cityward.entrypoints.cli.render import err, out, table
 from cityward.entrypoints.reports import html
@@ -40,17 +41,22 @@ from cityward.sim.advisories import write_advisories
 from cityward.sim.city import DemoCity, generate_city, write_catalog_csv, write_inventory_csv
 from cityward.sim.profile import load_profile
 
+FILE_WIDTH = 200  # columns of the demo's output in a file or pipe: its widest table fits unwrapped
+
 
 def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: int | None,
              live: bool = True) -> None:
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        # Rich lays a file out 80 columns wide: tables would fold ids and CVE numbers in two.
+        out.width = FILE_WIDTH
     city = generate_city(devices, seed)
     caller = _city_admin(platform, city)
-    with out.status("setting up zones, partners and the product catalog…"):
+    with step("setting up zones, partners and the product catalog", out):
         n_products = install_city(platform, caller, city)
     with tempfile.TemporaryDirectory(prefix="cityward-demo-") as tmp:
         inventory_file = Path(tmp) / "inventory.csv"
         write_inventory_csv(city, inventory_file, seed)
-        with out.status(f"importing {devices:,} devices from the installers' inventory…"), \
+        with step(f"importing {devices:,} devices from the installers' inventory", out), \
                 inventory_file.open("rb") as fh:
             report = inventory.import_devices(platform.uow, caller, fh, "inventory.csv", FileFormat.CSV)
     out.print(f"catalog: {n_products} products · inventory: {report.created:,} new, "
@@ -72,19 +78,19 @@ def run_demo(platform: Platform, devices: int, *, seed: int, serve: bool, port: 
                 out.print(Panel(f"API token for this demo (expires in 1 day):\n{issued.secret}",
                                 title="try the API", expand=False))
                 settings = platform.settings
-                serve_api(platform, settings.api_host, port or settings.api_port)
+                serve_api(platform, settings.api_host, port or settings.api_port,
+                          mqtt_url=city_live.url if city_live is not None else None)
         finally:
             if city_live is not None:
-                with out.status("stopping the simulated city…"):
+                with step("stopping the simulated city", out):
                     city_live.stop()
 
 
 def bring_online(platform: Platform, caller: Caller, city_live: LiveCity, devices: int) -> None:
-    with out.status("bringing the city's devices online…") as status:
-        city_live.start(lambda m: status.update(m))
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("devices reporting", total=devices)
-        city_live.settle(devices, progress=lambda n: bar.update(task, completed=n))
+    with step("bringing the city's devices online", out) as status:
+        city_live.start(status.update)
+    with step("devices reporting their state", out, total=city_live.up) as bar:
+        city_live.settle(progress=bar.count)
     show_live(platform, caller, city_live.stats())
 
 
@@ -93,7 +99,7 @@ def assess_vulnerabilities(platform: Platform, caller: Caller, city: DemoCity, f
     imported and matched through true origin; the most urgent exposure first."""
     out.rule("vulnerability intelligence")
     write_advisories(city.profile or load_profile(), folder)
-    with out.status("importing advisories, KEV and EPSS, and matching the fleet…"):
+    with step("importing advisories, KEV and EPSS, and matching the fleet", out):
         report = advisories.import_advisories(platform.uow, caller, str(folder))
         summary = advisories.rematch(platform.uow, caller, report)
     if summary is None:  # the city's advisories were imported before, unchanged
@@ -113,7 +119,7 @@ def audit_posture(platform: Platform, caller: Caller, *, show: bool = True) -> A
     """The policy in force (the baseline at first) over the city: top failing rules, worst zones,
     who has most to do."""
     chosen = policy_to_audit(platform.uow)
-    with out.status(f"auditing the fleet against {chosen.policy.name}…"):
+    with step(f"auditing the fleet against {chosen.policy.name}", out):
         report = run_audit(platform.uow, caller, chosen.policy, chosen.text, version=chosen.version)
     if show:
         show_report(report, top=8)
@@ -132,8 +138,8 @@ def remediate_and_reaudit(platform: Platform, caller: Caller, city_live: LiveCit
     out.print(table("rollouts", ["id", "rollout", "status", "succeeded", "failed", "skipped"], (
         (str(v.id), v.name, v.status, f"{v.counts.get('succeeded', 0):,}", f"{v.counts.get('failed', 0):,}",
          f"{v.skipped:,}") for v in views)))
-    with out.status("waiting for the devices to report their new state…"):
-        city_live.settle_changes()
+    with step("waiting for the changed devices to report their new state", out) as bar:
+        city_live.settle_changes([v.id for v in views], progress=bar.count)
     after = audit_posture(platform, caller, show=False)
     rules = ("CRED-001", "FW-001", "FW-002")
     count = {r.run_id: {rid: n for rid, _t, _s, n in r.by_rule} for r in (before, after)}
@@ -240,12 +246,34 @@ def browser_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def serve_api(platform: Platform, host: str, port: int) -> None:
+def serve_api(platform: Platform, host: str, port: int, *, executor: bool = True,
+              mqtt_url: str | None = None) -> None:
+    """The API and the dashboard; with `executor`, started rollouts are carried out in this process
+    too (over the broker at `mqtt_url`; None: HTTP devices only)."""
     import uvicorn
 
     from cityward.entrypoints.api.app import create_app
+    from cityward.entrypoints.background import executor_options
 
     shown = browser_host(host)
     err.print(f"dashboard: http://{shown}:{port}/  ·  API: http://{shown}:{port}/api/v1 (OpenAPI: /docs); "
               f"Ctrl-C stops")
-    uvicorn.run(create_app(platform), host=host, port=port, log_level="warning")
+    if executor:
+        err.print("rollouts started here are carried out here (the one-machine executor"
+                  + (f", devices over {redact_url(mqtt_url)}" if mqtt_url else ", HTTP devices only")
+                  + "); `--no-executor` when `cityward worker` processes do the work")
+    else:
+        err.print("no executor in this process: started rollouts wait for `cityward worker` or `cityward rollout run`")
+    options = executor_options(platform.settings, mqtt_url=mqtt_url) if executor else None
+    uvicorn.run(create_app(platform, executor=options), host=host, port=port, log_level="warning")
+
+
+def redact_url(url: str) -> str:
+    """A broker URL fit to print: without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                          + (f":{parts.port}" if parts.port else "")).geturl()

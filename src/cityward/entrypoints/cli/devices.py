@@ -12,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 
 from cityward.adapters.inventory_files import FileFormat
 from cityward.entrypoints.cli.context import CTX
-from cityward.entrypoints.cli.render import err, out, print_json, table
+from cityward.entrypoints.cli.render import err, out, print_json, styled, table
 from cityward.errors import InvalidInput
 from cityward.services import inventory
 from cityward.services.inventory import DeviceFilter
@@ -61,7 +61,7 @@ def import_(
     fmt: FormatOpt = None,
     partial: Annotated[bool, typer.Option("--partial", help="Import the good rows, report the bad.")] = False,
     create_missing: Annotated[bool, typer.Option(
-        "--create-missing", help="Create zones and organizations the file names.")] = False,
+        "--create-missing", help="Create the zones the file names (never organizations: `orgs add`).")] = False,
     ignore_unknown: Annotated[bool, typer.Option(
         "--ignore-unknown", help="Skip columns cityward does not know.")] = False,
     json_out: JsonOpt = False,
@@ -100,7 +100,6 @@ def import_(
               f"({report.created:,} new, {report.updated:,} updated, {report.unchanged:,} unchanged)")
     for label, names in (("products added with unknown origin", report.created_products),
                          ("zones created", report.created_zones),
-                         ("organizations created", report.created_orgs),
                          ("columns ignored", report.ignored_columns)):
         if names:
             out.print(f"{label}: {', '.join(names)}")
@@ -161,7 +160,7 @@ def list_(
         (d.id, d.kind, f"{d.brand} {d.model}",
          d.manufacturer + ("" if d.origin_status != "relabeled" else " (relabel)"),
          d.firmware_version, d.zone, d.responsible.get("maintain"),
-         {True: "[green]online[/]", False: "[red]offline[/]", None: "—"}[d.online],
+         {True: styled("online", "green"), False: styled("offline", "red"), None: "—"}[d.online],
          d.last_seen.strftime("%Y-%m-%d %H:%M") if d.last_seen else "never")
         for d in page.items)))
     if page.next_after:

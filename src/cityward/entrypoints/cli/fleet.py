@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.live import Live
 from rich.progress import Progress
+from rich.text import Text
 
-from cityward.adapters.secretbox import SecretBox
-from cityward.bootstrap import Platform
 from cityward.entrypoints.cli import devices
 from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.devices import parse_age
-from cityward.entrypoints.cli.render import err, out, print_json, table
+from cityward.entrypoints.cli.render import err, out, print_json, styled, table
 from cityward.errors import InvalidInput, Problem
-from cityward.services import broker, credentials, ingestion
 
 if TYPE_CHECKING:
+    from cityward.adapters.secretbox import SecretBox
+    from cityward.bootstrap import Platform
     from cityward.services import discovery
     from cityward.services.connectivity import ConnectOptions
 
@@ -36,12 +36,15 @@ discover_app = typer.Typer(help="Devices not in the inventory: probe, review, ap
 
 
 def secret_box(platform: Platform) -> SecretBox:
+    from cityward.adapters.secretbox import SecretBox
+
     return SecretBox(platform.settings.secret_key_bytes())
 
 
 # --- connect ------------------------------------------------------------------------------------
 
 def stats_table(stats: dict[str, Any], counts: dict[str, int]) -> Any:
+    rows: list[tuple[str, str | Text]]
     rows = [("devices online", f"{counts['online']:,}"), ("devices offline", f"{counts['offline']:,}"),
             ("messages received", f"{stats['received']:,}"), ("persisted", f"{stats['persisted']:,}"),
             ("superseded before writing", f"{stats['superseded']:,}"), ("stale (replays)", f"{stats['stale']:,}"),
@@ -49,13 +52,14 @@ def stats_table(stats: dict[str, Any], counts: dict[str, int]) -> Any:
             ("HTTP polls", f"{stats['http']['polled']:,}"),
             ("latency p50 / p99", f"{stats['latency_p50_ms']} / {stats['latency_p99_ms']} ms")]
     rows += [(f"rejected: {k}", f"{v:,}") for k, v in sorted(stats["rejected"].items())]
-    rows += [(f"dropped: {k}", f"[red]{v:,}[/]") for k, v in sorted(stats["dropped"].items())]
+    rows += [(f"dropped: {k}", styled(f"{v:,}", "red")) for k, v in sorted(stats["dropped"].items())]
     rows += [(f"HTTP failed: {k}", f"{v:,}") for k, v in sorted(stats["http"]["failed"].items())]
     return table("fleet connection", ["", ""], rows)
 
 
 async def run_connector(platform: Platform, options: ConnectOptions, *, duration: float | None,
                         live: bool) -> dict[str, Any]:
+    from cityward.services import ingestion
     from cityward.services.connectivity import Connector  # aiomqtt and httpx load only when needed
 
     connector = Connector(platform.uow, secret_box(platform), options)
@@ -97,6 +101,7 @@ def connect(
     json_out: JsonOpt = False,
 ) -> None:
     """Connect to the fleet: ingest MQTT state, poll HTTP devices, mark silent devices offline."""
+    from cityward.services import ingestion
     from cityward.services.connectivity import ConnectOptions
 
     platform = CTX.platform
@@ -122,6 +127,8 @@ def provision(
     json_out: JsonOpt = False,
 ) -> None:
     """Per-device broker accounts, a Mosquitto password file and an ACL (own topics only)."""
+    from cityward.services import broker
+
     platform = CTX.platform
     report = broker.provision(platform.uow, CTX.caller, secret_box(platform), out_dir,
                               broker_url=broker_url or platform.settings.mqtt_url, port=port,
@@ -135,8 +142,10 @@ def provision(
         ("skipped", f"{len(report.skipped):,}"), *report.files.items()]))
     for device_id, why in report.skipped[:10]:
         err.print(f"[yellow]skipped[/] {device_id}: {why}")
-    err.print("the bundle holds every device password: hand it to the installer and delete your copy; "
-              "passwd must be readable by the mosquitto user (chown mosquitto passwd)")
+    err.print("the bundle holds every device password: hand it to the installer and delete your copy")
+    err.print("start the broker with: mosquitto -c " + str(report.files.get("config", "mosquitto.conf")) +
+              " (its passwd must be readable by the account Mosquitto runs as; when provisioned by root, "
+              "it was given to the mosquitto user)")
 
 
 # --- credentials ----------------------------------------------------------------------------------
@@ -144,6 +153,8 @@ def provision(
 @credentials_app.command("reveal")
 def reveal(device_id: Annotated[str, typer.Argument(help="The device.")]) -> None:
     """Print a device's admin password once, for a person who must log in by hand (audited)."""
+    from cityward.services import credentials
+
     secret = credentials.reveal(CTX.platform.uow, secret_box(CTX.platform), CTX.caller, device_id)
     err.print(f"admin password of {device_id} (this reveal is in the audit log):")
     print(secret)
@@ -154,6 +165,8 @@ def import_credentials(
     file: Annotated[Path, typer.Argument(help="Handover file: CSV device_id,password or JSON {id: password}.")],
 ) -> None:
     """Store the installer's HTTP admin passwords, encrypted (nothing is stored if one row is bad)."""
+    from cityward.services import credentials
+
     platform = CTX.platform
     try:
         stream = file.open("rb")

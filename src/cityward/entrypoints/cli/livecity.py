@@ -25,7 +25,7 @@ from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller
 from cityward.entrypoints.cli.fleet import secret_box
 from cityward.errors import CitywardError
-from cityward.services import broker, credentials, ingestion
+from cityward.services import broker, credentials, ingestion, remediation
 from cityward.services.connectivity import ConnectOptions, Connector
 
 log = logging.getLogger("cityward.demo")
@@ -57,6 +57,7 @@ class LiveCity:
         self._running: Any = None
         self._broker: Any = None
         self.url = ""
+        self.up = devices  # the devices the simulator has up (its READY line): the ones that will report
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """amqtt 0.12 can fail a broadcast when a client subscribes while it iterates its
@@ -99,7 +100,9 @@ class LiveCity:
              "--handover", str(handover), "--state-interval", "60", "--time-scale", "0.03"],
             stdout=subprocess.PIPE, stderr=self._sim_log, text=True)
         ready = self._wait_ready(timeout=180)
-        say(f"simulator ready: {ready}")
+        fields = dict(part.split("=", 1) for part in ready.split()[1:] if "=" in part)
+        self.up = int(fields.get("mqtt", 0)) + int(fields.get("http", 0)) or self.devices
+        say(f"simulator ready: {self.up:,} of {self.devices:,} devices up")
         with handover.open("rb") as fh:
             credentials.import_handover(self.platform.uow, self.caller, box, fh, "installer handover")
         self.connector = Connector(self.platform.uow, box, ConnectOptions(
@@ -128,11 +131,14 @@ class LiveCity:
             raise LiveCityError(f"the simulated city did not come up within {timeout:.0f} s. {tail}".strip())
         return found[0]
 
-    def settle(self, expected: int, timeout: float = 180.0, stall: float = 15.0,
+    def settle(self, expected: int | None = None, timeout: float = 180.0, stall: float = 15.0,
                progress: Any = None) -> dict[str, int]:
-        """Wait until every device reported, or the count has not moved for `stall` seconds
-        (devices playing the "offline" fault never report). The stall window is long because on a
-        busy machine the connector's batches can be seconds apart."""
+        """Wait until the devices the simulator has up (by default) reported, or the count has not
+        moved for `stall` seconds. Devices playing the "offline" fault never come up, and the
+        simulator says how many did: waiting for those out a stall window cost seconds each run.
+        The stall window is long because on a busy machine the connector's batches can be seconds
+        apart."""
+        expected = self.up if expected is None else expected
         deadline = time.monotonic() + timeout
         last, moved_at = -1, time.monotonic()
         counts = ingestion.connectivity(self.platform.uow)
@@ -149,27 +155,30 @@ class LiveCity:
             time.sleep(0.5)
         return counts
 
-    def settle_changes(self, quiet: float = 3.0, timeout: float = 60.0) -> None:
-        """Wait until the connector has stored everything the devices said after a change: no new
-        message for `quiet` seconds. HTTP devices are polled once more first: they do not push."""
-        if self.connector is not None:
-            # A device rebooting after its upgrade, or a simulator busy with a thousand of them,
-            # misses a poll: ask again (at most twice more) while polls keep failing.
-            for _ in range(3):
-                missed = sum(self.connector.poll.failed[r] for r in ("timeout", "unreachable"))
-                self._call(self.connector.poll_http_once(), timeout=timeout)
-                if sum(self.connector.poll.failed[r] for r in ("timeout", "unreachable")) == missed:
-                    break
-                time.sleep(2.0)
+    def settle_changes(self, rollout_ids: list[int], timeout: float = 60.0, stall: float = 15.0,
+                       progress: Any = None) -> remediation.Reported:
+        """Wait until the devices the rollouts changed report their new state (MQTT devices say it
+        on their own after a command; HTTP devices do not push, so they are polled again while some
+        of them have not), or nothing moved for `stall` seconds (a device that failed to come back
+        from its reboot never will)."""
         deadline = time.monotonic() + timeout
-        last, since = -1, time.monotonic()
+        last, moved_at, polled_at = -1, time.monotonic(), 0.0
+        state = remediation.reported_changes(self.platform.uow, self.caller, rollout_ids)
         while time.monotonic() < deadline:
-            received = int(self.stats().get("received", 0))
-            if received != last:
-                last, since = received, time.monotonic()
-            elif time.monotonic() - since >= quiet:
-                return
+            state = remediation.reported_changes(self.platform.uow, self.caller, rollout_ids)
+            if progress:
+                progress(state.reported, state.changed)
+            now = time.monotonic()
+            if state.reported != last:
+                last, moved_at = state.reported, now
+            if state.waiting == 0 or now - moved_at >= stall:
+                break
+            if self.connector is not None and now - polled_at >= 2.0:
+                self._call(self.connector.poll_http_once(), timeout=timeout)
+                polled_at = time.monotonic()
+                continue
             time.sleep(0.5)
+        return state
 
     def stats(self) -> dict[str, Any]:
         stats = self.connector.stats() if self.connector else {}

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
@@ -24,6 +25,7 @@ from cityward.domain.organizations import Caller
 from cityward.domain.rollouts import Operation, WaveOptions
 from cityward.entrypoints.cli.fleet import secret_box
 from cityward.entrypoints.cli.livecity import LiveCity
+from cityward.entrypoints.cli.progress import PLAIN_EVERY, Step, step
 from cityward.entrypoints.cli.render import err, out
 from cityward.services import audit, firmware, organizations, remediation, rollouts
 from cityward.services.rollout_executor import Executor, ExecutorOptions
@@ -113,23 +115,47 @@ def _panel(views: list[RolloutView]) -> Group:
     return Group(*panels)
 
 
+def _summary(v: RolloutView) -> str:
+    """One plain line per rollout: its status, its count and the wave it is in."""
+    wave = next((w.number for w in v.waves if w.started_at is not None and w.finished_at is None), None)
+    failed = v.counts.get("failed", 0)
+    return (f"rollout {v.id}: {v.status} · {v.done:,} of {v.total:,} done"
+            + (f", {failed:,} failed" if failed else "")
+            + (f" · wave {wave} of {len(v.waves)}" if wave is not None else ""))
+
+
 def _follow(platform: Platform, caller: Caller, ids: list[int], running: Future[Any]) -> None:
-    """Live progress until every rollout in `ids` is over; a paused one is shown and resumed (the
+    """Progress until every rollout in `ids` is over: live panels on a terminal, a plain line per
+    rollout whenever it moves (at most every 2 s) in a file; a paused one is shown and resumed (the
     demo's operator accepts the failures it stopped for)."""
-    resumed: set[int] = set()
+    resumed: set[tuple[int, str | None]] = set()
     views = [rollouts.get(platform.uow, caller, r) for r in ids]
     deadline = time.monotonic() + 600
-    with Live(_panel(views), console=err, refresh_per_second=4, transient=not err.is_terminal) as live:
+    live = Live(_panel(views), console=out, refresh_per_second=4) if out.is_terminal else None
+    label = f"rollout{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))} in waves"
+    shown: dict[int, str] = {}
+    printed_at = 0.0
+    with live if live is not None else step(label, out) as shown_as:
         while not running.done() and time.monotonic() < deadline:
             time.sleep(0.5)
             views = [rollouts.get(platform.uow, caller, r) for r in ids]
-            live.update(_panel(views))
+            if live is not None:
+                live.update(_panel(views))
+            elif time.monotonic() - printed_at >= PLAIN_EVERY:
+                printed_at = time.monotonic()
+                for v in views:
+                    line = _summary(v)
+                    if shown.get(v.id) != line:
+                        shown[v.id] = line
+                        if isinstance(shown_as, Step):
+                            shown_as.say(line)
             for v in views:
-                if v.status == "paused" and v.id not in resumed:
-                    live.console.print(f"[yellow]rollout {v.id} paused: {v.control_reason}[/] — the operator "
-                                       "reviews the failed devices and resumes")
+                # Each wave can stop once at its own threshold: the operator resumes every stop.
+                if v.status == "paused" and (v.id, v.control_reason) not in resumed:
+                    out.print(f"[yellow]rollout {v.id} paused: {escape(v.control_reason or '')}[/] — the "
+                              "operator reviews the failed devices and resumes", soft_wrap=not out.is_terminal)
                     rollouts.resume(platform.uow, caller, v.id)
-                    resumed.add(v.id)
+                    resumed.add((v.id, v.control_reason))
             if all(v.status in ("succeeded", "finished with failures", "aborted") for v in views):
                 return
 

@@ -55,8 +55,10 @@ def key_add(
     """Register a manufacturer's Ed25519 firmware-signing public key."""
     try:
         text = public_key.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read {public_key}: {exc}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {public_key}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{public_key}: not a text file (a PEM public key, or 32 bytes in base64)") from None
     firmware.register_key(CTX.platform.uow, CTX.caller, manufacturer, key_id, text)
     out.print(f"registered firmware key {key_id} for {manufacturer}")
 
@@ -264,8 +266,14 @@ def approve(rollout_id: RolloutArg) -> None:
 @app.command("start")
 def start(rollout_id: RolloutArg) -> None:
     """Let the executor start the rollout's waves."""
+    from cityward.services import executors
+
     rollouts.start(CTX.platform.uow, CTX.caller, rollout_id)
-    out.print(f"rollout {rollout_id} started: an executor carries it out (cityward rollout run, or cityward worker)")
+    out.print(f"rollout {rollout_id} started: an executor carries it out (cityward serve's own, cityward rollout "
+              "run, or cityward worker)")
+    if executors.waiting(CTX.platform.uow) is not None:
+        err.print(f"[yellow]no executor has looked for work in the last {executors.SILENT_AFTER.seconds} s[/]: "
+                  f"{executors.RUN_HINT}", highlight=False)
 
 
 @app.command("pause")

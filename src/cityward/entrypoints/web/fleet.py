@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 
 from cityward.entrypoints.web import audit_log
 from cityward.entrypoints.web.common import SessionDep, page, platform_of
-from cityward.errors import InvalidInput, NotFound
+from cityward.errors import InvalidInput, NotFound, PreconditionFailed
 from cityward.services import inventory, vulnerabilities
 
 router = APIRouter(include_in_schema=False)
@@ -35,7 +35,7 @@ def devices(request: Request, active: SessionDep, kind: Text = "", zone: Text = 
     try:
         found = inventory.list_devices(platform_of(request).uow, active.caller, flt, limit=PER_PAGE,
                                        after=after or None, count_up_to=COUNT_UP_TO)
-    except (NotFound, InvalidInput) as exc:  # e.g. a zone or organization that does not exist
+    except (NotFound, InvalidInput, PreconditionFailed) as exc:  # e.g. a zone that does not exist, no audit yet
         found, error = inventory.Page([], 0, None), str(exc)
     query = {k: v for k, v in chosen.items() if v}
     return page(request, "devices.html", 400 if error else 200, session=active, active="devices", page=found,

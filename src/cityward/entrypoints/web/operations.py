@@ -9,24 +9,23 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cityward.domain.organizations import Role
-from cityward.domain.rollouts import Control
+from cityward.domain.rollouts import RolloutState, allowed_commands
 from cityward.entrypoints.web.common import SessionDep, check_csrf, page, platform_of
 from cityward.errors import Conflict
-from cityward.services import rollouts, users
+from cityward.services import executors, rollouts, users
 
 router = APIRouter(include_in_schema=False)
 _VERBS = {"start": rollouts.start, "approve": rollouts.approve, "pause": rollouts.pause, "resume": rollouts.resume,
           "abort": rollouts.abort}
-# Which control buttons a rollout in each state offers (the services refuse the rest anyway).
-_OFFERED = {Control.AWAITING_APPROVAL: ("approve", "abort"), Control.READY: ("start", "abort"),
-            Control.RUNNING: ("pause", "abort"), Control.PAUSED: ("resume", "abort"), Control.ABORTED: ()}
 
 
 def _buttons(active: users.WebSession, shown: rollouts.RolloutView) -> list[str]:
+    """The buttons the domain's state machine allows from the rollout's state (the services
+    refuse the rest anyway)."""
     caller = active.caller
-    if caller.role is Role.VIEWER or shown.done >= shown.total > 0:
+    if caller.role is Role.VIEWER:
         return []
-    offered = list(_OFFERED[Control(shown.control)])
+    offered = [c.value for c in allowed_commands(RolloutState(shown.status))]
     if "approve" in offered and (not caller.is_city or shown.created_by == caller.actor):
         offered.remove("approve")  # a second pair of eyes: another city operator
     return offered
@@ -38,17 +37,27 @@ def rollout_list(request: Request, active: SessionDep) -> HTMLResponse:
     return page(request, "rollouts.html", session=active, active="rollouts", rollouts=found)
 
 
+def _waiting(request: Request, shown: rollouts.RolloutView) -> executors.ExecutorWait | None:
+    """Set when the rollout has work for an executor and none looked for work lately: started
+    rollouts are carried out by an executor process, and the page says so instead of standing still."""
+    if shown.status not in ("running", "aborting"):
+        return None
+    return executors.waiting(platform_of(request).uow)
+
+
 @router.get("/rollouts/{rollout_id}", response_class=HTMLResponse)
 def rollout_page(request: Request, active: SessionDep, rollout_id: int) -> HTMLResponse:
     shown = rollouts.get(platform_of(request).uow, active.caller, rollout_id)
-    return page(request, "rollout.html", session=active, active="rollouts", r=shown, buttons=_buttons(active, shown))
+    return page(request, "rollout.html", session=active, active="rollouts", r=shown, buttons=_buttons(active, shown),
+                waiting=_waiting(request, shown))
 
 
 @router.get("/rollouts/{rollout_id}/progress", response_class=HTMLResponse)
 def rollout_progress(request: Request, active: SessionDep, rollout_id: int) -> HTMLResponse:
     """The progress part alone: static/live.js swaps it in every two seconds, without a reload."""
     shown = rollouts.get(platform_of(request).uow, active.caller, rollout_id)
-    return page(request, "_progress.html", session=active, r=shown, buttons=_buttons(active, shown))
+    return page(request, "_progress.html", session=active, r=shown, buttons=_buttons(active, shown),
+                waiting=_waiting(request, shown))
 
 
 @router.post("/rollouts/{rollout_id}/{verb}")
