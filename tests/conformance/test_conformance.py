@@ -1,5 +1,6 @@
-"""The conformance device (http_device.py, written from docs/protocol.md alone) against the
-platform: discovery, polling, a reboot and a password change over real sockets, and the canonical
+"""The conformance devices (http_device.py and mqtt_device.py, written from docs/protocol.md alone)
+against the platform: discovery, polling, ingestion, commands and a password change over real
+sockets and a real Mosquitto, and the canonical
 JSON hash computed by hand the way a C or JavaScript device would. If the document and the
 platform drift apart, this fails."""
 
@@ -10,6 +11,7 @@ import asyncio
 import io
 import json
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +22,19 @@ from sqlalchemy import select
 
 from cityward.adapters.drivers.base import Endpoint
 from cityward.adapters.drivers.http import HttpDriver
+from cityward.adapters.mosquitto import BrokerAccount
 from cityward.adapters.secretbox import SecretBox
 from cityward.adapters.storage.models import DeviceCommandRow, DeviceStateRow
 from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller
 from cityward.errors import InvalidInput
-from cityward.services import configs, credentials, zones
+from cityward.services import broker, configs, credentials, zones
 from cityward.services.connectivity import ConnectOptions, Connector, command_device
+from tests.brokers import private_mosquitto
 from tests.conformance import http_device
 from tests.conformance.http_device import HttpDevice, canonical_json
-from tests.helpers import csv_bytes, device, import_csv
+from tests.conformance.mqtt_device import MqttDevice
+from tests.helpers import csv_bytes, device, eventually, import_csv
 
 HERE = Path(__file__).parent
 DEVICE = "SL-00001"
@@ -116,3 +121,73 @@ def test_the_conformance_device_against_the_platform(platform: Platform, city: C
             state = uow.session.get(DeviceStateRow, DEVICE)
             assert state is not None and state.boot_id == "boot-2" and state.credential_state == "unique"
             assert sorted(uow.session.scalars(select(DeviceCommandRow.status))) == ["succeeded", "succeeded"]
+
+
+def test_the_mqtt_device_imports_nothing_of_cityward() -> None:
+    tree = ast.parse((HERE / "mqtt_device.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in imported if m.split(".")[0] in ("cityward", "tests", "paho", "aiomqtt")}, imported
+
+
+def _stored(platform: Platform) -> DeviceStateRow | None:
+    with platform.uow() as uow:
+        row = uow.session.get(DeviceStateRow, DEVICE)
+        if row is not None:
+            uow.session.expunge(row)
+        return row
+
+
+@pytest.mark.parametrize("platform", ["sqlite"], indirect=True)
+def test_the_mqtt_conformance_device_against_the_platform(platform: Platform, city: Caller, tmp_path: Path) -> None:
+    """Provisioned accounts, a private Mosquitto with the ACL, the connector: the device's hello,
+    state and last will are taken, a state from the future is refused, another serial under its id
+    is an identity mismatch, and a lone reboot command is followed across the new boot."""
+    zones.create_zone(platform.uow, city, "downtown", "high")
+    import_csv(platform, city, csv_bytes([device(1, protocol="mqtt")], header=[
+        "id", "kind", "brand", "model", "firmware_version", "zone", "serial", "mac", "protocol"]),
+        create_missing=True)
+    box = SecretBox(platform.settings.secret_key_bytes())
+    broker.provision(platform.uow, city, box, tmp_path / "provision", broker_url="mqtt://127.0.0.1:1883")
+    bundle = json.loads((tmp_path / "provision" / "device-credentials.json").read_text())
+    platform_pw = broker.platform_password(platform.uow, box)
+    assert platform_pw is not None
+    accounts = [BrokerAccount(DEVICE, bundle["devices"][DEVICE]["password"], "device"),
+                BrokerAccount("cityward-platform", platform_pw, "platform")]
+    with private_mosquitto(tmp_path, accounts) as b:
+        dev = MqttDevice(b.host, b.port, DEVICE, bundle["devices"][DEVICE]["password"])
+
+        async def scenario() -> None:
+            connector = Connector(platform.uow, box, ConnectOptions(mqtt_url=b.url, sweep_interval=3600,
+                                                                    poll_interval=3600))
+            stop = asyncio.Event()
+            running = asyncio.create_task(connector.run(stop))
+            await asyncio.wait_for(connector.connected.wait(), 10)
+            stats = connector.ingestor.stats
+            try:
+                await asyncio.to_thread(dev.connect)
+                await eventually(lambda: (s := _stored(platform)) is not None and s.online and s.seq == 1,
+                                 "hello, status and state taken")
+                await asyncio.to_thread(dev.publish, "state", dev.state(ahead=timedelta(days=1), boot_id="evil",
+                                                                        firmware_version="6.6.6"))
+                await eventually(lambda: stats.rejected.get("future") == 1, "the future state refused")
+                await asyncio.to_thread(dev.publish, "state", dev.state())
+                await eventually(lambda: (s := _stored(platform)) is not None and s.seq == 3, "genuine state")
+                await asyncio.to_thread(dev.publish, "hello", dev.hello(serial="CLONE-9"))
+                await eventually(lambda: stats.identity_changes == 1, "identity mismatch recorded")
+                result = await command_device(platform.uow, box, b.url, city, DEVICE, "reboot", {}, timeout=15)
+                assert result.status == "succeeded"
+                await eventually(lambda: (s := _stored(platform)) is not None and s.boot_id == "boot-2",
+                                 "the new boot's state")
+                assert (_stored(platform) or DeviceStateRow()).firmware_version == "1.2.3"
+                await asyncio.to_thread(dev.close)  # the broker publishes the last will
+                await eventually(lambda: (s := _stored(platform)) is not None and not s.online, "offline by will")
+            finally:
+                stop.set()
+                await running
+
+        try:
+            asyncio.run(scenario())
+        finally:
+            dev.close()
+    assert dev.applied_commands == 1
