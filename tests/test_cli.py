@@ -209,6 +209,7 @@ def test_tokens_expire_and_the_list_says_when(cli: Cli) -> None:
     assert "token expired on 2026-01-02 00:00 UTC" in cli("tokens", "list", token=short["token"], code=1).stderr
 
 
+@pytest.mark.xdist_group("default-sim-addresses")  # its simulator binds the same HTTP addresses as README's story
 def test_demo_once(tmp_path: Path) -> None:
     """The demo imports the city, brings it online through the simulator (a separate process,
     over the embedded broker and HTTP), reports what the devices said, audits, remediates in bulk

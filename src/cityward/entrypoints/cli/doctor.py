@@ -11,8 +11,7 @@ from cityward.entrypoints.cli.render import out, print_json, table
 
 
 def doctor(json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
-    """Check the installation: organizations whose kind an earlier version's import guessed, more than
-    one city, names that clash without regard to case (city admin). Exit 1 when anything is found."""
+    """Check the installation: guessed organization kinds, a second city, names that clash in case (exit 1 if any)."""
     from cityward.services import doctor as checks
 
     found = checks.diagnose(CTX.platform.uow, CTX.caller)

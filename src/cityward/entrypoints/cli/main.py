@@ -85,8 +85,8 @@ LAZY: dict[str, Lazy] = {
     "vulns": Lazy(f"{_CLI}.vulns:vulns_app",
                   "What each vulnerability affects, most urgent first, per responsible organization."),
     "sbom": Lazy(f"{_CLI}.vulns:sbom_app", "CycloneDX SBOMs of firmware releases: components matched to advisories."),
-    "doctor": Lazy(f"{_CLI}.doctor:doctor", "Check the installation: organizations whose kind an earlier version's "
-                   "import guessed, more than one city, names that clash without regard to case."),
+    "doctor": Lazy(f"{_CLI}.doctor:doctor", "Check the installation: guessed organization kinds, a second city, "
+                   "names that clash in case (exit 1 if any)."),
     "sim": Lazy("cityward.sim.cli:sim_app",
                 "The simulated city: thousands of devices speaking the cityward device protocol."),
 }
