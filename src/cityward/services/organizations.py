@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from cityward.adapters.inventory_files import FileFormat, Layout, open_inventory
 from cityward.adapters.storage.models import OrganizationRow
-from cityward.adapters.storage.names import find_named, key_holder
+from cityward.adapters.storage.names import find_named, key_holder, rename_named
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import require_city_admin, require_token_admin
 from cityward.domain.names import NameTaken, name_key
@@ -276,14 +276,7 @@ def rename_org(uow_factory: UnitOfWorkFactory, caller: Caller, name: str, new_na
     require_city_admin(caller, "rename organizations")
     new_name = check_name(new_name)
     with uow_factory(write=True) as uow:
-        row = find_named(uow.session, OrganizationRow, name, exact_first=True)
-        if row is None:
-            raise NotFound(f"organization {name!r} not found")
-        if (same := key_holder(uow.session, OrganizationRow, name_key(new_name), but=row.id)) is not None:
-            raise NameTaken("organization", new_name, same.name)
-        before = row.name
-        row.name, row.name_key = new_name, name_key(new_name)
-        uow.session.flush()
+        row, before = rename_named(uow.session, OrganizationRow, name, new_name, "organization")
         view = _view(row)
         uow.record(caller, "orgs.renamed", "organization", row.id,
                    before={"name": before}, after={"name": new_name})

@@ -15,7 +15,7 @@ from cityward.adapters.storage.models import (
     ZoneResponsibilityRow,
     ZoneRow,
 )
-from cityward.adapters.storage.names import find_named, key_holder
+from cityward.adapters.storage.names import find_named, key_holder, rename_named
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import require_city_admin
 from cityward.domain.names import NameTaken, name_key
@@ -157,13 +157,7 @@ def rename_zone(uow_factory: UnitOfWorkFactory, caller: Caller, name: str, new_n
     require_city_admin(caller, "rename zones")
     new_name = check_name(new_name, "zone name")
     with uow_factory(write=True) as uow:
-        row = find_named(uow.session, ZoneRow, name, exact_first=True)
-        if row is None:
-            raise NotFound(f"zone {name!r} not found")
-        if (same := key_holder(uow.session, ZoneRow, name_key(new_name), but=row.id)) is not None:
-            raise NameTaken("zone", new_name, same.name)
-        before = row.name
-        row.name, row.name_key = new_name, name_key(new_name)
+        row, before = rename_named(uow.session, ZoneRow, name, new_name, "zone")
         uow.record(caller, "zones.renamed", "zone", row.id, before={"name": before},
                    after={"name": new_name})
         uow.commit()

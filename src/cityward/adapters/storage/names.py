@@ -8,7 +8,8 @@ from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from cityward.adapters.storage.models import OrganizationRow, ZoneRow
-from cityward.domain.names import name_key
+from cityward.domain.names import NameTaken, name_key
+from cityward.errors import NotFound
 
 Named = TypeVar("Named", OrganizationRow, ZoneRow)
 
@@ -35,3 +36,19 @@ def key_holder(session: Session, row_type: type[Named], key: str, but: int | Non
     if but is not None:
         q = q.where(row_type.id != but)
     return session.scalars(q).first()
+
+
+def rename_named(session: Session, row_type: type[Named], name: str, new_name: str,
+                 what: str) -> tuple[Named, str]:
+    """Give the row called `name` (exact name first, see find_named) the name `new_name` and its
+    key; returns the row and the name it had. NotFound when there is no such row, NameTaken when another row
+    holds the new name's key."""
+    row = find_named(session, row_type, name, exact_first=True)
+    if row is None:
+        raise NotFound(f"{what} {name!r} not found")
+    if (same := key_holder(session, row_type, name_key(new_name), but=row.id)) is not None:
+        raise NameTaken(what, new_name, same.name)
+    before = row.name
+    row.name, row.name_key = new_name, name_key(new_name)
+    session.flush()
+    return row, before
