@@ -23,8 +23,10 @@ from cityward.adapters.storage.models import (
 from cityward.bootstrap import Platform
 from cityward.domain import telemetry
 from cityward.domain.organizations import Caller
-from cityward.services import ingestion, inventory, organizations, zones
+from cityward.domain.policy.document import parse_policy
+from cityward.services import audit, ingestion, inventory, organizations, zones
 from cityward.services.ingestion import Ingestor
+from cityward.services.policies import baseline_path
 from tests.helpers import csv_bytes, device, import_csv
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -345,3 +347,29 @@ def test_a_known_device_announcing_another_identity_is_recorded(platform: Platfo
     assert ing.stats.identity_changes == 1
     with platform.uow() as uow:  # never discovered as a new device
         assert uow.session.get(DiscoveredDeviceRow, "SL-00001") is None
+
+
+def _identity_findings(platform: Platform, caller: Caller) -> set[str]:
+    text = baseline_path().read_bytes()
+    report = audit.run_audit(platform.uow, caller, parse_policy(text, "baseline.yaml"), text)
+    return {f.device_id for f in report.finding_list() if f.rule_id == "ORIG-003"}
+
+
+def test_an_identity_mismatch_is_a_finding_until_resolved(platform: Platform, fleet: Caller) -> None:
+    """Rule ORIG-003 fails a device whose last announcement still differs from the inventory; the
+    device announcing the inventory's identity again, or the inventory corrected, clears it."""
+    topic = "cityward/v1/SL-00001/hello"
+    run(_ingest(platform, [(topic, _hello("SL-00001", serial="EVIL-1")),
+                           ("cityward/v1/SL-00002/hello", _hello("SL-00002", serial="S2", mac="02:00:00:00:00:02"))]))
+    assert _identity_findings(platform, fleet) == {"SL-00001"}
+    run(_ingest(platform, [(topic, _hello("SL-00001"))]))  # the original hardware is back
+    assert _history(platform, "SL-00001")[-1] == ("identity", {"serial": "EVIL-1"}, {})
+    assert _identity_findings(platform, fleet) == set()
+    run(_ingest(platform, [(topic, _hello("SL-00001", serial="NEW-7"))]))
+    assert _identity_findings(platform, fleet) == {"SL-00001"}
+    with platform.uow(write=True) as uow:  # a person checks the label and corrects the inventory
+        row = uow.session.get(DeviceRow, "SL-00001")
+        assert row is not None
+        row.serial = "NEW-7"
+        uow.commit()
+    assert _identity_findings(platform, fleet) == set()

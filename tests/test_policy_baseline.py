@@ -22,7 +22,7 @@ CLEAN: dict[str, Any] = {
     "end_of_support_passed": False, "age": 400.0, "online": True, "last_seen_age": 0.01,
     "credential_state": "unique", "password_age": 30.0, "services": ["mqtt", "ssh"], "remote_access": ["vpn"],
     "cert_expires_in": 200.0, "quarantined": False, "config_drift": False, "manufacturer_prohibited": False,
-    "known_exploited": False, "firmware_signed": True,
+    "known_exploited": False, "identity_mismatch": False, "firmware_signed": True,
 }
 
 # rule id → (what makes a clean device fail it, what a device that passes despite being close looks like)
@@ -50,6 +50,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "LIFE-002": ({"end_of_support_passed": True, "zone_criticality": "high"}, {"end_of_support_passed": True}),
     "ORIG-001": ({"origin_status": "unknown"}, {"origin_status": "relabeled"}),
     "ORIG-002": ({"manufacturer_prohibited": True}, {"manufacturer_prohibited": False}),
+    "ORIG-003": ({"identity_mismatch": True}, {"identity_mismatch": None}),
     "CONF-001": ({"config_drift": True}, {"config_drift": None}),
     "SEEN-001": ({"last_seen_age": 8.0}, {"last_seen_age": 6.9}),
     "SEEN-002": ({"online": None}, {"online": False}),

@@ -8,6 +8,7 @@ hand-written validator would be the bottleneck. Every refusal carries a short re
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -209,16 +210,24 @@ def is_newer(stored_boot: str | None, stored_seq: int | None, stored_at: datetim
 
 def identity_differences(hello: Hello, *, brand: str | None, serial: str | None,
                          mac: str | None) -> dict[str, dict[str, str]]:
-    """What a `hello` says differently from the inventory about who the device is: brand (any
-    case), serial (exact) and MAC (any case, `-` or `:`); a field either side leaves out is not
-    compared."""
+    """What a `hello` says differently from the inventory about who the device is."""
+    return announced_differences({"brand": hello.brand, "serial": hello.serial, "mac": hello.mac},
+                                 brand=brand, serial=serial, mac=mac)
+
+
+def announced_differences(announced: Mapping[str, Any], *, brand: str | None, serial: str | None,
+                          mac: str | None) -> dict[str, dict[str, str]]:
+    """Announced identity fields against the inventory's: brand (any case), serial (exact) and MAC
+    (any case, `-` or `:`); a field either side leaves out is not compared. Used on a fresh `hello`
+    and on the last recorded announcement, so correcting the inventory clears the finding."""
     def norm_mac(value: str) -> str:
         return value.lower().replace("-", ":")
 
-    pairs = (("brand", brand, hello.brand, str.casefold), ("serial", serial, hello.serial, str.strip),
-             ("mac", mac, hello.mac, norm_mac))
-    return {name: {"inventory": known, "announced": said} for name, known, said, norm in pairs
-            if known and said and norm(known) != norm(said)}
+    pairs = (("brand", brand, announced.get("brand"), str.casefold),
+             ("serial", serial, announced.get("serial"), str.strip),
+             ("mac", mac, announced.get("mac"), norm_mac))
+    return {name: {"inventory": known, "announced": str(said)} for name, known, said, norm in pairs
+            if known and said and norm(known) != norm(str(said))}
 
 
 def earliest_expiry(certificates: list[Certificate]) -> datetime | None:

@@ -17,6 +17,7 @@ from cityward.adapters.storage.frames import read_frame
 from cityward.adapters.storage.models import (
     AdvisoryRow,
     DesiredConfigRow,
+    DeviceHistoryRow,
     DeviceRow,
     DeviceStateRow,
     KevEntryRow,
@@ -28,6 +29,7 @@ from cityward.adapters.storage.scoping import scope_clause, zone_tree
 from cityward.domain.access import DeviceScope
 from cityward.domain.products import product_key
 from cityward.domain.responsibility import DEVICE_COLUMN, Duty, zone_chain, zone_holder
+from cityward.domain.telemetry import announced_differences
 
 _DAY = 86_400.0
 
@@ -88,6 +90,7 @@ def load_facts(session: Session, scope: DeviceScope, now: datetime,
         _config_drift(session).alias("config_drift"),
         pl.col("origin_brand").str.to_lowercase().str.strip_chars().is_in(banned).alias("manufacturer_prohibited"),
         _known_exploited(session, now).alias("known_exploited"),
+        _identity_mismatch(session).alias("identity_mismatch"),
         pl.lit(None, dtype=pl.Boolean).alias("firmware_signed"),  # firmware catalog
         pl.col("zone_id").alias("_zone_id"),
         (pl.col("brand") + " " + pl.col("model")).alias("_product"),
@@ -113,6 +116,29 @@ def _known_exploited(session: Session, now: datetime) -> pl.Expr:
     found, _classes = vuln_frames.compute(session, kev, now)
     affected = found.select(_class_key(pl.col("product_id"), pl.col("firmware"))).to_series().unique()
     return _class_key(pl.col("product_id"), pl.coalesce("state_firmware", "inv_firmware")).is_in(affected.implode())
+
+
+def _identity_mismatch(session: Session) -> pl.Expr:
+    """True when the device's last announced brand, serial or MAC (an `identity` history fact,
+    written by the ingestor only when a hello differs) still differs from the inventory; else null
+    for a device that never reported. Over the raw columns of load_facts."""
+    claimed: dict[str, Any] = {}
+    for device_id, announced in session.execute(
+            select(DeviceHistoryRow.device_id, DeviceHistoryRow.new)
+            .where(DeviceHistoryRow.fact == "identity").order_by(DeviceHistoryRow.id)):
+        claimed[device_id] = announced
+    claimed = {d: a for d, a in claimed.items() if a}
+    mismatched: list[str] = []
+    ids = sorted(claimed)
+    for start in range(0, len(ids), 500):
+        for device_id, serial, mac, brand in session.execute(
+                select(DeviceRow.id, DeviceRow.serial, DeviceRow.mac, ProductRow.brand)
+                .join(ProductRow, ProductRow.id == DeviceRow.product_id)
+                .where(DeviceRow.id.in_(ids[start:start + 500]))):
+            if announced_differences(claimed[device_id], brand=brand, serial=serial, mac=mac):
+                mismatched.append(device_id)
+    return (pl.when(pl.col("id").is_in(mismatched)).then(True)
+            .when(pl.col("online").is_null()).then(None).otherwise(False))
 
 
 def _class_key(product_id: pl.Expr, firmware: pl.Expr) -> pl.Expr:

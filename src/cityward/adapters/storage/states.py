@@ -319,8 +319,9 @@ def _discover(conn: Connection, hellos: list[HelloSeen], now: datetime, out: Bat
 def _identity(conn: Connection, hellos: list[HelloSeen], now: datetime, out: BatchOutcome,
               history: list[dict[str, Any]]) -> None:
     """A known device announcing another brand, serial or MAC: swapped hardware, a cloned id or a
-    misrecorded inventory, for a person to look at. Recorded as an `identity` history fact, once
-    per new announcement (a device says hello on every connect)."""
+    misrecorded inventory, for a person to look at (rule ORIG-003 reads the last one). Recorded as
+    an `identity` history fact once per new announcement (a device says hello on every connect),
+    and once more, with nothing differing, when it announces the inventory's identity again."""
     if not hellos:
         return
     by_id = {h.hello.device_id: h.hello for h in hellos}
@@ -329,11 +330,7 @@ def _identity(conn: Connection, hellos: list[HelloSeen], now: datetime, out: Bat
         for device_id, serial, mac, brand in conn.execute(
                 select(DeviceRow.id, DeviceRow.serial, DeviceRow.mac, ProductRow.brand)
                 .join(ProductRow, ProductRow.id == DeviceRow.product_id).where(DeviceRow.id.in_(part))):
-            diff = telemetry.identity_differences(by_id[device_id], brand=brand, serial=serial, mac=mac)
-            if diff:
-                found[device_id] = diff
-    if not found:
-        return
+            found[device_id] = telemetry.identity_differences(by_id[device_id], brand=brand, serial=serial, mac=mac)
     last: dict[str, Any] = {}
     for part in _chunks(sorted(found)):
         for device_id, new in conn.execute(
@@ -343,11 +340,13 @@ def _identity(conn: Connection, hellos: list[HelloSeen], now: datetime, out: Bat
             last[device_id] = new
     for device_id, diff in sorted(found.items()):
         announced = {f: d["announced"] for f, d in diff.items()}
-        if last.get(device_id) == announced:
+        if last.get(device_id, {}) == announced:  # unchanged (or never differed)
             continue
         history.append({"device_id": device_id, "at": now, "fact": "identity",
-                        "old": {f: d["inventory"] for f, d in diff.items()}, "new": announced})
-        out.identity_changes.append((device_id, diff))
+                        "old": {f: d["inventory"] for f, d in diff.items()} or last.get(device_id),
+                        "new": announced})
+        if diff:
+            out.identity_changes.append((device_id, diff))
 
 
 def _hello_json(hello: Hello) -> dict[str, Any]:

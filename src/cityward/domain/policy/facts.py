@@ -62,5 +62,7 @@ FACTS: dict[str, Fact] = {f.name: f for f in [
     Fact("config_drift", FactType.BOOL, "reported configuration differs from the desired one"),
     Fact("manufacturer_prohibited", FactType.BOOL, "true manufacturer is on the city's prohibited list"),
     Fact("known_exploited", FactType.BOOL, "firmware has a known exploited vulnerability"),
+    Fact("identity_mismatch", FactType.BOOL,
+         "the device announced a brand, serial or MAC other than the inventory's (swapped, cloned or misrecorded)"),
     Fact("firmware_signed", FactType.BOOL, "the running firmware's signature was verified"),
 ]}
