@@ -209,6 +209,25 @@ def test_tokens_expire_and_the_list_says_when(cli: Cli) -> None:
     assert "token expired on 2026-01-02 00:00 UTC" in cli("tokens", "list", token=short["token"], code=1).stderr
 
 
+def test_rollout_run_says_what_it_cannot_move(cli: Cli) -> None:
+    """`rollout run ID` on a rollout this executor cannot move (not started, paused, finished)
+    says so at once with the next step, instead of returning silently or waiting."""
+    cli("zones", "add", "downtown")
+    rows = [device(i, protocol="mqtt") for i in range(3)]
+    header = ["id", "kind", "brand", "model", "firmware_version", "zone", "serial", "mac", "protocol"]
+    (cli.home / "fleet.csv").write_bytes(csv_bytes(rows, header))
+    cli("devices", "import", "fleet.csv")
+    cli("rollout", "create", "-o", "reboot", "--devices", "SL-00000,SL-00001")
+    cli("rollout", "create", "-o", "reboot", "--devices", "SL-00002")
+    ready = cli("rollout", "run", "1", code=1).stderr
+    assert "nothing to carry out: rollout 1 is ready (start it: cityward rollout start)" in ready
+    cli("rollout", "start", "1")
+    cli("rollout", "pause", "1")
+    both = " ".join(cli("rollout", "run", "1", "2", code=1).stderr.split())
+    assert "rollout 1 is paused (resume or abort it); rollout 2 is ready" in both
+    assert "not found" in cli("rollout", "run", "9", code=2).stderr
+
+
 @pytest.mark.xdist_group("default-sim-addresses")  # its simulator binds the same HTTP addresses as README's story
 def test_demo_once(tmp_path: Path) -> None:
     """The demo imports the city, brings it online through the simulator (a separate process,

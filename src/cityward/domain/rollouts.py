@@ -256,6 +256,11 @@ _NEXT_STEP: dict[RolloutState, str] = {
 }
 
 
+def next_step(state: RolloutState) -> str:
+    """What a person can do with a rollout in this state (the hint of every refusal)."""
+    return _NEXT_STEP[state]
+
+
 class RolloutStateConflict(Conflict):
     """A command the rollout's current state does not allow (e.g. abort after it succeeded)."""
 

@@ -31,7 +31,7 @@ from cityward.entrypoints.cli.devices import (
 )
 from cityward.entrypoints.cli.fleet import secret_box
 from cityward.entrypoints.cli.render import err, out, print_json, table
-from cityward.errors import InvalidInput
+from cityward.errors import InvalidInput, PreconditionFailed
 from cityward.services import firmware, remediation, rollouts
 from cityward.services.inventory import DeviceFilter
 from cityward.services.rollouts import RolloutRequest, RolloutView, Target
@@ -382,6 +382,8 @@ def run(
     options = ExecutorOptions(mqtt_url=None if no_mqtt else (mqtt_url or settings.mqtt_url),
                               firmware_store=settings.firmware_dir, listen=settings.firmware_listen,
                               public_url=settings.firmware_url, lease_grace=lease_grace)
+    if rollout_ids:
+        _require_work(platform, rollout_ids)
     executor = Executor(platform.uow, secret_box(platform), settings.secret_key_bytes(), options)
 
     async def main() -> None:
@@ -398,6 +400,21 @@ def run(
     for rid in rollout_ids or []:
         out.print(_status_table(rollouts.get(platform.uow, CTX.caller, rid)))
 
+
+
+def _require_work(platform: Any, rollout_ids: list[int]) -> None:
+    """Say at once which named rollouts this executor cannot move (paused, not started, finished),
+    rather than return with nothing done; refuse when none of them can move."""
+    from cityward.domain.rollouts import RolloutState, next_step
+
+    movable = {RolloutState.RUNNING.value, RolloutState.ABORTING.value}
+    idle = [(v.id, v.status) for v in (rollouts.get(platform.uow, CTX.caller, rid) for rid in rollout_ids)
+            if v.status not in movable]
+    notes = "; ".join(f"rollout {rid} is {status} ({next_step(RolloutState(status))})" for rid, status in idle)
+    if len(idle) == len(rollout_ids):
+        raise PreconditionFailed(f"nothing to carry out: {notes}")
+    if idle:
+        err.print(f"[yellow]note:[/] {notes}")
 
 
 def worker(
