@@ -13,7 +13,8 @@ $(UV):
 	.tools/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PY)
+	$(UV) sync --frozen --compile-bytecode --python $(PY)
+	$(VENV)/bin/python -m compileall -q src  # bytecode even where PYTHONDONTWRITEBYTECODE is set: CLI start-up
 	touch $(STAMP)
 
 setup: $(STAMP)
