@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -131,6 +132,46 @@ def private_mosquitto(tmp_path: Path, accounts: Iterable[BrokerAccount]) -> Iter
         yield BrokerInfo(host=_HOST, port=port, url=f"mqtt://{_HOST}:{port}", files=files, log=log, pid=proc.pid)
     finally:
         _stop(proc)
+
+
+class BrokerOutage:
+    """`kill -9` a private Mosquitto, then start it again on the same port and files, as an
+    operator's restart (or a crash and its supervisor) would: with `persistence false` every
+    session, subscription, retained message and queued command is gone."""
+
+    def __init__(self, broker: BrokerInfo) -> None:
+        self.broker = broker
+        self.pid = broker.pid
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.strikes = 0
+
+    def strike(self, down_s: float) -> float:
+        """Kill the broker, wait `down_s`, start it again; returns the seconds it accepted no
+        connections. Blocking: call it from a thread (asyncio.to_thread) beside async code."""
+        os.kill(self.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        if self.proc is not None:
+            self.proc.wait(5)  # (the first broker is private_mosquitto's child: it reaps it)
+        time.sleep(down_s)
+        with self.broker.log.open("ab") as out:
+            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.broker.files.config)], stdout=out,
+                                         stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _accepts(self.broker.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the restarted broker did not listen on {self.broker.port}: "
+                                     f"{_tail(self.broker.log)}")
+            time.sleep(0.02)
+        self.pid = self.proc.pid
+        self.strikes += 1
+        return time.monotonic() - killed
+
+    def __enter__(self) -> BrokerOutage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
 
 
 @dataclass(frozen=True)

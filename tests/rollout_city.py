@@ -27,7 +27,7 @@ from cityward.services.firmware import ReleaseView
 from cityward.services.rollout_executor import Executor, ExecutorOptions
 from cityward.sim.city import COLUMNS, generate_city, iter_device_rows
 from cityward.sim.keys import key_id, public_key, sign_firmware
-from tests.brokers import private_mosquitto
+from tests.brokers import BrokerInfo, private_mosquitto
 from tests.sim.helpers import RunningSim, simulator, unique_prefix
 
 
@@ -41,6 +41,7 @@ class LiveCity:
     rows: list[dict[str, str]]
     seed: int
     store: Path
+    broker: BrokerInfo | None = None  # the private Mosquitto (tests that kill and restart it)
 
     def executor(self, name: str = "test") -> Executor:
         return Executor(self.platform.uow, self.box, self.platform.settings.secret_key_bytes(),
@@ -96,4 +97,4 @@ def live_city(platform: Platform, city: Caller, tmp_path: Path, *, devices: int 
             "--time-scale", "0.02", *extra) as sim:
         with handover.open("rb") as fh:
             credentials.import_handover(platform.uow, city, box, fh, "handover.csv")
-        yield LiveCity(platform, city, sim, box, b.url, rows, seed, tmp_path / "firmware")
+        yield LiveCity(platform, city, sim, box, b.url, rows, seed, tmp_path / "firmware", broker=b)

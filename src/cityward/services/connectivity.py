@@ -69,13 +69,17 @@ class Connector:
         self.mqtt: MqttDriver | None = None
         self.poll = PollStats()
         self.silenced = 0
-        self.reconnects = 0
         self.connected = asyncio.Event()
         self._routes: dict[str, str] = {}
         self.ingestor.routes = self._routes.get
         self._background: set[asyncio.Task[None]] = set()
         # device id → (the password it refused, or None when it was locked; monotonic time to retry)
         self._held: dict[str, tuple[str | None, float]] = {}
+
+    @property
+    def reconnects(self) -> int:
+        """Times the broker link was lost and made again (by the link itself, see MqttLink)."""
+        return self.link.reconnects if self.link is not None else 0
 
     def stats(self) -> dict[str, Any]:
         out = self.ingestor.stats.as_dict()
@@ -89,8 +93,8 @@ class Connector:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: the first broker connection must succeed (a wrong URL or password is an
-        error to show); after that, a lost connection is retried with backoff while the writer,
-        the HTTP poller and the sweep go on."""
+        error to show); after that the link reconnects by itself with backoff (and renews its
+        subscriptions) while the writer, the HTTP poller and the sweep go on."""
         writer = asyncio.create_task(self.ingestor.run(stop))
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -99,7 +103,7 @@ class Connector:
                 self.ingestor.routes = self._routes.get
                 url = await asyncio.to_thread(broker.platform_broker_url, self.uow, self.box, self.options.mqtt_url)
                 link = await self._open_link(url)
-                tasks.append(asyncio.create_task(self._mqtt_loop(link, url, stop)))
+                tasks.append(asyncio.create_task(link.run()))
             self.connected.set()
             tasks.append(asyncio.create_task(self._poll_loop(stop)))
             tasks.append(asyncio.create_task(self._sweep_loop(stop)))
@@ -118,32 +122,13 @@ class Connector:
             await self.http.__aexit__(None, None, None)
 
     async def _open_link(self, url: str) -> MqttLink:
+        """One link for the connector's life: it reconnects by itself, so the command driver on it
+        (and every command waiting on that driver) survives a broker restart."""
         link = MqttLink(url, client_id=self.options.client_id, on_message=self.ingestor.offer)
         await link.__aenter__()
         self.link = link
         self.mqtt = MqttDriver(link, reject=self.ingestor.reject, orphan=self._orphan)
         return link
-
-    async def _mqtt_loop(self, link: MqttLink, url: str, stop: asyncio.Event) -> None:
-        delay = 1.0
-        while not stop.is_set():
-            try:
-                await link.run()
-            except DriverError as exc:
-                log.warning("MQTT: %s; reconnecting", exc)
-            with contextlib.suppress(Exception):
-                await link.__aexit__(None, None, None)
-            self.link = None
-            while not stop.is_set():
-                await asyncio.sleep(delay)
-                try:
-                    link = await self._open_link(url)
-                    self.reconnects += 1
-                    delay = 1.0
-                    break
-                except DriverError as exc:
-                    delay = min(delay * 2, 30.0)
-                    log.warning("MQTT: %s; next attempt in %.0f s", exc, delay)
 
     def _orphan(self, result: Result, rejected: Rejected) -> None:
         """A result for a command this process is not following: stored if the command is known

@@ -140,11 +140,18 @@ class Executor:
         self._ca: Any = None
         self._outcomes: asyncio.Queue[tuple[Dispatch, str, str | None, asyncio.Future[None]]] | None = None
         self._beat_at = -HEARTBEAT_EVERY
+        self.left_claimed = 0  # actions not recorded: the broker link stayed down (their lease resumes them)
 
     @property
     def reasked(self) -> int:
         """Commands sent again, under the same id, to a device that went silent."""
         return self._mqtt.reasked if self._mqtt is not None else 0
+
+    @property
+    def reconnects(self) -> int:
+        """Times this executor's broker link was lost and made again (commands in flight were
+        asked again under their ids; `left_claimed` counts those the link never came back for)."""
+        return self._mqtt.link.reconnects if self._mqtt is not None else 0
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -452,6 +459,11 @@ class Executor:
                 # A rotated HTTP password is in force the moment the device applies it: follow the
                 # same command with the new one (the device answers from its stored result).
                 status, detail = await self._send(d, command, d.secret)
+            if status == "link":  # the platform's own broker link, not the device: no result to record
+                self.left_claimed += 1
+                log.warning("rollout %s: %s: %s; %s stays claimed and is sent again under the same id when "
+                            "its lease runs out", d.rollout_id, d.device_id, detail, d.command_id)
+                return
             if status == "auth":
                 status = "failed"
             self.results[status] += 1
@@ -479,8 +491,8 @@ class Executor:
             assert last is not None
             return last.status, last.detail
         except DriverError as exc:
-            if exc.reason == "auth":
-                return "auth", str(exc)
+            if exc.reason in ("auth", "link"):
+                return exc.reason, str(exc)
             return "failed", f"{exc.reason}: {exc}"[:500]
 
     def _finish(self, d: Dispatch, status: str, detail: str | None) -> None:

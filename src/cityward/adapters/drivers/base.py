@@ -14,8 +14,10 @@ class DriverError(CitywardError):
     """A device or the broker could not be reached or answered nonsense; library errors never
     escape a driver.
 
-    `reason` is a short category (unreachable, timeout, auth, locked, protocol, refused, config)
-    for counting and for deciding whether a retry makes sense."""
+    `reason` is a short category (unreachable, timeout, auth, locked, protocol, refused, config,
+    link) for counting and for deciding whether a retry makes sense. `link` is the platform's own
+    broker connection, down for longer than the caller could wait: it says nothing about the
+    device, so it is never recorded as the device's result."""
 
     title = "Device communication failed"
 

@@ -3,6 +3,15 @@
 Everything from devices arrives on one subscription per channel and is dispatched: `result` to
 the command waiters, the rest to whoever ingests state. aiomqtt/paho errors stop here and become
 DriverError.
+
+The link outlives its connection. A broker that restarts, or a network that drops, must not end a
+rollout or the ingestion of a city: `MqttLink.run` connects again with capped, jittered
+exponential backoff and renews every subscription, publishing waits for the link instead of
+failing, and every command still waiting for its result is asked again under its same command id
+once the link is back (the broker of a restart has lost whatever was queued; a device answers a
+command id it knows from its store, protocol §1). Only when the platform's own link stays down
+past what a caller allowed is the error `DriverError("link", ...)`, which says "not the device":
+a rollout never records that as a device's result.
 """
 
 from __future__ import annotations
@@ -11,13 +20,16 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from cityward.adapters.drivers.base import DriverError, Endpoint
 from cityward.domain import telemetry
@@ -27,6 +39,9 @@ log = logging.getLogger("cityward.mqtt")
 
 SUBSCRIPTIONS = tuple(f"cityward/v1/+/{c}" for c in ("hello", "state", "status", "result"))
 RESULTS_ONLY = ("cityward/v1/+/result",)  # a link that only sends commands (a rollout executor)
+LINK_WAIT = 30.0  # seconds a publish or subscribe waits for a lost link when the caller names no bound
+# paho's codes for "no connection (any more)": the link is going, not the call that is wrong.
+_LINK_CODES = frozenset({paho.MQTT_ERR_NO_CONN, paho.MQTT_ERR_CONN_LOST})
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,21 @@ def _safe(url: str) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between reconnection attempts: doubling from `first` up to `cap`, each drawn from
+    the upper half of its step ("equal jitter"), so the platform's links (executor, workers,
+    connector) do not come back to a restarted broker in lockstep, nor wait long for a short
+    outage."""
+
+    first: float = 0.5
+    cap: float = 30.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        step = min(self.cap, self.first * 2.0 ** min(attempt, 32))
+        return step / 2 + rng.random() * step / 2
+
+
 class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
     """aiomqtt discards a message when its queue is full and only logs it; count it too."""
 
@@ -74,46 +104,94 @@ class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
 _CLIENT_LOG = logging.getLogger("cityward.mqtt.client")
 
 
+def _is_link_error(exc: aiomqtt.MqttError) -> bool:
+    """The connection is gone or going (paho says so, or the broker stopped acknowledging)."""
+    if isinstance(exc, aiomqtt.MqttCodeError):
+        return exc.rc in _LINK_CODES
+    return "timed out" in str(exc)
+
+
 class MqttLink:
-    """One connection as the platform account; dispatches what devices publish."""
+    """One connection as the platform account; dispatches what devices publish, and keeps itself
+    connected (see the module's docstring) while `run` runs."""
 
     def __init__(self, url: str, *, client_id: str = "cityward-platform",
                  on_message: Callable[[str, bytes], None] | None = None, max_queued: int = 200_000,
-                 subscriptions: tuple[str, ...] = SUBSCRIPTIONS) -> None:
+                 subscriptions: tuple[str, ...] = SUBSCRIPTIONS, backoff: Backoff | None = None) -> None:
         self.address = parse_broker_url(url)
         self.client_id = client_id
         self.on_message = on_message
         self.max_queued = max_queued
         self.subscriptions = subscriptions
+        self.backoff = backoff or Backoff()
         self._client: aiomqtt.Client | None = None
         self._result_sinks: list[Callable[[str, bytes], None]] = []
+        self._reconnect_sinks: list[Callable[[], None]] = []
         self._state_waiters: dict[str, asyncio.Future[bytes]] = {}
+        self._extra: set[str] = set()  # subscriptions of `retained_state`, renewed on a reconnect
+        self._up = asyncio.Event()  # connected and subscribed
+        self._lost = asyncio.Event()  # this connection's end (a new one per connection)
+        self._closed = False
+        self._rng = random.Random()  # noqa: S311 - jitter, not a secret
+        self.reconnects = 0  # connections made again after one was lost
+        self.generation = 0  # connections made so far: a waiter that published on an older one asks again
+        self._down_total = 0.0
+        self._down_since: float | None = None
 
     @property
     def dropped(self) -> int:
         return _CountingQueue.dropped
 
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    def downtime(self) -> float:
+        """Seconds this link has been without a connection since it first connected (the
+        current outage included): a waiter compares two readings to know how much of its wait
+        the platform itself could not listen."""
+        current = time.monotonic() - self._down_since if self._down_since is not None else 0.0
+        return self._down_total + current
+
+    def on_reconnect(self, sink: Callable[[], None]) -> None:
+        """Call `sink` each time the link is back (connected and subscribed again)."""
+        self._reconnect_sinks.append(sink)
+
     async def __aenter__(self) -> MqttLink:
+        """The first connection: it must succeed (a wrong URL or password is an error to show)."""
+        await self._connect()
+        return self
+
+    async def _connect(self) -> None:
         a = self.address
-        self._client = aiomqtt.Client(
+        client = aiomqtt.Client(
             a.host, a.port, username=a.username, password=a.password, identifier=self.client_id,
             clean_session=True, keepalive=30, queue_type=_CountingQueue, max_queued_incoming_messages=self.max_queued,
             tls_params=aiomqtt.TLSParameters() if a.tls else None, logger=_CLIENT_LOG,
             timeout=30,  # a broker busy with a whole city can take more than the default 10 s to answer
         )
         # Hundreds of commands published at once are the point of a rollout, not a warning.
-        self._client.pending_calls_threshold = 10_000
+        client.pending_calls_threshold = 10_000
+        entered = False
         try:
-            await self._client.__aenter__()
-            for topic in self.subscriptions:
-                await self._client.subscribe(topic, qos=1)
+            await client.__aenter__()
+            entered = True
+            for topic in (*self.subscriptions, *sorted(self._extra)):
+                await client.subscribe(topic, qos=1)
         except aiomqtt.MqttError as exc:
-            self._client = None
+            if entered:
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.__aexit__(None, None, None)
             raise DriverError("unreachable", f"cannot connect to the MQTT broker at {a.host}:{a.port} as "
                               f"{a.username or 'anonymous'}: {exc}") from exc
-        return self
+        self._client, self._lost = client, asyncio.Event()
+        self.generation += 1
+        self._up.set()
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closed = True
+        self._up.clear()
+        self._lost.set()
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -123,54 +201,151 @@ class MqttLink:
 
     @property
     def client(self) -> aiomqtt.Client:
-        if self._client is None:
-            raise DriverError("unreachable", "not connected to the MQTT broker")
+        if self._client is None or not self._up.is_set():
+            raise DriverError("link", "not connected to the MQTT broker")
         return self._client
 
     async def run(self) -> None:
-        """Dispatch messages until the connection ends (DriverError) or the task is cancelled."""
-        try:
-            async for message in self.client.messages:
-                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                topic = message.topic.value
-                if topic.endswith("/result"):
-                    for sink in self._result_sinks:
-                        sink(topic, payload)
-                    if not self._result_sinks and self.on_message:
-                        self.on_message(topic, payload)
-                    continue
-                if topic.endswith("/state") and self._state_waiters:
-                    device_id = topic.split("/")[2]
-                    waiter = self._state_waiters.get(device_id)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(payload)
-                if self.on_message:
-                    self.on_message(topic, payload)
-        except aiomqtt.MqttError as exc:
-            raise DriverError("unreachable", f"lost the MQTT broker connection: {exc}") from exc
+        """Dispatch messages until the task is cancelled or the link closed; a lost connection
+        is made again (with backoff, subscriptions renewed) meanwhile."""
+        while not self._closed:
+            client = self._client
+            if client is None:
+                raise DriverError("link", "the MQTT link was never connected")
+            try:
+                async for message in client.messages:
+                    self._dispatch(message)
+            except aiomqtt.MqttError as exc:
+                if self._closed:
+                    return
+                await self._lose(client, exc)
+            await self._reconnect()
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        try:
-            await self.client.publish(topic, payload, qos=qos, retain=retain)
-        except aiomqtt.MqttError as exc:
-            raise DriverError("unreachable", f"cannot publish to {topic}: {exc}") from exc
+    def _dispatch(self, message: aiomqtt.Message) -> None:
+        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        topic = message.topic.value
+        if topic.endswith("/result"):
+            for sink in self._result_sinks:
+                sink(topic, payload)
+            if not self._result_sinks and self.on_message:
+                self.on_message(topic, payload)
+            return
+        if topic.endswith("/state") and self._state_waiters:
+            device_id = topic.split("/")[2]
+            waiter = self._state_waiters.get(device_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(payload)
+        if self.on_message:
+            self.on_message(topic, payload)
+
+    async def _lose(self, client: aiomqtt.Client, exc: aiomqtt.MqttError) -> None:
+        self._up.clear()
+        self._lost.set()  # calls in flight on this connection give up on it and wait for the next
+        self._down_since = time.monotonic()
+        a = self.address
+        log.warning("MQTT link %s lost the broker at %s:%d (%s); reconnecting with backoff", self.client_id,
+                    a.host, a.port, exc.__cause__ or exc)
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.__aexit__(None, None, None)
+
+    async def _reconnect(self) -> None:
+        a = self.address
+        attempt = 0
+        while not self._closed:
+            delay = self.backoff.delay(attempt, self._rng)
+            attempt += 1
+            await asyncio.sleep(delay)
+            if self._closed:
+                return
+            try:
+                await self._connect()
+            except DriverError as exc:
+                # The first failures at INFO, then one line every 10 attempts: a broker down for an
+                # hour says so without filling the log.
+                level = logging.WARNING if attempt % 10 == 0 else logging.INFO
+                log.log(level, "MQTT link %s: reconnection attempt %d failed: %s", self.client_id, attempt, exc)
+                continue
+            since, self._down_since = self._down_since, None
+            outage = time.monotonic() - since if since is not None else 0.0
+            self._down_total += outage
+            self.reconnects += 1
+            log.warning("MQTT link %s reconnected to %s:%d after %.1f s (%d attempts), %d subscriptions renewed",
+                        self.client_id, a.host, a.port, outage, attempt, len(self.subscriptions) + len(self._extra))
+            for sink in self._reconnect_sinks:
+                sink()
+            return
+
+    async def _wait_up(self, deadline: float, what: str) -> tuple[aiomqtt.Client, asyncio.Event]:
+        while not self._up.is_set():
+            if self._closed:
+                raise DriverError("link", f"cannot {what}: the MQTT link is closed")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                a = self.address
+                raise DriverError("link", f"cannot {what}: the platform's link to the MQTT broker at "
+                                  f"{a.host}:{a.port} is down")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._up.wait(), min(left, 1.0))
+        assert self._client is not None
+        return self._client, self._lost
+
+    async def _call(self, what: str, op: Callable[[aiomqtt.Client], Awaitable[Any]], wait: float | None) -> None:
+        """Run `op` on the current connection; if the connection drops first, run it again on the
+        next one. Waits at most `wait` seconds (LINK_WAIT when None) in all."""
+        deadline = time.monotonic() + (LINK_WAIT if wait is None else wait)
+        while True:
+            client, lost = await self._wait_up(deadline, what)
+            call = asyncio.ensure_future(op(client))
+            ended = asyncio.ensure_future(lost.wait())
+            try:
+                done, _pending = await asyncio.wait({call, ended}, timeout=max(deadline - time.monotonic(), 0.0),
+                                                    return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+                if not call.done():
+                    call.cancel()
+                    call.add_done_callback(lambda f: f.cancelled() or f.exception())
+            if call in done and not call.cancelled():
+                exc = call.exception()
+                if exc is None:
+                    return
+                if not isinstance(exc, aiomqtt.MqttError):
+                    raise exc
+                if not _is_link_error(exc):
+                    raise DriverError("unreachable", f"cannot {what}: {exc}") from exc
+                # The connection is going: `run` notices, and the call goes out on the next one.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), min(1.0, max(deadline - time.monotonic(), 0.0)))
+                continue
+            if lost.is_set():
+                continue
+            raise DriverError("link", f"cannot {what}: the MQTT broker did not acknowledge within "
+                              f"{LINK_WAIT if wait is None else wait:g} s")
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                      wait: float | None = None) -> None:
+        """Publish; while the link is down, wait for it (at most `wait` seconds, LINK_WAIT when None)."""
+        await self._call(f"publish to {topic}",
+                         lambda c: c.publish(topic, payload, qos=qos, retain=retain), wait)
 
     async def retained_state(self, device_id: str, timeout: float) -> bytes:
         """The retained `state` of one device (a fresh subscription makes the broker resend it)."""
         topic = f"cityward/v1/{device_id}/state"
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._state_waiters[device_id] = fut
+        self._extra.add(topic)
+        deadline = time.monotonic() + timeout
         try:
-            await self.client.subscribe(topic, qos=1)
-            return await asyncio.wait_for(fut, timeout)
+            await self._call(f"subscribe to {topic}", lambda c: c.subscribe(topic, qos=1), timeout)
+            return await asyncio.wait_for(fut, max(deadline - time.monotonic(), 0.0))
         except TimeoutError:
             raise DriverError("timeout", f"{device_id} has no retained state on the broker") from None
-        except aiomqtt.MqttError as exc:
-            raise DriverError("unreachable", f"cannot subscribe to {topic}: {exc}") from exc
         finally:
             self._state_waiters.pop(device_id, None)
-            with contextlib.suppress(aiomqtt.MqttError, DriverError):
-                await self.client.unsubscribe(topic)
+            self._extra.discard(topic)
+            if self.connected:
+                with contextlib.suppress(DriverError):
+                    await self._call(f"unsubscribe from {topic}", lambda c: c.unsubscribe(topic), 5.0)
 
 
 REASK_AFTER = 4.0  # seconds of silence before a command is sent again under the same id
@@ -186,12 +361,14 @@ class MqttDriver:
         # Results nobody here waits for (a command sent by another process, a late answer): the
         # owner may still know the command (e.g. from the database); else they are rejected.
         self.orphan = orphan
-        self._waiting: dict[str, tuple[str, asyncio.Queue[Result]]] = {}
+        self._waiting: dict[str, tuple[str, asyncio.Queue[Result | None]]] = {}
         # Recently finished commands: a late or replayed result for them is recognised as such.
         self._finished: OrderedDict[str, str] = OrderedDict()
         self._remember = remember
         self.reasked = 0  # commands sent again to a silent device (see `send`)
+        self.reasked_after_reconnect = 0  # commands sent again because the platform's link came back
         link._result_sinks.append(self.on_result_message)
+        link.on_reconnect(self._link_back)
 
     def on_result_message(self, topic: str, payload: bytes) -> None:
         decoded = telemetry.decode(topic, payload)
@@ -236,31 +413,63 @@ class MqttDriver:
         after twice as long, and so on: a result lost when a device's link dropped comes back
         from its store of results (protocol §1), not after the whole timeout. The same command
         id is never applied twice, so asking again is always safe; every sender re-asks by
-        default (None turns it off)."""
-        queue: asyncio.Queue[Result] = asyncio.Queue()
+        default (None turns it off).
+
+        The platform's own outages do not count against the device: while the link is down the
+        wait is extended by as long (up to `timeout` more), publishing waits for the link, and
+        once it is back the command is asked again at once under its id (always, even with
+        `reask_after` None: the restarted broker has lost it, or the answer). A link still down
+        when the wait ends raises DriverError("link"), not "timeout": nothing is known about
+        the device."""
+        queue: asyncio.Queue[Result | None] = asyncio.Queue()
         self._waiting[command.command_id] = (device.device_id, queue)
         topic, payload = f"cityward/v1/{device.device_id}/cmd", telemetry.encode(command)
-        now = time.monotonic()
-        deadline = now + timeout
+        link = self.link
+        started, down_before = time.monotonic(), link.downtime()
+
+        def deadline() -> float:
+            return started + timeout + min(link.downtime() - down_before, timeout)
+
+        async def publish() -> int:
+            """Publish (waiting for the link as long as the deadline allows); the connection used."""
+            while True:
+                try:
+                    await link.publish(topic, payload, wait=max(deadline() - time.monotonic(), 0.0))
+                    return link.generation
+                except DriverError as exc:
+                    # An outage moves the deadline while it lasts: wait on until it stops moving.
+                    if exc.reason != "link" or deadline() <= time.monotonic():
+                        raise
+
         interval = reask_after
-        reask_at = now + interval if interval else math.inf
+        reask_at = started + interval if interval else math.inf
         try:
-            await self.link.publish(topic, payload)
+            sent_on = await publish()
             while True:
                 now = time.monotonic()
-                left = deadline - now
+                left = deadline() - now
                 if left <= 0:
+                    if not link.connected:
+                        raise DriverError("link", f"lost the MQTT broker while following command "
+                                          f"{command.command_id} to {device.device_id}; still down")
                     raise DriverError("timeout", f"{device.device_id} did not finish command "
                                       f"{command.command_id} within {timeout:g} s")
                 if now >= reask_at and interval:
                     interval *= 2
                     reask_at = now + interval
                     self.reasked += 1
-                    await self.link.publish(topic, payload)
+                    sent_on = await publish()
                     continue
                 try:
                     result = await asyncio.wait_for(queue.get(), min(left, reask_at - now))
                 except TimeoutError:
+                    continue
+                if result is None:  # the link is back
+                    if link.generation != sent_on:  # what went out before may be lost with the broker
+                        self.reasked_after_reconnect += 1
+                        interval = reask_after
+                        reask_at = time.monotonic() + interval if interval else math.inf
+                        sent_on = await publish()
                     continue
                 if interval:
                     reask_at = time.monotonic() + interval  # silence counts from the last word
@@ -272,3 +481,8 @@ class MqttDriver:
             self._finished[command.command_id] = device.device_id
             while len(self._finished) > self._remember:
                 self._finished.popitem(last=False)
+
+    def _link_back(self) -> None:
+        """Wake every waiting command: it is asked again on the new connection (see `send`)."""
+        for _device_id, queue in self._waiting.values():
+            queue.put_nowait(None)
