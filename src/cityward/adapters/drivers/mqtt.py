@@ -25,10 +25,12 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+import msgspec
 import paho.mqtt.client as paho
 
 from cityward.adapters.drivers.base import DriverError, Endpoint
@@ -349,6 +351,10 @@ class MqttLink:
 
 
 REASK_AFTER = 4.0  # seconds of silence before a command is sent again under the same id
+# After the platform's link is back, devices are reconnecting too (after a broker restart, each
+# with its own backoff): ask sooner at first (1 s, 2 s, 4 s … up to REASK_AFTER's rhythm), so a
+# device back a moment after the platform is not left waiting for a long interval.
+REASK_AFTER_RECONNECT = 1.0
 
 
 class MqttDriver:
@@ -415,39 +421,44 @@ class MqttDriver:
         id is never applied twice, so asking again is always safe; every sender re-asks by
         default (None turns it off).
 
-        The platform's own outages do not count against the device: while the link is down the
-        wait is extended by as long (up to `timeout` more), publishing waits for the link, and
-        once it is back the command is asked again at once under its id (always, even with
-        `reask_after` None: the restarted broker has lost it, or the answer). A link still down
-        when the wait ends raises DriverError("link"), not "timeout": nothing is known about
-        the device."""
+        The platform's own outages do not count against the device (see `_Wait`): publishing
+        waits for the link, and once it is back the command is asked again at once under its
+        id (always, even with `reask_after` None: the restarted broker has lost it, or the
+        answer). A link still down when the wait ends raises DriverError("link"), not
+        "timeout": nothing is known about the device."""
         queue: asyncio.Queue[Result | None] = asyncio.Queue()
         self._waiting[command.command_id] = (device.device_id, queue)
-        topic, payload = f"cityward/v1/{device.device_id}/cmd", telemetry.encode(command)
+        topic = f"cityward/v1/{device.device_id}/cmd"
         link = self.link
-        started, down_before = time.monotonic(), link.downtime()
-
-        def deadline() -> float:
-            return started + timeout + min(link.downtime() - down_before, timeout)
+        wait = _Wait(link, timeout)
 
         async def publish() -> int:
-            """Publish (waiting for the link as long as the deadline allows); the connection used."""
+            """Publish (waiting for the link as long as the deadline allows); the connection used.
+            The command's `expires_at` moves with the deadline, as the protocol has it: it is
+            when the platform stops waiting (a device that knows the id answers from its store
+            whatever the copy says)."""
             while True:
+                late = wait.extension()
+                payload = telemetry.encode(command if not late else msgspec.structs.replace(
+                    command, expires_at=command.expires_at + timedelta(seconds=math.ceil(late))))
                 try:
-                    await link.publish(topic, payload, wait=max(deadline() - time.monotonic(), 0.0))
-                    return link.generation
+                    await link.publish(topic, payload, wait=max(wait.deadline() - time.monotonic(), 0.0))
                 except DriverError as exc:
-                    # An outage moves the deadline while it lasts: wait on until it stops moving.
-                    if exc.reason != "link" or deadline() <= time.monotonic():
+                    if exc.reason != "link":
                         raise
+                    if wait.deadline() > time.monotonic():
+                        continue  # an outage moves the deadline while it lasts: wait on
+                    # The wait is over: the caller says whether for the device (the link is up,
+                    # a busy broker only acknowledged late) or for the link (still down).
+                return link.generation
 
         interval = reask_after
-        reask_at = started + interval if interval else math.inf
+        reask_at = wait.started + interval if interval else math.inf
         try:
             sent_on = await publish()
             while True:
                 now = time.monotonic()
-                left = deadline() - now
+                left = wait.deadline() - now
                 if left <= 0:
                     if not link.connected:
                         raise DriverError("link", f"lost the MQTT broker while following command "
@@ -465,12 +476,14 @@ class MqttDriver:
                 except TimeoutError:
                     continue
                 if result is None:  # the link is back
+                    wait.link_back()
                     if link.generation != sent_on:  # what went out before may be lost with the broker
                         self.reasked_after_reconnect += 1
-                        interval = reask_after
+                        interval = min(reask_after, REASK_AFTER_RECONNECT) if reask_after else None
                         reask_at = time.monotonic() + interval if interval else math.inf
                         sent_on = await publish()
                     continue
+                wait.heard()
                 if interval:
                     reask_at = time.monotonic() + interval  # silence counts from the last word
                 yield result
@@ -486,3 +499,37 @@ class MqttDriver:
         """Wake every waiting command: it is asked again on the new connection (see `send`)."""
         for _device_id, queue in self._waiting.values():
             queue.put_nowait(None)
+
+
+class _Wait:
+    """How long one command is waited for: its timeout, plus the time the platform could not
+    hear the device because of its own link (up to one more timeout, so a broker that never
+    comes back still ends the wait).
+
+    That time is the outage itself, and after it the silence until the device's first word:
+    after a broker restart every device reconnects with its own backoff, and a command lost with
+    the broker reaches the device only when it is back. A device that bricked during the outage
+    is still found, by the extended deadline."""
+
+    def __init__(self, link: MqttLink, timeout: float) -> None:
+        self.link, self.timeout = link, timeout
+        self.started = time.monotonic()
+        self._down_before = link.downtime()
+        self._quiet = 0.0  # closed spans from a reconnect to the device's next word
+        self._quiet_since: float | None = None
+
+    def extension(self) -> float:
+        quiet = self._quiet + (time.monotonic() - self._quiet_since if self._quiet_since is not None else 0.0)
+        return min(self.link.downtime() - self._down_before + quiet, self.timeout)
+
+    def deadline(self) -> float:
+        return self.started + self.timeout + self.extension()
+
+    def link_back(self) -> None:
+        if self._quiet_since is None:
+            self._quiet_since = time.monotonic()
+
+    def heard(self) -> None:
+        if self._quiet_since is not None:
+            self._quiet += time.monotonic() - self._quiet_since
+            self._quiet_since = None

@@ -396,7 +396,10 @@ def run(
     with err.status("executing rollouts… (Ctrl-C stops; started commands are resumed next time)"):
         asyncio.run(main())
     out.print(f"sent {executor.sent:,} commands: " + ", ".join(f"{k} {v:,}" for k, v in
-                                                               sorted(executor.results.items())))
+                                                               sorted(executor.results.items()))
+              + (f"; the broker link reconnected {executor.reconnects:,} times" if executor.reconnects else "")
+              + (f"; {executor.left_claimed:,} left claimed while the broker was unreachable (resumed under the "
+                 "same command ids by the next executor)" if executor.left_claimed else ""))
     for rid in rollout_ids or []:
         out.print(_status_table(rollouts.get(platform.uow, CTX.caller, rid)))
 
