@@ -74,32 +74,77 @@ def _check(live: LiveCity, rid: int, targets: tuple[str, ...]) -> None:
     assert not twice, f"devices that did not reboot exactly once: {twice}"
 
 
+def _states(platform: Platform, ids: tuple[str, ...]) -> dict[str, tuple[str | None, int | None]]:
+    """(boot id, seq) of each device's last ingested state."""
+    with platform.uow() as uow:
+        rows = uow.session.execute(select(DeviceStateRow.device_id, DeviceStateRow.boot_id, DeviceStateRow.seq)
+                                   .where(DeviceStateRow.device_id.in_(ids))).all()
+    return {d: (b, s) for d, b, s in rows}
+
+
 @pytest.mark.parametrize("platform", ["sqlite"], indirect=True)
-def test_the_executor_rides_out_a_broker_restart(platform: Platform, city: Caller, tmp_path: Path) -> None:
+def test_the_executor_and_the_connector_ride_out_a_broker_restart(platform: Platform, city: Caller,
+                                                                  tmp_path: Path) -> None:
+    """The one-machine executor carries the rollout through the restart; beside it the connector
+    ingests every device's state again after the restart, and a command it was following when
+    the broker died (to a device outside the rollout) is answered and applied once."""
     with live_city(platform, city, tmp_path, devices=120, extra=SCALE) as live, \
             BrokerOutage(live.broker) as outage:  # type: ignore[arg-type]
-        targets = _targets(live)
+        healthy = _targets(live)
+        lone, targets = healthy[0], healthy[1:]  # `lone` gets the connector's command, not the rollout's
         assert len(targets) >= 80
         rid = _reboot(live, targets, concurrency=25)
-        rollouts.start(live.platform.uow, live.city, rid)
         executor = live.executor()
+        connector = Connector(platform.uow, live.box, ConnectOptions(mqtt_url=live.mqtt_url, sweep_interval=3600,
+                                                                     poll_interval=3600))
         at_kill: list[int] = []
 
-        async def strike() -> None:
+        async def strike() -> tuple[str, list[str]]:
+            assert connector.mqtt is not None
             while (done := await asyncio.to_thread(_done, live, rid)) < len(targets) // 4:
                 await asyncio.sleep(0.1)
             at_kill.append(done)
+            # A reboot takes the device about a second at this scale: the broker dies meanwhile.
+            command = asyncio.create_task(commands.execute(platform.uow, city, connector.mqtt, lone, "reboot", {},
+                                                           timeout=30))
+            await asyncio.sleep(0.3)
             await asyncio.to_thread(outage.strike, DOWN_S)
+            restarted = await asyncio.to_thread(_states, platform, healthy)
+            result = await asyncio.wait_for(command, 60)
+            # The devices publish their state every 2 s: every one is ingested again.
+            stale, deadline = list(healthy), time.monotonic() + 60
+            while stale and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+                now = await asyncio.to_thread(_states, platform, healthy)
+                stale = [d for d in healthy if now.get(d) == restarted.get(d)]
+            return result.status, stale
 
-        async def main() -> None:
-            striking = asyncio.create_task(strike())
-            await asyncio.wait_for(executor.run(asyncio.Event(), until_done={rid}), 120)
-            await striking
+        async def main() -> tuple[str, list[str]]:
+            stop = asyncio.Event()
+            connecting = asyncio.create_task(connector.run(stop))
+            try:
+                await asyncio.wait_for(connector.connected.wait(), 10)
+                deadline = time.monotonic() + 30
+                while (len(await asyncio.to_thread(_states, platform, healthy)) < len(healthy)
+                       and time.monotonic() < deadline):
+                    await asyncio.sleep(0.2)
+                await asyncio.to_thread(rollouts.start, live.platform.uow, live.city, rid)
+                striking = asyncio.create_task(strike())
+                await asyncio.wait_for(executor.run(asyncio.Event(), until_done={rid}), 120)
+                return await striking
+            finally:
+                stop.set()
+                await connecting
 
-        asyncio.run(main())
+        status, stale = asyncio.run(main())
         assert at_kill and at_kill[0] < len(targets) - 25, "the rollout was nearly done at the kill: nothing tested"
         assert executor.reconnects == 1 and executor.left_claimed == 0
         _check(live, rid, targets)
+        # The connector: its own link reconnected once, its command was answered, ingestion goes on.
+        assert status == "succeeded" and connector.stats()["mqtt_reconnects"] == 1
+        applied = live.sim.device(lone)["applied"]
+        assert sum(applied.values()) == 1, applied
+        assert not stale, f"no state ingested after the restart from {stale}"
 
 
 @pytest.mark.parametrize("platform", ["postgresql"], indirect=True)
@@ -139,61 +184,6 @@ def test_workers_ride_out_a_broker_restart(platform: Platform, city: Caller, tmp
         _check(live, rid, targets)
         log_text = "\n".join((tmp_path / f"{n}.log").read_text() for n in workers)
         assert log_text.count("reconnected to") == 2, log_text[-3000:]  # each worker's link, once
-
-
-def _states(platform: Platform, ids: tuple[str, ...]) -> dict[str, tuple[str | None, int | None]]:
-    """(boot id, seq) of each device's last ingested state."""
-    with platform.uow() as uow:
-        rows = uow.session.execute(select(DeviceStateRow.device_id, DeviceStateRow.boot_id, DeviceStateRow.seq)
-                                   .where(DeviceStateRow.device_id.in_(ids))).all()
-    return {d: (b, s) for d, b, s in rows}
-
-
-@pytest.mark.parametrize("platform", ["sqlite"], indirect=True)
-def test_the_connector_ingests_and_follows_commands_across_a_restart(platform: Platform, city: Caller,
-                                                                     tmp_path: Path) -> None:
-    """State sent after the restart is ingested again, and a command the connector's driver was
-    following when the broker died is answered (asked again under its id), applied once."""
-    with live_city(platform, city, tmp_path, devices=30, extra=SCALE) as live, \
-            BrokerOutage(live.broker) as outage:  # type: ignore[arg-type]
-        ids = tuple(r["id"] for r in live.rows if r["protocol"] == "mqtt"
-                    and live.sim.device(r["id"])["fault"] in ("none", None))
-        connector = Connector(platform.uow, live.box, ConnectOptions(mqtt_url=live.mqtt_url, sweep_interval=3600,
-                                                                     poll_interval=3600))
-
-        async def scenario() -> tuple[str, list[str]]:
-            stop = asyncio.Event()
-            running = asyncio.create_task(connector.run(stop))
-            try:
-                await asyncio.wait_for(connector.connected.wait(), 10)
-                deadline = time.monotonic() + 30
-                while len(await asyncio.to_thread(_states, platform, ids)) < len(ids) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.2)
-                assert connector.mqtt is not None
-                # A reboot takes the device about a second at this scale: the broker dies meanwhile.
-                command = asyncio.create_task(commands.execute(platform.uow, city, connector.mqtt, ids[0], "reboot",
-                                                               {}, timeout=30))
-                await asyncio.sleep(0.3)
-                await asyncio.to_thread(outage.strike, DOWN_S)
-                restarted = await asyncio.to_thread(_states, platform, ids)
-                result = await asyncio.wait_for(command, 40)
-                # The devices publish their state every 2 s: every one is ingested again.
-                stale = list(ids)
-                while stale and time.monotonic() < deadline + 30:
-                    await asyncio.sleep(0.3)
-                    now = await asyncio.to_thread(_states, platform, ids)
-                    stale = [d for d in ids if now.get(d) == restarted.get(d)]
-                return result.status, stale
-            finally:
-                stop.set()
-                await running
-
-        status, stale = asyncio.run(scenario())
-        assert status == "succeeded" and connector.reconnects == 1
-        applied = live.sim.device(ids[0])["applied"]
-        assert sum(applied.values()) == 1, applied
-        assert not stale, f"no state ingested after the restart from {stale}"
-        assert connector.stats()["mqtt_reconnects"] == 1
 
 
 def test_publishing_waits_for_the_link_within_its_bound(tmp_path: Path) -> None:
