@@ -42,6 +42,10 @@ log = logging.getLogger("cityward.mqtt")
 SUBSCRIPTIONS = tuple(f"cityward/v1/+/{c}" for c in ("hello", "state", "status", "result"))
 RESULTS_ONLY = ("cityward/v1/+/result",)  # a link that only sends commands (a rollout executor)
 LINK_WAIT = 30.0  # seconds a publish or subscribe waits for a lost link when the caller names no bound
+# After a reconnect the devices are coming back too, each with its own backoff (a whole city after a
+# broker restart): for this long, a command's wait also leaves out the device's silence until its
+# first word (see `_Wait`), and a silent device is asked again sooner.
+SETTLE_AFTER_RECONNECT = 60.0
 # paho's codes for "no connection (any more)": the link is going, not the call that is wrong.
 _LINK_CODES = frozenset({paho.MQTT_ERR_NO_CONN, paho.MQTT_ERR_CONN_LOST})
 
@@ -139,6 +143,7 @@ class MqttLink:
         self.generation = 0  # connections made so far: a waiter that published on an older one asks again
         self._down_total = 0.0
         self._down_since: float | None = None
+        self._back_at: float | None = None  # when the link last came back (None: never lost)
 
     @property
     def dropped(self) -> int:
@@ -154,6 +159,11 @@ class MqttLink:
         the platform itself could not listen."""
         current = time.monotonic() - self._down_since if self._down_since is not None else 0.0
         return self._down_total + current
+
+    def settling(self) -> bool:
+        """Whether the link came back within SETTLE_AFTER_RECONNECT: devices may still be
+        reconnecting, so a silent one is not yet a sign of trouble."""
+        return self._back_at is not None and time.monotonic() - self._back_at < SETTLE_AFTER_RECONNECT
 
     def on_reconnect(self, sink: Callable[[], None]) -> None:
         """Call `sink` each time the link is back (connected and subscribed again)."""
@@ -270,6 +280,7 @@ class MqttLink:
             since, self._down_since = self._down_since, None
             outage = time.monotonic() - since if since is not None else 0.0
             self._down_total += outage
+            self._back_at = time.monotonic()
             self.reconnects += 1
             log.warning("MQTT link %s reconnected to %s:%d after %.1f s (%d attempts), %d subscriptions renewed",
                         self.client_id, a.host, a.port, outage, attempt, len(self.subscriptions) + len(self._extra))
@@ -453,6 +464,8 @@ class MqttDriver:
                 return link.generation
 
         interval = reask_after
+        if interval and link.settling():  # the device may be reconnecting still: ask sooner
+            interval = min(interval, REASK_AFTER_RECONNECT)
         reask_at = wait.started + interval if interval else math.inf
         try:
             sent_on = await publish()
@@ -508,15 +521,18 @@ class _Wait:
 
     That time is the outage itself, and after it the silence until the device's first word:
     after a broker restart every device reconnects with its own backoff, and a command lost with
-    the broker reaches the device only when it is back. A device that bricked during the outage
-    is still found, by the extended deadline."""
+    the broker (or sent, in the minute after, to a device not back yet) reaches the device only
+    when it is back. A device that bricked during the outage is still found, by the extended
+    deadline."""
 
     def __init__(self, link: MqttLink, timeout: float) -> None:
         self.link, self.timeout = link, timeout
         self.started = time.monotonic()
         self._down_before = link.downtime()
         self._quiet = 0.0  # closed spans from a reconnect to the device's next word
-        self._quiet_since: float | None = None
+        # Sent while the devices are still coming back from the link's outage: the silence
+        # before this device's first word does not count either.
+        self._quiet_since: float | None = self.started if link.settling() else None
 
     def extension(self) -> float:
         quiet = self._quiet + (time.monotonic() - self._quiet_since if self._quiet_since is not None else 0.0)
