@@ -1,7 +1,7 @@
 """A small city with one organization of every kind, and README's "Who sees what" table read as data.
 
 The authorization tests take their expectations from the README table (the documented rule is the
-specification), send one request per role × organization kind × operation, and compare.
+specification), send one request per role x organization kind x operation, and compare.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def build_world(platform: Platform, city: Caller, *, sign_ins: bool = True) -> W
     uow = platform.uow
     for kind, name in ORGS.items():
         if kind is not OrgKind.CITY:
-            organizations.create_org(uow, city, name, kind.value, brand="Acme" if kind is OrgKind.MANUFACTURER else None)
+            brand = "Acme" if kind is OrgKind.MANUFACTURER else None
+            organizations.create_org(uow, city, name, kind.value, brand=brand)
     organizations.create_org(uow, city, "Beta", "integrator")
     zones.create_zone(uow, city, "Downtown")
     zones.create_zone(uow, city, "Core", "critical")  # the city's rollout there waits for an approval

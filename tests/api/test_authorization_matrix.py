@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from authz_support import (
     DEVICE_HEADER,
     DEVICE_ROW,
@@ -27,12 +28,14 @@ from authz_support import (
     readme_rules,
 )
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from cityward.bootstrap import Platform
 from cityward.domain.access import RULES, Action
 from cityward.domain.organizations import Caller, OrgKind
 from cityward.entrypoints.api.app import create_app
+from cityward.services import users
 
 Request = tuple[str, str, dict[str, Any]]  # method, URL, httpx keyword arguments
 Build = Callable[[World, Member], Request]
@@ -86,7 +89,8 @@ API: dict[tuple[str, str], Op] = {
     ("GET", "/api/v1/devices/{device_id}"): Op(READ_DEVICES, _fixed("GET", "/api/v1/devices/d1")),
     ("PUT", "/api/v1/devices/{device_id}"): Op(IMPORT, _fixed("PUT", "/api/v1/devices/d1", json={
         k: v for k, v in _DEVICE.items() if k != "id"})),
-    ("DELETE", "/api/v1/devices/{device_id}"): Op(DELETE, lambda _w, m: ("DELETE", f"/api/v1/devices/{m.spare_device}", {})),
+    ("DELETE", "/api/v1/devices/{device_id}"): Op(DELETE, lambda _w, m: (
+        "DELETE", f"/api/v1/devices/{m.spare_device}", {})),
     ("PUT", "/api/v1/devices/{device_id}/duties/{duty}"): Op(DUTIES, _fixed(
         "PUT", "/api/v1/devices/d1/duties/maintain", json={"org": "Alpha"})),
     ("GET", "/api/v1/products"): Op(READ_SHARED, _fixed("GET", "/api/v1/products")),
@@ -102,7 +106,8 @@ API: dict[tuple[str, str], Op] = {
         "json": {"name": f"O-{m.slug}", "kind": "integrator"}})),
     ("GET", "/api/v1/tokens"): Op(READ_OWN, _fixed("GET", "/api/v1/tokens")),
     ("POST", "/api/v1/tokens"): Op(TOKENS, _fixed("POST", "/api/v1/tokens", json={"name": "more", "role": "viewer"})),
-    ("DELETE", "/api/v1/tokens/{token_id}"): Op(TOKENS, lambda _w, m: ("DELETE", f"/api/v1/tokens/{m.spare_token}", {})),
+    ("DELETE", "/api/v1/tokens/{token_id}"): Op(TOKENS, lambda _w, m: (
+        "DELETE", f"/api/v1/tokens/{m.spare_token}", {})),
     ("GET", "/api/v1/auditlog"): Op(READ_OWN, _fixed("GET", "/api/v1/auditlog")),
     ("GET", "/api/v1/auditlog/verify"): Op(Action.VERIFY_LOG, _fixed("GET", "/api/v1/auditlog/verify")),
     ("GET", "/api/v1/discovered"): Op(Action.SEE_DISCOVERED, _fixed("GET", "/api/v1/discovered")),
@@ -132,7 +137,8 @@ API: dict[tuple[str, str], Op] = {
     ("POST", "/api/v1/rollouts/plan"): Op(ROLLOUT, _fixed("POST", "/api/v1/rollouts/plan", json=_ROLLOUT)),
     ("POST", "/api/v1/rollouts"): Op(ROLLOUT, _fixed("POST", "/api/v1/rollouts", json=_ROLLOUT)),
     ("GET", "/api/v1/rollouts"): Op(READ_WORK, _fixed("GET", "/api/v1/rollouts")),
-    ("GET", "/api/v1/rollouts/{rollout_id}"): Op(READ_WORK, lambda w, _m: ("GET", f"/api/v1/rollouts/{w.rollout_id}", {})),
+    ("GET", "/api/v1/rollouts/{rollout_id}"): Op(READ_WORK, lambda w, _m: (
+        "GET", f"/api/v1/rollouts/{w.rollout_id}", {})),
     ("GET", "/api/v1/rollouts/{rollout_id}/devices"): Op(READ_WORK, lambda w, _m: (
         "GET", f"/api/v1/rollouts/{w.rollout_id}/devices", {})),
     ("GET", "/api/v1/advisories"): Op(READ_VULNS, _fixed("GET", "/api/v1/advisories")),
@@ -196,7 +202,7 @@ def test_every_api_operation_keeps_the_readme_table(platform: Platform, city: Ca
             if why:
                 broken.append(f"{member.slug:24} {method} {url}: {why} [{action}] {response.text[:160]}")
     elapsed = time.perf_counter() - started
-    print(f"\n{pairs} role × operation requests over the API in {elapsed:.1f} s")
+    print(f"\n{pairs} role x operation requests over the API in {elapsed:.1f} s")
     assert not broken, f"{len(broken)} of {pairs} answers break README's table:\n" + "\n".join(broken)
     assert pairs == len(world.members) * (len(API) + len(VERBS))
 
@@ -207,3 +213,82 @@ def test_the_readme_table_is_the_rules_the_services_enforce() -> None:
     assert list(documented) == [a.value for a in RULES], "the same actions, in the same order"
     for action, row in RULES.items():
         assert documented[action.value] == {k: row.get(k) for k in OrgKind}, action.value
+
+
+# --- the dashboard ---------------------------------------------------------------------------------
+
+_FINDINGS_FORM = {"operation": "reboot", "device": ["d1"], "target": "selected", "name": "web reboot"}
+WEB: dict[tuple[str, str], Op] = {
+    ("GET", "/"): Op(READ_WORK, _fixed("GET", "/")),  # the overview shows the latest audit and rollouts
+    ("POST", "/policy/acknowledge"): Op(ACK, _fixed("POST", "/policy/acknowledge", data={"version": "1"})),
+    ("GET", "/devices"): Op(READ_DEVICES, _fixed("GET", "/devices")),
+    ("GET", "/devices/{device_id}"): Op(READ_DEVICES, _fixed("GET", "/devices/d1")),
+    ("GET", "/rollouts"): Op(READ_WORK, _fixed("GET", "/rollouts")),
+    ("GET", "/rollouts/{rollout_id}"): Op(READ_WORK, lambda w, _m: ("GET", f"/rollouts/{w.rollout_id}", {})),
+    ("GET", "/rollouts/{rollout_id}/progress"): Op(READ_WORK, lambda w, _m: (
+        "GET", f"/rollouts/{w.rollout_id}/progress", {})),
+    ("GET", "/findings"): Op(READ_WORK, _fixed("GET", "/findings")),
+    ("POST", "/findings/plan"): Op(ROLLOUT, _fixed("POST", "/findings/plan", data=_FINDINGS_FORM)),
+    ("POST", "/findings/create"): Op(ROLLOUT, _fixed("POST", "/findings/create", data=_FINDINGS_FORM)),
+    ("GET", "/advisories"): Op(READ_VULNS, _fixed("GET", "/advisories")),
+    ("GET", "/advisories/{advisory_id}"): Op(READ_VULNS, _fixed("GET", "/advisories/1")),
+    ("POST", "/advisories/{advisory_id}/plan"): Op(ROLLOUT, _fixed("POST", "/advisories/1/plan", data={})),
+    ("POST", "/advisories/{advisory_id}/create"): Op(ROLLOUT, _fixed("POST", "/advisories/1/create", data={})),
+    ("GET", "/audit-log"): Op(READ_OWN, _fixed("GET", "/audit-log")),
+    ("POST", "/audit-log/verify"): Op(Action.VERIFY_LOG, _fixed("POST", "/audit-log/verify", data={})),
+}
+# Signing in and out is for everyone with a session; the API's pages are not the dashboard's.
+WEB_OPEN = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"), ("GET", "/docs"), ("GET", "/docs/init.js")}
+
+
+def web_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """The dashboard's routes: those the OpenAPI spec leaves out, read from the app's routers."""
+    def walk(routes: list[Any]) -> Iterator[APIRoute]:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield route
+            elif hasattr(route, "original_router"):  # FastAPI's included routers
+                yield from walk(route.original_router.routes)
+    return {(m, r.path) for r in walk(app.router.routes) if not r.include_in_schema for m in r.methods}
+
+
+@pytest.fixture
+def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    """21 users sign in here: argon2id at its lowest cost (the real parameters cost ~1 s a hash on
+    a busy 2-core runner); what is checked is who may do what once signed in, not the hash."""
+    monkeypatch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+
+
+@pytest.mark.parametrize("platform", ["sqlite"], indirect=True)
+@pytest.mark.usefixtures("cheap_passwords")
+def test_every_dashboard_route_keeps_the_readme_table(platform: Platform, city: Caller) -> None:
+    rules = readme_rules()
+    app = create_app(platform)
+    assert web_routes(app) == {*WEB, *WEB_OPEN, ("POST", "/rollouts/{rollout_id}/{verb}")}, \
+        "every dashboard route needs a rule here"
+    world = build_world(platform, city)
+    broken: list[str] = []
+    pairs = 0
+    with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as http:
+        for member in world.members:
+            signed = users.sign_in(platform.uow, member.username, member.password)
+            requests = [(op.action, op.build(world, member)) for op in WEB.values()]
+            for verb, action in VERBS.items():
+                target = world.city_rollout_id if verb == "approve" else world.rollout_id
+                requests.append((action, ("POST", f"/rollouts/{target}/{verb}", {"data": {}})))
+            for action, (method, url, kw) in requests:
+                if method == "POST":
+                    kw = {"data": {**kw.get("data", {}), "csrf_token": signed.csrf_token}}
+                ok = allowed(rules, action.value, member.kind, member.role)
+                before = audit_events(platform) if not ok else 0
+                http.cookies.clear()
+                http.cookies.set("cw_session", signed.session)
+                response = http.request(method, url, headers={"Accept": "text/html"}, **kw)
+                pairs += 1
+                why = _verdict(response.status_code, ok)
+                if why is None and not ok and audit_events(platform) != before:
+                    why = "refused, but the audit log moved"
+                if why:
+                    broken.append(f"{member.slug:24} {method} {url}: {why} [{action.value}]")
+    print(f"\n{pairs} role x dashboard-route requests")
+    assert not broken, f"{len(broken)} of {pairs} dashboard answers break README's table:\n" + "\n".join(broken)

@@ -1,6 +1,6 @@
 """Who may see and change what: the shared-responsibility rules, as data the services enforce.
 
-`RULES` is the one table of role × organization kind × action (README's "Who sees what" prints
+`RULES` is the one table of role x organization kind x action (README's "Who sees what" prints
 it, and a test holds the two equal): for each action, the least role of each organization kind
 that may do it. The services call `require(caller, action)` before anything else, then narrow to
 the devices the caller holds a duty for (`device_scope`). The principles: least privilege; the
