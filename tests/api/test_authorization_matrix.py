@@ -249,7 +249,7 @@ def web_routes(app: FastAPI) -> set[tuple[str, str]]:
                 yield route
             elif hasattr(route, "original_router"):  # FastAPI's included routers
                 yield from walk(route.original_router.routes)
-    return {(m, r.path) for r in walk(app.router.routes) if not r.include_in_schema for m in r.methods}
+    return {(m, r.path) for r in walk(app.router.routes) if not r.include_in_schema for m in r.methods or ()}
 
 
 @pytest.fixture
