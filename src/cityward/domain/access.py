@@ -135,7 +135,8 @@ def require(caller: Caller, action: Action) -> None:
         return
     who = "; ".join(f"{kind} {role}" + ("" if role is Role.ADMIN else " or above")
                     for kind, role in RULES[action].items())
-    raise PermissionDenied(f"a {caller.org_kind} {caller.role} may not {action.value.split(' (')[0]}",
+    article = "an" if caller.org_kind.value[0] in "aeiou" else "a"
+    raise PermissionDenied(f"{article} {caller.org_kind} {caller.role} may not {action.value.split(' (')[0]}",
                            hint=f"allowed: {who} (README, \"Who sees what\")")
 
 
