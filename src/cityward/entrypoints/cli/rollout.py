@@ -377,6 +377,7 @@ def run(
     """Carry out started rollouts in this process (the one-machine executor)."""
     from cityward.services.rollout_executor import Executor, ExecutorOptions
 
+    CTX.require_platform("carry out rollouts")
     platform = CTX.platform
     settings = platform.settings
     options = ExecutorOptions(mqtt_url=None if no_mqtt else (mqtt_url or settings.mqtt_url),
@@ -428,6 +429,7 @@ def worker(
     from cityward.entrypoints.worker import build_app, run_worker
     from cityward.services.rollout_executor import Executor, ExecutorOptions
 
+    CTX.require_platform("run a worker")
     platform = CTX.platform
     settings = platform.settings
     if not settings.database_url.startswith("postgresql"):
