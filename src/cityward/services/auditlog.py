@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cityward.adapters.storage.models import AuditEventRow
 from cityward.adapters.storage.uow import UnitOfWorkFactory
@@ -24,15 +25,18 @@ def _event(row: AuditEventRow) -> AuditEvent:
 def verify_auditlog(uow_factory: UnitOfWorkFactory, caller: Caller) -> ChainReport:
     require_city_admin(caller, "verify the audit log")
     with uow_factory() as uow:
-        rows = uow.session.scalars(
-            select(AuditEventRow).order_by(AuditEventRow.seq).execution_options(yield_per=2000)
-        )
+        return walk(uow.session)
 
-        def events() -> Iterator[AuditEvent]:
-            for row in rows:
-                yield _event(row)
 
-        return verify_chain(events())
+def walk(session: Session) -> ChainReport:
+    """The whole chain verified in sequence order, streamed (the log may hold millions of events)."""
+    rows = session.scalars(select(AuditEventRow).order_by(AuditEventRow.seq).execution_options(yield_per=2000))
+
+    def events() -> Iterator[AuditEvent]:
+        for row in rows:
+            yield _event(row)
+
+    return verify_chain(events())
 
 
 def list_events(
