@@ -35,7 +35,7 @@ from cityward.domain.auditchain import ChainReport
 from cityward.domain.names import name_key
 from cityward.domain.organizations import Caller
 from cityward.errors import Conflict, InvalidInput, PreconditionFailed
-from cityward.services.auditlog import walk
+from cityward.services.auditlog import record_verification, walk
 from cityward.services.notifications import Sent, deliver
 from cityward.services.organizations import city_org
 
@@ -161,6 +161,14 @@ def verify(uow_factory: UnitOfWorkFactory, caller: Caller, public: Ed25519Public
     if problem:
         return report, AnchorCheck("failed", found.source, found.anchor, found.line, problem, found.anchors)
     return report, found
+
+
+def verify_and_record(uow_factory: UnitOfWorkFactory, caller: Caller, public: Ed25519PublicKey,
+                      path: Path) -> tuple[ChainReport, AnchorCheck]:
+    """`verify`, with its result appended to the log (the dashboard shows the last one)."""
+    report, check = verify(uow_factory, caller, public, path)
+    record_verification(uow_factory, caller, report, anchor=check.as_dict())
+    return report, check
 
 
 def _recipients(session: Session, names: list[str]) -> list[tuple[int, str]]:

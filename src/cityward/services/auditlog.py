@@ -101,18 +101,26 @@ class Verification:
     at: datetime
     actor: str
     report: ChainReport
+    anchor: dict[str, Any] | None = None  # the anchor check (services/auditanchors.py), when one was made
 
 
 def verify_and_record(uow_factory: UnitOfWorkFactory, caller: Caller) -> ChainReport:
     """Verify the whole chain and append the result as an event, so that the slow walk (about half
     a minute per million events) is done on request and its last result read in one query."""
     report = verify_auditlog(uow_factory, caller)
-    with uow_factory(write=True) as uow:
-        uow.record(caller, VERIFIED, "audit_log", "chain", after={
-            "ok": report.ok, "events": report.events, "head": report.head,
-            "first_broken": report.first_broken, "reason": report.reason})
-        uow.commit()
+    record_verification(uow_factory, caller, report)
     return report
+
+
+def record_verification(uow_factory: UnitOfWorkFactory, caller: Caller, report: ChainReport,
+                        anchor: dict[str, Any] | None = None) -> None:
+    after: dict[str, Any] = {"ok": report.ok, "events": report.events, "head": report.head,
+                             "first_broken": report.first_broken, "reason": report.reason}
+    if anchor is not None:
+        after["anchor"] = anchor
+    with uow_factory(write=True) as uow:
+        uow.record(caller, VERIFIED, "audit_log", "chain", after=after)
+        uow.commit()
 
 
 def last_verification(uow_factory: UnitOfWorkFactory, caller: Caller) -> Verification | None:
@@ -124,7 +132,9 @@ def last_verification(uow_factory: UnitOfWorkFactory, caller: Caller) -> Verific
         if row is None:
             return None
         report = _report(row.after)
-        return None if report is None else Verification(row.seq, row.at, row.actor, report)
+        anchor = row.after.get("anchor") if report is not None else None
+        return None if report is None else Verification(row.seq, row.at, row.actor, report,
+                                                        anchor if isinstance(anchor, dict) else None)
 
 
 def _report(after: Any) -> ChainReport | None:
