@@ -3,11 +3,13 @@ is caught by the city's signed checkpoint kept outside the database; a forged ch
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -372,3 +374,41 @@ def test_cli_refuses_forged_anchors_and_anchoring_a_rewritten_log(cli: Cli, tmp_
     _sql(cli, "UPDATE audit_events SET actor = 'x' WHERE seq = 2")
     assert "broken at event 2" in cli("auditlog", "anchor", code=1).stderr
     assert len((cli.home / "cityward-anchors.jsonl").read_text().splitlines()) == 1
+
+
+# --- `cityward serve` anchors by itself ----------------------------------------------------
+
+
+def test_the_server_anchors_at_start_and_then_only_when_the_log_moved(platform: Platform, logged: Caller,
+                                                                      key: Ed25519PrivateKey) -> None:
+    from cityward.entrypoints.api.app import create_app
+    from cityward.entrypoints.background import BackgroundAnchors
+
+    path = platform.settings.audit_anchor_file
+    app = create_app(platform, anchor_every_s=3600)
+
+    async def serve_a_while() -> None:
+        async with app.router.lifespan_context(app):  # start-up and shutdown, as uvicorn runs them
+            deadline = time.monotonic() + 20
+            while not path.exists() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+    asyncio.run(serve_a_while())
+    assert _check(platform, logged, key, path)[1].status == "ok"
+    assert auditlog.list_events(platform.uow, logged, limit=1)[0].actor == "system:audit-anchors"
+    reports: list[str] = []
+    anchoring = BackgroundAnchors(platform, 3600, report=reports.append)
+    assert not anchoring.tick()  # nothing happened since but the anchoring itself
+    auditanchors.verify_and_record(platform.uow, logged, key.public_key(), path)
+    assert not anchoring.tick()  # nor does a verification count
+    _more_events(platform, logged, 1)
+    assert anchoring.tick() and len(path.read_text().splitlines()) == 2
+    _rewrite(platform, 2)
+    anchoring.every_s = 0.05
+    anchoring.start()
+    _more_events(platform, logged, 1)
+    deadline = time.monotonic() + 20
+    while not reports and time.monotonic() < deadline:
+        time.sleep(0.05)
+    anchoring.stop()
+    assert reports and "not anchored" in reports[0] and "fails its last anchor" in reports[0]

@@ -237,3 +237,21 @@ def head_seq(uow_factory: UnitOfWorkFactory) -> int:
     """The sequence number of the newest event (0: an empty log)."""
     with uow_factory() as uow:
         return uow.session.scalar(select(AuditEventRow.seq).order_by(AuditEventRow.seq.desc()).limit(1)) or 0
+
+
+_BOOKKEEPING = {ANCHORED, "auditlog.verified"}
+
+
+def head_moved(uow_factory: UnitOfWorkFactory, public: Ed25519PublicKey, path: Path) -> bool:
+    """Whether something happened since the best anchor of `path`: anchoring itself (its record and
+    its deliveries) and verifications do not count, so an idle city is not anchored day after day."""
+    found = read_file(path, public, required=False)
+    since = found.anchor.seq if found.anchor is not None else 0
+    with uow_factory() as uow:
+        rows = uow.session.execute(select(AuditEventRow.action, AuditEventRow.after)
+                                   .where(AuditEventRow.seq > since).order_by(AuditEventRow.seq).limit(1000)).all()
+    for action, after in rows:
+        delivery = action.startswith("notification.") and isinstance(after, dict) and after.get("kind") == KIND
+        if action not in _BOOKKEEPING and not delivery:
+            return True
+    return False
