@@ -324,7 +324,9 @@ def test_any_changed_byte_of_the_signature_fails(position: int, replacement: int
 
 
 def test_deep_json_is_refused_as_a_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a JSON object"):  # deeper than the interpreter recurses
+        anchors.parse_line("[" * 2000 + "]" * 2000)
+    with pytest.raises(ValueError, match="longer than 4096"):
         anchors.parse_line("[" * 4000 + "]" * 4000)
     with pytest.raises(ValueError, match="time zone"):
         anchors.parse_line(_signed(1, datetime(2026, 1, 1, tzinfo=UTC)).line().replace("Z", ""))
