@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
@@ -292,6 +292,7 @@ def _signed(seq: int, at: datetime) -> anchors.Anchor:
                              ChainReport(seq, "ab" * 32), at)
 
 
+@settings(max_examples=100, deadline=None)
 @given(seq=st.integers(1, 2**63 - 1), at=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1),
                                                     timezones=st.just(UTC)))
 def test_an_anchor_line_round_trips(seq: int, at: datetime) -> None:
@@ -301,6 +302,7 @@ def test_an_anchor_line_round_trips(seq: int, at: datetime) -> None:
                                                    parsed)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.text(max_size=300), st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
@@ -311,6 +313,7 @@ def test_any_text_is_an_anchor_or_a_value_error(line: str) -> None:
         anchors.parse_line(line)
 
 
+@settings(max_examples=100, deadline=None)
 @given(st.integers(0, 87), st.integers(0, 255))
 def test_any_changed_byte_of_the_signature_fails(position: int, replacement: int) -> None:
     made = _signed(7, datetime(2026, 1, 1, tzinfo=UTC))
