@@ -210,7 +210,15 @@ class Sent:
 def send(uow_factory: UnitOfWorkFactory, caller: Caller, box: SecretBox, smtp: notify.SmtpSettings | None, *,
          dry_run: bool = False, allow_private: bool = False, now: datetime | None = None) -> list[Sent]:
     """Deliver every organization's news to its contacts; what was delivered before is skipped."""
-    news = compose(uow_factory, caller)
+    return deliver(uow_factory, caller, box, smtp, compose(uow_factory, caller), dry_run=dry_run,
+                   allow_private=allow_private, now=now)
+
+
+def deliver(uow_factory: UnitOfWorkFactory, caller: Caller, box: SecretBox, smtp: notify.SmtpSettings | None,
+            news: list[tuple[int, notify.Notification]], *, dry_run: bool = False, allow_private: bool = False,
+            now: datetime | None = None) -> list[Sent]:
+    """Deliver each (organization id, notification) to that organization's webhook and e-mail; a
+    notification already delivered on a channel is skipped there. Each delivery is stored and audited."""
     with uow_factory() as uow:
         s = uow.session
         contacts = {r.org_id: r for r in s.scalars(select(OrgContactRow))}
