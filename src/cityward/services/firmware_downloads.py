@@ -186,7 +186,8 @@ class DownloadServer:
                 except ImageMismatch as exc:
                     self.counters.cut += 1
                     self.known.drop(sha)
-                    log.error("firmware %s: %s: download cut off before its end", sha[:16], exc)
+                    log.error("firmware %s: %s: %s; download cut off before its end", sha[:16], CHANGED_ON_DISK,
+                              exc.found)
                     self._tell(sha, exc.found)
                     return  # uvicorn closes the connection short of its Content-Length
                 finally:

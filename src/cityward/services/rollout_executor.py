@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -144,6 +145,7 @@ class Executor:
         self.downloads: DownloadServer | None = None
         self._changed: dict[str, str] = {}
         self._reported: set[str] = set()
+        self._refusing = threading.Lock()
         self._alerts: list[firmware_guard.Stopped] = []
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -619,17 +621,18 @@ class Executor:
         """Stop the rollouts offering an image that may not be offered (a worker thread); never
         raises: if the database refuses, the claims come back by their lease and this runs again."""
         self._forget_image(sha256, reason)
-        first = f"{sha256}\n{reason}" not in self._reported
-        try:
-            stopped = firmware_guard.stop_rollouts(self.uow, SYSTEM, sha256, reason, claimed=claimed or (),
-                                                   report=first, event=event)
-        except Exception:
-            log.exception("firmware %s: stopping the rollouts offering it failed", sha256[:16])
-            return
-        log.error("firmware %s: %s; rollouts aborted: %s (%d devices failed)", sha256[:16], reason,
-                  ", ".join(map(str, stopped.rollouts)) or "none", stopped.failed)
-        if stopped.rollouts or first:
+        with self._refusing:  # one at a time: many downloads can find the same change at once
+            first = f"{sha256}\n{reason}" not in self._reported
+            try:
+                stopped = firmware_guard.stop_rollouts(self.uow, SYSTEM, sha256, reason, claimed=claimed or (),
+                                                       report=first, event=event)
+            except Exception:
+                log.exception("firmware %s: stopping the rollouts offering it failed", sha256[:16])
+                return
             self._reported.add(f"{sha256}\n{reason}")
+        if stopped.rollouts or first:
+            log.error("firmware %s: %s; rollouts aborted: %s (%d devices failed)", sha256[:16], reason,
+                      ", ".join(f"#{r}" for r in stopped.rollouts) or "none", stopped.failed)
             self._alerts.append(stopped)
 
     def _schedule_alerts(self) -> None:
