@@ -650,8 +650,7 @@ class Executor:
             try:
                 sent += await notifications.alert_city(
                     self.uow, SYSTEM, self.box, self.options.alerts, kind=firmware_guard.ALERT_KIND,
-                    subject=subject, text=text, payload=payload, about=f"{stopped.sha256}\n{stopped.reason}\n"
-                                                                        f"{stopped.rollouts}")
+                    subject=subject, text=text, payload=payload, about=f"{stopped.sha256}\n{stopped.reason}")
             except Exception:
                 log.exception("firmware %s: alerting the city failed", stopped.sha256[:16])
         for s in sent:
