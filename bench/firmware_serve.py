@@ -10,6 +10,8 @@ store on disk to a client in this process over loopback:
 - `hashed`: services/firmware_downloads.DownloadServer with the image's stamp known (the steady
   state: the executor verified it when it built the commands), so each download is hashed once,
   as it is sent, its last chunk held back until the hash matched;
+- `hashed64`: `hashed` reading 64 KiB at a time, as FileResponse does (the server's default is
+  256 KiB), to tell the cost of hashing from the effect of the chunk size;
 - `cold`: the same server with the stamp unknown for every download (worst case: the file looks
   touched each time), so each download is hashed in full before it starts, then again as it is sent.
 
@@ -60,7 +62,7 @@ def _serve(mode: str, store: str, sha: str, ready: Any) -> None:
         app = Starlette(routes=[Route("/firmware/{token}/{sha256}", image)])
     else:
         known = KnownGood()
-        if mode == "hashed":
+        if mode in ("hashed", "hashed64"):
             known.set(sha, FileStamp.of(os.stat(Path(store) / sha)))
         else:
             class Forgetful(KnownGood):
@@ -68,6 +70,8 @@ def _serve(mode: str, store: str, sha: str, ready: Any) -> None:
                     return None
             known = Forgetful()
         app = DownloadServer(Path(store), KEY, known)
+        if mode == "hashed64":
+            app.chunk = 64 * 1024
 
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
@@ -84,7 +88,7 @@ def _serve(mode: str, store: str, sha: str, ready: Any) -> None:
 
 async def _download_all(url: str, downloads: int, concurrency: int, size: int) -> int:
     gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)  # a device: one connection each
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         async def one() -> int:
             async with gate, client.stream("GET", url) as response:
@@ -102,7 +106,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="image size in MiB (default 32)")
     parser.add_argument("--downloads", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--modes", default="before,hashed,cold")
+    parser.add_argument("--modes", default="before,hashed,hashed64,cold")
     args = parser.parse_args()
 
     from cityward.services.firmware_downloads import firmware_token

@@ -114,6 +114,7 @@ class DownloadServer:
                  on_changed: Callable[[str, str], None] = lambda sha, found: None) -> None:
         self.store, self.key, self.known, self.on_changed = store, key, known, on_changed
         self.counters = Counters()
+        self.chunk = CHUNK
         self._checks: dict[str, asyncio.Lock] = {}
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -179,7 +180,7 @@ class DownloadServer:
                 gone = asyncio.Event()
                 watcher = asyncio.create_task(_watch_disconnect(receive, gone))
                 try:
-                    async for data in verified_chunks(fh.fileno(), sha, stamp.size):
+                    async for data in verified_chunks(fh.fileno(), sha, stamp.size, self.chunk):
                         if gone.is_set():
                             return  # the device hung up: nothing more to read
                         await send({"type": "http.response.body", "body": data, "more_body": True})
