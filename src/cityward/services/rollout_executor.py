@@ -337,9 +337,10 @@ class Executor:
             passwords = credentials.load_secrets(self.uow, self.box, credentials.ADMIN, http) if http else {}
             shared: dict[int, dict[str, Any]] = {}  # parameters that are the same for every device of a rollout
             refused: dict[int, firmware.ReleaseRefused] = {}  # rollout -> why its firmware may not be offered
+            broken: set[int] = set()
             for action, protocol, address in found:
                 row = rollouts[action.rollout_id]
-                if row.id in refused:
+                if row.id in refused or row.id in broken:
                     continue
                 op = Operation(row.operation)
                 command_id = wanted[action.id]
@@ -357,6 +358,8 @@ class Executor:
                     continue
                 except Exception:  # a bug, not the device's: its lease brings the action back
                     log.exception("rollout %s: %s: building %s failed", row.id, action.device_id, command_id)
+                    if op not in _PER_DEVICE_PARAMS:
+                        broken.add(row.id)  # the same for all its devices: said once
                     continue
                 out.append(Dispatch(action.id, row.id, action.device_id, protocol or "mqtt", address, command_id,
                                     DEVICE_ACTION[op], params, options_of(row).timeout_s, secret,
