@@ -21,6 +21,7 @@ from cityward.adapters.secretbox import SecretBox
 from cityward.bootstrap import Platform
 from cityward.config import Settings
 from cityward.errors import CitywardError
+from cityward.services import notifications
 from cityward.services.rollout_executor import Executor, ExecutorOptions
 
 log = logging.getLogger("cityward.serve")
@@ -28,10 +29,16 @@ FIRST_RETRY_S = 2.0
 LONGEST_RETRY_S = 60.0
 
 
+def alert_channels(settings: Settings) -> notifications.AlertChannels:
+    """Where an executor's alerts to the city go: the channels of `cityward vulns notify`."""
+    return notifications.alert_channels(settings.smtp_url.get_secret_value() if settings.smtp_url else None,
+                                        settings.smtp_sender, settings.notify_private_networks)
+
+
 def executor_options(settings: Settings, *, mqtt_url: str | None) -> ExecutorOptions:
     """What `cityward rollout run` would use, with this broker (None: HTTP devices only)."""
     return ExecutorOptions(mqtt_url=mqtt_url, firmware_store=settings.firmware_dir, listen=settings.firmware_listen,
-                           public_url=settings.firmware_url)
+                           public_url=settings.firmware_url, alerts=alert_channels(settings))
 
 
 class BackgroundExecutor:
