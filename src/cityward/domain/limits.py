@@ -33,8 +33,8 @@ MAX_INVENTORY_LINE_BYTES = 1 << 20  # one CSV line, or one JSON device object, o
 
 # --- JSON -----------------------------------------------------------------------------------------
 # Depth counts arrays and objects: `[{"tags": ["a"]}]` is 3 deep. Values count every array element
-# and object member (commas, plus one per container), an upper bound on the Python objects a
-# parser would make. Field lengths are of one string as written (bytes, escapes included).
+# and object member, plus one per empty array or object (commas plus containers, exactly): about
+# the number of Python objects a parser would make. Field lengths are of one string as written (bytes, escapes included).
 INVENTORY_JSON_DEPTH = 16  # the list, a device, its tags: 3
 API_JSON_DEPTH = 32  # request bodies: a waiver's selector is 2
 DEVICE_JSON_DEPTH = 32  # MQTT and HTTP device messages (docs/protocol.md)
@@ -187,7 +187,7 @@ def load_json(data: bytes | str, limits: JsonLimits, source: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise InvalidInput(f"{source}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except (RecursionError, ValueError) as exc:  # cannot happen within the depth limit; a number too long
         raise InvalidInput(f"{source}: not usable JSON: {exc}") from None
 
