@@ -61,7 +61,7 @@ def verdict(data: bytes, lim: JsonLimits, cuts: list[int] | None = None) -> str 
     scanner = JsonScanner(lim, "doc")
     try:
         previous = 0
-        for cut in sorted(cuts or []) + [len(data)]:
+        for cut in [*sorted(cuts or []), len(data)]:
             scanner.feed(data[previous:cut])
             previous = max(previous, cut)
     except LimitExceeded as exc:
@@ -124,7 +124,7 @@ def test_load_json_refuses_by_limit_and_reports_bad_json_by_position() -> None:
     with pytest.raises(LimitExceeded) as refused:
         load_json(b'{"a": ' + b"[" * 1000 + b"]" * 1000 + b"}", limits.DOCUMENT_JSON, "doc.json")
     assert refused.value.problems[0].field == "near byte 0" and "nesting depth 160" in refused.value.message
-    with pytest.raises(InvalidInput, match="doc.json: malformed JSON at line 1, column 7"):
+    with pytest.raises(InvalidInput, match=r"doc.json: malformed JSON at line 1, column 7"):
         load_json(b'{"a": ', limits.DOCUMENT_JSON, "doc.json")
     assert load_json('{"a": [1, "]"]}', limits.API_JSON, "body") == {"a": [1, "]"]}
 

@@ -34,7 +34,8 @@ MAX_INVENTORY_LINE_BYTES = 1 << 20  # one CSV line, or one JSON device object, o
 # --- JSON -----------------------------------------------------------------------------------------
 # Depth counts arrays and objects: `[{"tags": ["a"]}]` is 3 deep. Values count every array element
 # and object member, plus one per empty array or object (commas plus containers, exactly): about
-# the number of Python objects a parser would make. Field lengths are of one string as written (bytes, escapes included).
+# the number of Python objects a parser would make. Field lengths are of one string as written
+# (bytes, escapes included).
 INVENTORY_JSON_DEPTH = 16  # the list, a device, its tags: 3
 API_JSON_DEPTH = 32  # request bodies: a waiver's selector is 2
 DEVICE_JSON_DEPTH = 32  # MQTT and HTTP device messages (docs/protocol.md)
