@@ -97,7 +97,7 @@ INPUTS: dict[str, tuple[Callable[[], bytes], str]] = {
                              + b"0," * (24 * MIB) + b"0]}", "sbom"),
 }
 
-SMALL_DEVICES = b"id,kind,brand,model,firmware_version\ncam-1,camera,Acme,C1,1.0\n"
+SMALL_DEVICES = b"id,kind,brand,model,firmware_version,zone\ncam-1,camera,Acme,C1,1.0,Downtown\n"
 SMALL_POLICY = (ROOT / "policies" / "baseline.yaml").read_bytes()
 SMALL_EPSS = b"cve,epss,percentile\nCVE-2024-0001,0.1,0.2\n"
 
@@ -127,7 +127,11 @@ def run_cli(home: Path, *args: str) -> tuple[int, str, float, int]:
         err = proc.stderr.read().decode("utf-8", "replace")
         _pid, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, " ".join(err.split())[:110], time.perf_counter() - started, usage.ru_maxrss
+    # the line naming the limit, else the first; file paths shortened to their names
+    lines = [" ".join(line.strip(" │┃").split()) for line in err.splitlines() if line.strip(" │┃━┏┓┗┛┡┩└┘─┬┴┼")]
+    shown = next((line for line in lines if "over the limit" in line), lines[0] if lines else "")
+    shown = shown.replace(str(OUT) + "/", "")
+    return proc.returncode, shown[:110], time.perf_counter() - started, usage.ru_maxrss
 
 
 def command(kind: str, path: Path) -> list[str]:

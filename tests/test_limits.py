@@ -69,7 +69,7 @@ def verdict(data: bytes, lim: JsonLimits, cuts: list[int] | None = None) -> str 
     return None
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(json_values, st.integers(1, 6), st.booleans(), st.lists(st.integers(0, 400), max_size=6))
 def test_scanner_refuses_exactly_what_is_too_deep(doc: Any, limit: int, ascii_only: bool, cuts: list[int]) -> None:
     data = json.dumps(doc, ensure_ascii=ascii_only).encode()
@@ -79,7 +79,7 @@ def test_scanner_refuses_exactly_what_is_too_deep(doc: Any, limit: int, ascii_on
         assert load_json(data, JsonLimits(limit), "doc") == json.loads(data) == doc
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(json_values, st.integers(0, 40), st.integers(0, 20), st.lists(st.integers(0, 400), max_size=6))
 def test_scanner_counts_values_and_string_lengths(doc: Any, max_values: int, max_field: int, cuts: list[int]) -> None:
     data = json.dumps(doc, ensure_ascii=False).encode()
@@ -89,7 +89,7 @@ def test_scanner_counts_values_and_string_lengths(doc: Any, max_values: int, max
     assert (measured is not None) == (max_field > 0 and longest(doc) > max_field), (data, measured)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300) | st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b",", b"a", b":"]),
                                             max_size=300).map(b"".join),
        st.integers(1, 8), st.lists(st.integers(0, 300), max_size=5))
@@ -167,3 +167,45 @@ def test_clip_marks_what_it_cut() -> None:
     assert clip("short", 10) == "short" and clip(None, 3) is None
     cut = clip("x" * 600, 500)
     assert cut is not None and len(cut) == 500 and cut.endswith(limits.TRUNCATED)
+
+
+# --- every reader of outside input goes through them ----------------------------------------------
+
+def test_device_messages_too_deep_are_rejected_never_raised() -> None:
+    from cityward.domain import telemetry
+
+    payload = b'{"v": 1, "x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"  # 60 KB: under the size cap
+    rejected = telemetry.decode_payload("cam-1", "state", payload)  # msgspec raised RecursionError
+    assert isinstance(rejected, telemetry.Rejected) and rejected.reason == "malformed"
+    assert "nested deeper than 32" in rejected.detail
+    assert telemetry.claimed_device_id(payload) is None
+
+
+def test_inventory_json_nested_inside_a_device_is_refused_by_depth() -> None:
+    from cityward.adapters.inventory_files import FileFormat, open_inventory
+
+    data = b'[{"id": "cam-1", "tags": ' + b"[" * 20_000 + b"]" * 20_000 + b"}]"
+    with pytest.raises(LimitExceeded, match="devices.json: over the limit of nesting depth 16"):
+        list(open_inventory(io.BytesIO(data), "devices.json", FileFormat.JSON).rows)
+
+
+def test_handover_files_and_feeds_refuse_by_limit() -> None:
+    from cityward.domain import feeds
+    from cityward.services.credentials import parse_handover
+
+    with pytest.raises(LimitExceeded, match="nesting depth 32"):
+        parse_handover(io.BytesIO(b'{"cam-1": ' + b"[" * 1000 + b"]" * 1000 + b"}"), "handover.json")
+    with pytest.raises(LimitExceeded, match=r"handover.csv: over the limit of 131,072 characters in one field"):
+        parse_handover(io.BytesIO(b'device_id,password\ncam-1,"' + b"x" * 200_000 + b'"\n'), "handover.csv")
+    with pytest.raises(LimitExceeded, match=r"kev.csv: over the limit of 131,072 characters in one field \(row 1\)"):
+        feeds.kev_from_csv('cveID,"' + "x" * 200_000 + '"\n', "kev.csv")
+    kev = feeds.kev_from_json({"vulnerabilities": [{"cveID": "CVE-2024-0001", "dateAdded": "2024-01-01",
+                                                    "vendorProject": "V" * 300}]}, "kev.json")
+    assert kev.entries[0].vendor.endswith(limits.TRUNCATED) and len(kev.entries[0].vendor) == 200
+
+
+def test_policy_files_refuse_deep_yaml_by_name() -> None:
+    from cityward.domain.policy.document import parse_policy
+
+    with pytest.raises(LimitExceeded, match=r"p.yaml: over the limit of nesting depth 32 \(line 1, column \d+\)"):
+        parse_policy("rules: " + "[" * 100_000, "p.yaml")  # was RecursionError
