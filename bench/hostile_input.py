@@ -69,7 +69,8 @@ INPUTS: dict[str, tuple[Callable[[], bytes], str]] = {
     # inventory (CLI `devices import`, API POST /devices/import): the 6 GB case, then 64 MiB of it
     "devices-nested-100k.json": (lambda: _nested(50_000), "devices"),
     "devices-nested-64m.json": (lambda: _nested(32 * MIB), "devices"),
-    "devices-csv-field-64m.csv": (lambda: b"id,kind\n\"" + b"x\n" * (32 * MIB) + b"\",camera\n", "devices"),
+    "devices-csv-field-64m.csv": (lambda: b"id,kind,brand,model,firmware_version,zone\ncam-1,camera,Acme,C1,1.0,\""
+                                  + b"x\n" * (32 * MIB) + b"\"\n", "devices"),
     # policies (CLI `policy validate`, API POST /policies/validate): the size limit is 1 MiB
     "policy-nested-1m.yaml": (lambda: b"rules: " + b"[" * (MIB - 16), "policy"),
     "policy-block-1m.yaml": (lambda: b"- " * (MIB // 2 - 8) + b"x", "policy"),
@@ -118,20 +119,36 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
+# The child reports its own VmHWM at exit: ru_maxrss of a child would include the RSS this process
+# had when it forked (the pages are shared until exec), not only what the command itself used.
+_CLI_CHILD = """
+import atexit, sys
+from pathlib import Path
+def _report():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            Path({out!r}).write_text(line.split()[1])
+atexit.register(_report)
+sys.argv = ["cityward", *sys.argv[1:]]
+from cityward.entrypoints.cli.main import main
+main()
+"""
+
+
 def run_cli(home: Path, *args: str) -> tuple[int, str, float, int]:
-    """(exit code, first line of stderr, seconds, peak RSS in kB) of one CLI run."""
+    """(exit code, the message naming the limit, seconds, peak RSS in kB) of one CLI run."""
+    hwm = home / "vmhwm.txt"
+    hwm.unlink(missing_ok=True)
     started = time.perf_counter()
-    with subprocess.Popen([*CLI, *args], cwd=home, env=_env(home), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE) as proc:
-        assert proc.stderr is not None
-        err = proc.stderr.read().decode("utf-8", "replace")
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-c", _CLI_CHILD.format(out=str(hwm)), *args], cwd=home,
+                          env=_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    secs = time.perf_counter() - started
+    err = proc.stderr.decode("utf-8", "replace")
     # the line naming the limit, else the first; file paths shortened to their names
     lines = [" ".join(line.strip(" │┃").split()) for line in err.splitlines() if line.strip(" │┃━┏┓┗┛┡┩└┘─┬┴┼")]
     shown = next((line for line in lines if "over the limit" in line), lines[0] if lines else "")
     shown = shown.replace(str(OUT) + "/", "")
-    return proc.returncode, shown[:110], time.perf_counter() - started, usage.ru_maxrss
+    return proc.returncode, shown[:110], secs, int(hwm.read_text()) if hwm.exists() else 0
 
 
 def command(kind: str, path: Path) -> list[str]:

@@ -185,7 +185,7 @@ def test_inventory_json_nested_inside_a_device_is_refused_by_depth() -> None:
     from cityward.adapters.inventory_files import FileFormat, open_inventory
 
     data = b'[{"id": "cam-1", "tags": ' + b"[" * 20_000 + b"]" * 20_000 + b"}]"
-    with pytest.raises(LimitExceeded, match="devices.json: over the limit of nesting depth 16"):
+    with pytest.raises(LimitExceeded, match=r"devices.json: over the limit of nesting depth 16"):
         list(open_inventory(io.BytesIO(data), "devices.json", FileFormat.JSON).rows)
 
 

@@ -4,7 +4,6 @@ all: one bad row rejects the file, naming the row and field, so a catalog is nev
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from datetime import date
 from typing import Any
 
 from cityward.domain.advisories import CVE_ID, EpssScore, KevEntry
-from cityward.domain.limits import STORED_TEXT_CHARS, clip, csv_guarded, csv_problem
+from cityward.domain.limits import STORED_TEXT_CHARS, clip, csv_guarded, csv_problem, first_line, text_lines
 from cityward.errors import InvalidInput, Problem
 
 MAX_ROWS = 2_000_000  # EPSS lists about 300,000 CVEs; ten times that is not a feed
@@ -96,7 +95,7 @@ def kev_from_json(doc: Any, name: str) -> KevCatalog:
 
 
 def kev_from_csv(text: str, name: str) -> KevCatalog:
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(text_lines(text, name))
     try:
         fieldnames = reader.fieldnames or ()
     except csv.Error as exc:
@@ -109,16 +108,16 @@ def kev_from_csv(text: str, name: str) -> KevCatalog:
 
 def epss_from_csv(text: str, name: str) -> EpssFeed:
     """`#model_version:…,score_date:…` (optional), then `cve,epss,percentile`."""
-    lines = text.splitlines()
+    head = first_line(text, name)
     model, scored = None, None
     start = 0
-    if lines and lines[0].startswith("#"):
-        m = _MODEL.match(lines[0])
+    if head.startswith("#"):
+        m = _MODEL.match(head)
         if m:
             model = m.group(1)
             scored = date.fromisoformat(m.group(2)) if m.group(2) else None
         start = 1
-    reader = csv.DictReader(lines[start:])
+    reader = csv.DictReader(text_lines(text, name, len(head) + 1, 2) if start else text_lines(text, name))
     try:
         fieldnames = reader.fieldnames or []
     except csv.Error as exc:

@@ -52,6 +52,7 @@ POLICY_YAML_ALIASES = 100  # `*anchor` references: a policy needs none, billion 
 
 # --- CSV ------------------------------------------------------------------------------------------
 CSV_FIELD_CHARS = 131_072  # one cell: Python's csv default limit, kept (it is process-wide), named here
+CSV_LINE_CHARS = 1 << 20  # one line of a feed or handover file (a KEV line is under 2 KB)
 
 # --- XML (CycloneDX) ------------------------------------------------------------------------------
 XML_DEPTH = 200  # elements inside elements (64 nested components are 130)
@@ -280,6 +281,29 @@ def _yaml_limit(source: str, limit: str, event: Any) -> None:
 # --- CSV ------------------------------------------------------------------------------------------
 
 T = TypeVar("T")
+
+
+def text_lines(text: str, source: str, start: int = 0, line: int = 1) -> Iterator[str]:
+    """The lines of `text` from offset `start` (line number `line`), endings kept, one at a time:
+    what csv.reader reads, without io.StringIO's copy (four bytes a character) or splitlines' list,
+    and never a line over CSV_LINE_CHARS (a 60 MB line would be copied whole before the csv module
+    refused its first cell)."""
+    size = len(text)
+    while start < size:
+        end = text.find("\n", start, start + CSV_LINE_CHARS + 1)
+        if end < 0:
+            if size - start > CSV_LINE_CHARS:
+                raise LimitExceeded(source, f"{CSV_LINE_CHARS:,} characters in one line", f"line {line}")
+            end = size
+        else:
+            end += 1
+        yield text[start:end]
+        start, line = end, line + 1
+
+
+def first_line(text: str, source: str) -> str:
+    """The first line of `text`, without its ending; over CSV_LINE_CHARS is refused."""
+    return next(text_lines(text, source), "").removesuffix("\n")
 
 
 def csv_guarded(rows: Iterable[T], source: str, first_row: int) -> Iterator[T]:

@@ -93,7 +93,7 @@ def recognize(doc: Document, kind: str = "auto") -> tuple[str, Any]:
             text = doc.data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"{doc.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        first = text.split("\n", 1)[0]
+        first = text[:4096].split("\n", 1)[0]  # enough to recognize; a huge first line is not copied
         if first.startswith("#model_version") or first.replace(" ", "").startswith("cve,epss"):
             found, data = "epss", text
         elif "cveID" in first:

@@ -6,7 +6,6 @@ A password is never printed, logged or audited; the audit log records which devi
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -20,7 +19,7 @@ from cityward.adapters.storage.models import DeviceRow, DeviceSecretRow
 from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import require_device_write
-from cityward.domain.limits import API_JSON, csv_problem, load_json
+from cityward.domain.limits import API_JSON, csv_problem, load_json, text_lines
 from cityward.domain.organizations import Caller, Role
 from cityward.domain.telemetry import DEVICE_ID_PATTERN
 from cityward.errors import InvalidInput, NotFound, PermissionDenied, Problem
@@ -49,7 +48,7 @@ def parse_handover(stream: IO[bytes], source: str) -> dict[str, str]:
             raise InvalidInput(f"{source}: expected a JSON object {{device_id: password}}")
         items: Iterable[tuple[int, object, object]] = ((i + 1, k, v) for i, (k, v) in enumerate(data.items()))
     else:
-        reader = csv.reader(io.StringIO(text))
+        reader = csv.reader(text_lines(text, source))
         try:
             header = next(reader, None)
         except csv.Error as exc:
