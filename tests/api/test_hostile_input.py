@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 from pathlib import Path
@@ -33,6 +34,11 @@ def test_nested_json_body_of_any_endpoint_is_a_422_before_it_is_parsed(admin: ht
         nested = b'{"name": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
         problem = assert_problem(admin.post(path, content=nested, headers={"Content-Type": "application/json"}), 422)
         assert f"the request body: over the limit of nesting depth {limits.API_JSON_DEPTH}" in problem["detail"]
+    bare = admin.build_request("POST", "/api/v1/zones", content=b"[" * 100_000)
+    assert "content-type" not in bare.headers  # no media type: FastAPI parses it as JSON all the same
+    assert "nesting depth 32" in assert_problem(admin.send(bare), 422)["detail"]
+    cursor = base64.urlsafe_b64encode(b"[" * 40 + b"]" * 40).decode()
+    assert "nesting depth 32" in assert_problem(admin.get("/api/v1/orgs", params={"after": cursor}), 422)["detail"]
     shallow = {"name": "Harbor", "x": [[[1]]]}  # within the limit: FastAPI's own validation answers
     assert_problem(admin.post("/api/v1/zones", json=shallow), 422)
     assert [z["name"] for z in admin.get("/api/v1/zones").json()["items"]] == []

@@ -72,8 +72,9 @@ class BodyLimit:
 
 
 def _is_json(content_type: bytes) -> bool:
+    """What FastAPI would parse as JSON: a JSON media type, or none at all."""
     media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or media.endswith(b"+json")
+    return not media or media == b"application/json" or media.endswith(b"+json")
 
 
 async def spool_body(request: Request) -> IO[bytes]:
