@@ -601,7 +601,7 @@ def _xml_root(text: str, name: str) -> ET.Element:
         raise SbomError(name, f"line {line}, column {column + 1}", f"not well-formed XML: {reason}") from None
 
 
-_XML_SLICE = 1 << 20
+_XML_SLICE = 1 << 16  # elements one slice can create before the limits are checked: about 20,000
 
 
 def _near(text: str, at: int) -> str:
