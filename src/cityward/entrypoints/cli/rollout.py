@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import signal
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from cityward.domain.firmware import MAX_IMAGE_BYTES
+from cityward.domain.limits import DOCUMENT_JSON, MAX_SBOM_BYTES, load_json
 from cityward.domain.rollouts import FailureAction, WaveOptions
 from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.devices import (
@@ -92,10 +92,7 @@ def firmware_add(
         sig = _read(Path(signature[1:]), 4096).decode("utf-8", "replace").strip()
     doc = None
     if sbom is not None:
-        try:
-            doc = json.loads(_read(sbom, 64 << 20))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"{sbom}: not JSON ({exc})") from None
+        doc = load_json(_read(sbom, MAX_SBOM_BYTES), DOCUMENT_JSON, str(sbom))
         if not isinstance(doc, dict):
             raise InvalidInput(f"{sbom}: an SBOM is a JSON object")
     view = firmware.add_release(CTX.platform.uow, CTX.caller, CTX.platform.settings.firmware_dir, brand=brand,
@@ -464,10 +461,7 @@ def config_set(
     """Set (or replace) what the selected devices should run; apply it with a set_config rollout."""
     from cityward.services import configs
 
-    try:
-        config = json.loads(_read(file, configs.MAX_CONFIG_BYTES))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{file}: not JSON ({exc})") from None
+    config = load_json(_read(file, configs.MAX_CONFIG_BYTES), DOCUMENT_JSON, str(file))
     selector = {k: v for k, v in (("kind", kind), ("zone", zone), ("brand", brand), ("manufacturer", manufacturer),
                                   ("firmware", fw), ("tag", tag)) if v}
     view = configs.set_desired(CTX.platform.uow, CTX.caller, name, selector, config)
