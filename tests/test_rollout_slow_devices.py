@@ -34,7 +34,7 @@ VERSION = "88.0.1"
 
 def _all_slow(tmp_path: Path) -> Path:
     """The default city with every device slow: at the tests' --time-scale 0.02 an upgrade takes
-    60 × 0.02 × 6 = 7.2 s plus a 1 s reboot, reporting progress every 1.4 s or so."""
+    60 * 0.02 * 6 = 7.2 s plus a 1 s reboot, reporting progress every 1.4 s or so."""
     data = yaml.safe_load(Path(DEFAULT_PROFILE).read_text())
     data["faults"] = {"offline": 0, "flaky": 0, "slow": 1.0, "upgrade_fails": 0, "upgrade_bricks": 0}
     data["timing"].update(upgrade_duration=60, reboot=8, command_delay=0.5, slow_factor=6)
