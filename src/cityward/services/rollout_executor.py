@@ -175,11 +175,11 @@ def correct_late_results(uow_factory: UnitOfWorkFactory, box: SecretBox, results
     `rollout.action_corrected`; the wave and rollout counts, derived from the actions, follow.
     A success for an earlier command id than the action's current one changes nothing (its
     current attempt decides). Returns how many actions were corrected."""
-    wanted: dict[int, tuple[int, LateResult]] = {}
+    wanted: dict[int, list[tuple[int, LateResult]]] = defaultdict(list)
     for late in results:
         found = action_of(late.command_id)
         if found is not None:
-            wanted[found[1]] = (found[0], late)
+            wanted[found[1]].append((found[0], late))
     if not wanted:
         return 0
     corrected = 0
@@ -199,10 +199,12 @@ def correct_late_results(uow_factory: UnitOfWorkFactory, box: SecretBox, results
             operations[rollout_id] = operation
         passwords: dict[str, str] = {}
         for action in actions:
-            rollout_id, late = wanted[action.id]
-            if (action.rollout_id, action.device_id, action.command_id) != (rollout_id, late.device_id,
-                                                                            late.command_id):
+            match = [late for rollout_id, late in wanted[action.id]
+                     if (action.rollout_id, action.device_id, action.command_id) == (rollout_id, late.device_id,
+                                                                                     late.command_id)]
+            if not match:
                 continue
+            late = match[0]
             before = {"status": action.status, "detail": action.detail}
             if action.secret is not None and operations.get(action.rollout_id) == Operation.ROTATE_PASSWORD:
                 passwords[action.device_id] = box.open(action.device_id, f"rollout:{late.command_id}", action.secret)
