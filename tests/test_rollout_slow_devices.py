@@ -51,11 +51,11 @@ def _go(live: LiveCity, req: RolloutRequest) -> int:
     return rid
 
 
-def _products(live: LiveCity) -> list[tuple[tuple[str, str], list[str]]]:
-    """MQTT devices by their true manufacturer's product, the largest groups first."""
+def _products(live: LiveCity, protocol: str = "mqtt") -> list[tuple[tuple[str, str], list[str]]]:
+    """Devices of one protocol by their true manufacturer's product, the largest groups first."""
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in live.rows:
-        if r["protocol"] == "mqtt":
+        if r["protocol"] == protocol:
             v = inventory.get_device(live.platform.uow, live.city, r["id"])
             groups[(v.manufacturer, v.origin_model)].append(r["id"])
     return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
@@ -92,18 +92,24 @@ def test_slow_devices_get_one_command_id_and_late_results_correct_the_record(
         platform: Platform, city: Caller, tmp_path: Path) -> None:
     with live_city(platform, city, tmp_path, extra=("--profile", str(_all_slow(tmp_path)))) as live:
         (working_product, working), (lost_product, lost) = _products(live)[:2]
-        working, lost = working[:4], lost[:3]
+        camera_product, cameras = _products(live, "http")[0]  # Orvanta OR-CAM4 cameras, polled over HTTP
+        assert camera_product not in (working_product, lost_product)
+        working, lost, cameras = working[:4], lost[:3], cameras[:3]
         # The declared upgrade of the second product is far shorter than its slow devices take.
         catalog.save_product(platform.uow, city, {"brand": lost_product[0], "model": lost_product[1],
                                                   "upgrade_minutes": "0.01"})
         releases = {p: live.release(p[0], p[1], VERSION, f"image of {p}".encode() * 3000)
-                    for p in (working_product, lost_product)}
+                    for p in (working_product, lost_product, camera_product)}
         # 1. A 3 s attempt timeout, two retries allowed: a device still reporting progress is
         #    asked again under the same id, never sent the upgrade again under a new one.
         rid_working = _go(live, RolloutRequest(
             "slow", Operation.UPGRADE_FIRMWARE, Target(device_ids=tuple(working)),
             WaveOptions(canary=0, percentages=(100,), concurrency=4, timeout_s=3, retries=2),
             release=releases[working_product].id))
+        rid_cameras = _go(live, RolloutRequest(
+            "cameras", Operation.UPGRADE_FIRMWARE, Target(device_ids=tuple(cameras)),
+            WaveOptions(canary=0, percentages=(100,), concurrency=4, timeout_s=3, retries=2),
+            release=releases[camera_product].id))
         # 2. Silent (1.4 s between progress reports) for longer than its declared 0.6 s upgrade:
         #    failed at its 2 s timeout, not retried under a new id, corrected by its late success.
         rid_lost = _go(live, RolloutRequest(
@@ -117,7 +123,7 @@ def test_slow_devices_get_one_command_id_and_late_results_correct_the_record(
 
         def settled() -> bool:
             """Every action succeeded, or all decided and 15 s given to late results."""
-            statuses = {a.device_id: a.status for rid in (rid_working, rid_lost)
+            statuses = {a.device_id: a.status for rid in (rid_working, rid_cameras, rid_lost)
                         for a in rollouts.actions(platform.uow, city, rid)}
             seen_failed.update(d for d in lost if statuses[d] == "failed")
             if all(s == "succeeded" for s in statuses.values()):
@@ -129,9 +135,10 @@ def test_slow_devices_get_one_command_id_and_late_results_correct_the_record(
 
         _run_until(executor, settled, limit=90)
 
-        counters = {**_counters(live, rid_working, working), **_counters(live, rid_lost, lost)}
+        counters = {**_counters(live, rid_working, working), **_counters(live, rid_cameras, cameras),
+                    **_counters(live, rid_lost, lost)}
         print("slow devices (command ids, applications):", counters)
-        for d in working + lost:
+        for d in working + cameras + lost:
             truth = live.sim.device(d)
             assert truth["fault"] == "slow" and truth["firmware_version"] == VERSION, truth
             assert counters[d] == (1, 1), f"{d}: (command ids, applications) = {counters[d]}"
@@ -143,7 +150,6 @@ def test_slow_devices_get_one_command_id_and_late_results_correct_the_record(
                   if e.target_id in lost]
         assert len(events) == len(lost), events
         assert all(e.before["status"] == "failed" and e.after["status"] == "succeeded" for e in events)
-        for rid in (rid_working, rid_lost):
+        for rid, devices in ((rid_working, working), (rid_cameras, cameras), (rid_lost, lost)):
             view = rollouts.get(platform.uow, city, rid)
-            assert view.counts.get("failed", 0) == 0 and view.counts["succeeded"] == len(
-                working if rid == rid_working else lost), view
+            assert view.counts.get("failed", 0) == 0 and view.counts["succeeded"] == len(devices), view

@@ -152,6 +152,12 @@ def _timed_out(status: str, detail: str | None) -> bool:
     return status == "failed" and (detail or "").startswith("timeout")
 
 
+def _silent(status: str, detail: str | None) -> bool:
+    """No answer to this send (a timeout, or the device or link unreachable), as opposed to an
+    answer: a device that took the command is still followed through these."""
+    return status == "failed" and (detail or "").startswith(("timeout:", "unreachable:", "locked:"))
+
+
 @dataclass(frozen=True)
 class LateResult:
     """A device's terminal success for a rollout command, heard after nobody waited for it."""
@@ -630,7 +636,7 @@ class Executor:
             # could make it act twice.
             status, detail = await self._send(d, command, d.password, timeout=min(d.timeout, REASK_TIMEOUT),
                                               heard=heard)
-        while _timed_out(status, detail) and heard.at is not None:
+        while heard.at is not None and _silent(status, detail):
             now_m = time.monotonic()
             quiet = now_m - heard.at
             if quiet >= expected or now_m >= limit:
@@ -644,7 +650,12 @@ class Executor:
             log.info("rollout %s: %s: still working on %s (%s); asking again under the same id",
                      d.rollout_id, d.device_id, d.command_id, heard.describe())
             await self._renew(d, window)
+            asked = time.monotonic()
             status, detail = await self._send(d, command, d.password, timeout=window, heard=heard)
+            if _silent(status, detail) and time.monotonic() - asked < 1.0:
+                # Unreachable at once (an HTTP device restarting into its new firmware, the
+                # platform's own link down): it took the command, so wait and ask again.
+                await asyncio.sleep(min(2.0, window))
         return status, detail
 
     async def _renew(self, d: Dispatch, follow: float) -> None:
