@@ -9,16 +9,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cityward.adapters.inventory_files import FileFormat
-from cityward.adapters.storage.models import RolloutActionRow
+from cityward.adapters.storage.models import DeviceRow, RolloutActionRow
 from cityward.bootstrap import Platform
 from cityward.domain.organizations import Caller
 from cityward.domain.rollouts import EXPECTED_SECONDS, Operation, WaveOptions, expected_seconds, follow_limit
 from cityward.errors import InvalidInput
 from cityward.services import auditlog, catalog, credentials, firmware, rollouts
-from cityward.services.rollout_executor import LOST, LateResult, correct_late_results
+from cityward.services.rollout_executor import (
+    LOST,
+    LateResult,
+    correct_from_reported_firmware,
+    correct_late_results,
+)
 from cityward.services.rollouts import RolloutRequest, Target
 from tests.helpers import csv_bytes, device, import_csv
 from tests.rollout_support import offline_executor
@@ -92,8 +97,24 @@ def test_attempt_timeouts_follow_the_operation_and_the_product(platform: Platfor
     # The claim covers the operation's default (15 min) plus the last ask and the grace.
     assert all(lease is not None and lease.replace(tzinfo=UTC) >= before + timedelta(seconds=900 + 35 - 1)
                for lease in leases)
-    for d in by_device.values():
-        executor._finish(d, "succeeded", None)
+    # Two upgrades recorded undone whose devices then report the release's version (over HTTP a
+    # late result is not pushed): corrected from the reported firmware; a third one is not on it.
+    executor._finish(by_device["SL-00001"], LOST, "timeout: took command … but silent")
+    executor._finish(by_device["SL-00002"], "failed", "timeout: no answer")  # pending: a retry is due
+    executor._finish(by_device["SL-00003"], LOST, "timeout: took command … but silent")
+    executor._finish(by_device["SL-00004"], "succeeded", None)
+    assert correct_from_reported_firmware(platform.uow) == 0
+    with platform.uow(write=True) as uow:
+        uow.session.execute(update(DeviceRow).where(DeviceRow.id.in_(["SL-00001", "SL-00002"]))
+                            .values(firmware_running="2.0.0"))
+        uow.commit()
+    assert correct_from_reported_firmware(platform.uow) == 2
+    assert {a.device_id: a.status for a in rollouts.actions(platform.uow, fleet, upgrade)} == {
+        "SL-00001": "succeeded", "SL-00002": "succeeded", "SL-00003": "failed", "SL-00004": "succeeded"}
+    events = auditlog.list_events(platform.uow, fleet, action="rollout.action_corrected")
+    assert sorted((e.target_id, e.before["status"]) for e in events) == [("SL-00001", "failed"),
+                                                                         ("SL-00002", "pending")]
+    assert correct_from_reported_firmware(platform.uow) == 0
 
     reboot = _start(platform, fleet, Operation.REBOOT, store, WaveOptions(canary=0, percentages=(100,),
                                                                           concurrency=10, timeout_s=30))

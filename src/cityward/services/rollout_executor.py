@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -76,6 +77,7 @@ REASK_TIMEOUT = 5.0  # asking a silent device again about a command it may have 
 # the device may still be applying this one (a late result corrects the record).
 LOST = "lost"
 HEARTBEAT_EVERY = 5.0  # seconds between "still looking for work" marks (services/executors.py)
+FIRMWARE_CHECK_EVERY = 30.0  # seconds between looks for failed upgrades on devices reporting the new version
 _IN_CHUNK = 500  # ids per IN (...) list: well within SQLite's bound-parameter limit
 _PER_DEVICE_PARAMS = (Operation.ROTATE_PASSWORD, Operation.RENEW_CERTIFICATE)  # the rest: one set per rollout
 SYSTEM = Caller(actor="system:rollout-executor", org_id=0, org_name="cityward", org_kind=OrgKind.CITY,
@@ -226,6 +228,44 @@ def correct_late_results(uow_factory: UnitOfWorkFactory, box: SecretBox, results
         uow.commit()
     if corrected:
         log.info("corrected %d rollout actions recorded failed from the devices' late results", corrected)
+    return corrected
+
+
+def correct_from_reported_firmware(uow_factory: UnitOfWorkFactory, *, within: timedelta = timedelta(days=7)) -> int:
+    """An upgrade recorded failed (or waiting for a retry) on a device that now reports the
+    release's version — over HTTP, where a late result is not pushed, or whose result came while
+    no executor listened — becomes succeeded, audited as `rollout.action_corrected`. Upgrade
+    rollouts created within `within` are looked at; an action never sent is left alone."""
+    corrected = 0
+    with uow_factory(write=True) as uow:
+        s = uow.session
+        now = uow.clock()
+        undone = (ActionStatus.FAILED.value, ActionStatus.PENDING.value)
+        has_failed = exists().where(RolloutActionRow.rollout_id == RolloutRow.id,
+                                    RolloutActionRow.status.in_(undone), RolloutActionRow.attempts > 0)
+        found = s.execute(select(RolloutRow.id, RolloutRow.params).where(
+            RolloutRow.operation == Operation.UPGRADE_FIRMWARE.value, RolloutRow.created_at >= now - within,
+            has_failed)).all()
+        for rollout_id, params in found:
+            version = s.scalar(select(FirmwareReleaseRow.version).where(
+                FirmwareReleaseRow.id == int(params["release"])))
+            if version is None:
+                continue
+            q = (select(RolloutActionRow).join(DeviceRow, DeviceRow.id == RolloutActionRow.device_id).where(
+                RolloutActionRow.rollout_id == rollout_id, RolloutActionRow.attempts > 0,
+                RolloutActionRow.status.in_(undone), DeviceRow.firmware_running == version))
+            for action in s.scalars(q.with_for_update(of=RolloutActionRow) if uow.dialect == "postgresql" else q):
+                before = {"status": action.status, "detail": action.detail}
+                action.status = ActionStatus.SUCCEEDED.value
+                action.detail = f"succeeded late (corrected): the device reports firmware {version}"[:500]
+                action.secret, action.lease_until, action.updated_at = None, None, now
+                uow.record(SYSTEM, "rollout.action_corrected", "device", action.device_id, before=before, after={
+                    "rollout": rollout_id, "command_id": action.command_id, "status": action.status,
+                    "attempt": action.attempts, "detail": f"reports firmware {version}"})
+                corrected += 1
+        uow.commit()
+    if corrected:
+        log.info("corrected %d firmware upgrades recorded failed on devices that report the new version", corrected)
     return corrected
 
 
@@ -783,8 +823,15 @@ class Executor:
             self._late[result.command_id] = LateResult(result.device_id, result.command_id, result.detail)
 
     async def _correct_loop(self) -> None:
+        checked = -math.inf
         while True:
             await asyncio.sleep(1.0)
+            if time.monotonic() - checked >= FIRMWARE_CHECK_EVERY:
+                checked = time.monotonic()
+                try:
+                    self.corrected += await asyncio.to_thread(correct_from_reported_firmware, self.uow)
+                except Exception as exc:  # the database refused: the next round tries again
+                    log.error("correcting firmware upgrades from reported versions failed: %s", exc)
             if not self._late:
                 continue
             batch, self._late = list(self._late.values()), {}
