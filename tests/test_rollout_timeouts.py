@@ -27,6 +27,7 @@ from cityward.services.rollout_executor import (
 from cityward.services.rollouts import RolloutRequest, Target
 from tests.helpers import csv_bytes, device, import_csv
 from tests.rollout_support import offline_executor
+from tests.test_cli import Cli
 from tests.test_rollouts import HEADER, KEY, _pub, _sign
 
 CATALOG_HEADER = ["brand", "model", "origin_brand", "origin_model", "upgrade_minutes"]
@@ -161,3 +162,19 @@ def test_a_late_success_corrects_a_failed_record(platform: Platform, fleet: Call
     assert credentials.load_secrets(platform.uow, executor.box, credentials.ADMIN, ["SL-00001"]) == {
         "SL-00001": d1.secret}
     assert correct_late_results(platform.uow, executor.box, late) == 0  # repeated: nothing more
+
+
+def test_the_cli_shows_and_sets_upgrade_minutes(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    cli("init", "--city", "Springfield")
+    (tmp_path / "catalog.csv").write_bytes(csv_bytes([
+        {"brand": "Lumo", "model": "L100", "origin_brand": "Lumo", "origin_model": "L100", "upgrade_minutes": "9"}],
+        CATALOG_HEADER))
+    cli("products", "import", "catalog.csv")
+    assert "upgrade min" in cli("products", "list").stdout
+    cli("products", "set", "Lumo", "L100", "--upgrade-minutes", "2.5")
+    listed = json.loads(cli("products", "list", "--json").stdout)
+    assert [(p["brand"], p["upgrade_minutes"]) for p in listed] == [("Lumo", 2.5)]
+    assert "2.5" in cli("products", "show", "Lumo", "L100").stdout
+    refused = cli("products", "set", "Lumo", "L100", "--upgrade-minutes", "0", code=2)
+    assert "upgrade_minutes" in refused.stderr + refused.stdout and "more than 0" in refused.stderr + refused.stdout
