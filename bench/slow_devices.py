@@ -11,10 +11,10 @@ fault (every duration x `--slow-factor`: an upgrade of `--upgrade-duration` 60 s
 this process. The city, broker and simulator are the rollout tests' (`tests/rollout_city.py`).
 
 Two kinds of rollout, one `upgrade_firmware` per true product, all at once:
-- "working": the MQTT devices of every product but one, `--timeout` seconds per attempt (shorter
+- "working": the devices (MQTT, and HTTP polled) of every product but one, `--timeout` seconds per attempt (shorter
   than the devices take) and `--retries` retries: a device that keeps reporting progress must be
   asked again under the same command id and end succeeded, having applied the upgrade once;
-- "lost": the devices of the remaining product, whose catalog entry declares an upgrade of
+- "lost": the devices of the largest MQTT-only product, whose catalog entry declares an upgrade of
   `--lost-minutes` (far shorter than the 1.4 s between its progress reports), `--lost-timeout`
   per attempt: recorded failed when it falls silent, never sent a new command id, and corrected
   to succeeded by its own late result.
@@ -64,9 +64,10 @@ def slow_profile(path: Path, args: argparse.Namespace) -> Path:
 
 
 def products(live: LiveCity) -> list[tuple[tuple[str, str], list[str]]]:
+    """Every reachable device (MQTT, or HTTP polled) by its true manufacturer's product."""
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in live.rows:
-        if r["protocol"] == "mqtt":
+        if r["protocol"] in ("mqtt", "http"):
             v = inventory.get_device(live.platform.uow, live.city, r["id"])
             groups[(v.manufacturer, v.origin_model)].append(r["id"])
     return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
@@ -146,7 +147,11 @@ def main() -> None:
         with live_city(platform, city, work, devices=args.devices, seed=args.seed,
                        extra=("--profile", str(profile))) as live:
             groups = products(live)
-            (lost_product, lost), working_groups = groups[0], groups[1:]
+            protocol = {r["id"]: r["protocol"] for r in live.rows}
+            # "lost": the largest product with MQTT devices only (a late result is pushed over MQTT;
+            # over HTTP it is seen in the device's polled state, and no connector polls here).
+            lost_product, lost = next(g for g in groups if all(protocol[d] == "mqtt" for d in g[1]))
+            working_groups = [g for g in groups if g[0] != lost_product]
             catalog.save_product(platform.uow, city, {"brand": lost_product[0], "model": lost_product[1],
                                                       "upgrade_minutes": str(args.lost_minutes)})
             kinds: dict[int, str] = {}
@@ -166,16 +171,17 @@ def main() -> None:
                     mine = [c for c in truth["commands"] if c.startswith(f"rollout-{rid}-")]
                     applied = sum(n for c, n in truth["applied"].items() if c.startswith(f"rollout-{rid}-"))
                     rows.append((kinds[rid], d, len(mine), applied, first.get(d, "-"), final[d],
-                                 truth["firmware_version"] == VERSION))
+                                 truth["firmware_version"] == VERSION, protocol[d]))
             platform.close()
 
-    print(f"slow devices: {len(rows)} ({sum(1 for r in rows if r[0] == 'working')} working, "
+    print(f"slow devices: {len(rows)} ({sum(1 for r in rows if r[0] == 'working')} working, of which "
+          f"{sum(1 for r in rows if r[0] == 'working' and r[7] == 'http')} over HTTP; "
           f"{sum(1 for r in rows if r[0] == 'lost')} lost), every duration x {args.slow_factor:g}; "
           f"attempt timeout {args.timeout:g} s (working), {args.lost_timeout:g} s with {args.lost_minutes:g} min "
           f"declared (lost); retries {args.retries}; {elapsed:.1f} s")
     if args.per_device:
         print(f"{'rollout':8} {'device':24} {'ids':>4} {'applied':>7} {'first':>10} {'final':>10} new firmware")
-        for kind, d, ids, applied, was, now, new in rows:
+        for kind, d, ids, applied, was, now, new, _protocol in rows:
             print(f"{kind:8} {d:24} {ids:>4} {applied:>7} {was:>10} {now:>10} {'yes' if new else 'no'}")
     for kind in ("working", "lost"):
         mine = [r for r in rows if r[0] == kind]
