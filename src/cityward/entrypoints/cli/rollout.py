@@ -135,7 +135,7 @@ def _request(name: str, operation: str, kind: str | None, zone: str | None, bran
              manufacturer: str | None, fw: str | None, org: str | None, tag: str | None, failing_rule: str | None,
              advisory: str | None, devices: str | None, release: int | None, config: str | None, reason: str | None,
              canary: int,
-             waves: str, concurrency: int, timeout: float, retries: int, success_threshold: int,
+             waves: str, concurrency: int, timeout: float | None, retries: int, success_threshold: int,
              failure_threshold: int, failure_count: int | None, on_failure: str) -> RolloutRequest:
     try:
         pcts = tuple(int(p) for p in waves.split(","))
@@ -181,7 +181,9 @@ def plan(
     canary: Annotated[int, typer.Option(help="Devices in the first wave.")] = 1,
     waves: Annotated[str, typer.Option(help="Cumulative % after each later wave.")] = "10,50,100",
     concurrency: Annotated[int, typer.Option(help="Device actions at once.")] = 50,
-    timeout: Annotated[float, typer.Option(help="Seconds per attempt.")] = 120.0,
+    timeout: Annotated[float | None, typer.Option(help=(
+        "Seconds per attempt (default: the operation's expected duration; firmware: the product's "
+        "upgrade_minutes, else 15 min). A device that reports progress is followed past it."))] = None,
     retries: Annotated[int, typer.Option(help="Extra attempts after a failure.")] = 1,
     success_threshold: Annotated[int, typer.Option(help="% of a wave that must succeed to go on.")] = 90,
     failure_threshold: Annotated[int, typer.Option(help="% of a wave failed that stops the rollout.")] = 10,
