@@ -8,9 +8,7 @@ id (`CITYWARD_CONTRACT_TOKEN_ID` names the token to spare).
 
 from __future__ import annotations
 
-import atexit
 import os
-import threading
 from typing import Any
 
 import schemathesis
@@ -23,21 +21,3 @@ def before_call(context: schemathesis.HookContext, case: schemathesis.Case, kwar
             and (case.path_parameters or {}).get("token_id") == spare):
         case.path_parameters = {**(case.path_parameters or {}), "token_id": "0" * len(spare)}
 
-
-_requests = 0
-_lock = threading.Lock()
-
-
-@schemathesis.hook
-def after_call(context: schemathesis.HookContext, case: schemathesis.Case, response: schemathesis.Response) -> None:
-    """Count the requests sent, for the campaign's figures (written at exit)."""
-    global _requests
-    with _lock:
-        _requests += 1
-
-
-@atexit.register
-def _write_count() -> None:
-    if path := os.environ.get("CITYWARD_CONTRACT_COUNT"):
-        with open(path, "w") as out:
-            out.write(str(_requests))
