@@ -50,7 +50,7 @@ def run_backend(url: str, args: argparse.Namespace, workdir: Path) -> None:
             start = time.perf_counter()
             seeded = seed(base, platform, city)
             print(f"  seeded in {time.perf_counter() - start:.1f} s; st run --max-examples {args.max_examples} "
-                  f"--seed {args.seed} --workers {args.workers} --phases {args.phases}", flush=True)
+                  f"--seed {args.seed} --workers {args.workers} --phases {args.phases or ','.join(PHASES)}", flush=True)
             run = campaign(base, seeded, max_examples=args.max_examples, seed=args.seed,
                            phases=args.phases.split(",") if args.phases else PHASES, workers=args.workers,
                            counter=counter)
