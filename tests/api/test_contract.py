@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import pytest
 from api_support import Api, assert_problem
 from tests.contract_city import campaign, seed
 
@@ -68,11 +67,12 @@ def test_every_timestamp_carries_its_time_zone(api: Api, admin: httpx.Client) ->
     assert all(datetime.fromisoformat(v).utcoffset() is not None for _, v in found)
 
 
-@pytest.mark.parametrize("value", ["0.5", "1700000000", "2026-01-01", "2026-01-01T00:00:00"])
-def test_a_date_time_without_a_time_zone_is_refused(admin: httpx.Client, value: str) -> None:
-    problem = assert_problem(admin.get("/api/v1/devices", params={"seen_after": value}), 422)
-    assert [e["field"] for e in problem["errors"]] == ["seen_after"]
-    assert "RFC 3339" in problem["errors"][0]["message"]
+def test_a_date_time_without_a_time_zone_is_refused(admin: httpx.Client) -> None:
+    for value in ("0.5", "1700000000", "2026-01-01", "2026-01-01T00:00:00", "0001-01-01T00:00:00+14:00"):
+        problem = assert_problem(admin.get("/api/v1/devices", params={"seen_after": value}), 422)
+        assert [e["field"] for e in problem["errors"]] == ["seen_after"], value
+        assert "RFC 3339" in problem["errors"][0]["message"] or "out of range" in problem["errors"][0]["message"]
+    assert admin.get("/api/v1/devices", params={"seen_after": "2026-01-01T00:00:00+01:00"}).status_code == 200
 
 
 def test_every_problem_status_is_documented(api: Api) -> None:
@@ -96,7 +96,7 @@ def test_an_unreadable_body_is_a_documented_400(admin: httpx.Client) -> None:
     assert assert_problem(response, 400)["title"] == "Bad request"
 
 
-@pytest.mark.parametrize(("method", "path", "allowed"), [
+_ALLOWED = [
     ("OPTIONS", "/api/v1/orgs", "GET, HEAD, POST"),
     ("DELETE", "/api/v1/orgs", "GET, HEAD, POST"),
     ("OPTIONS", "/api/v1/advisories/match", "POST"),
@@ -104,9 +104,12 @@ def test_an_unreadable_body_is_a_documented_400(admin: httpx.Client) -> None:
     ("OPTIONS", "/api/v1/devices/CAM-1", "DELETE, GET, HEAD, PUT"),
     ("GET", "/api/v1/rollouts/plan", "POST"),  # was a 422: "plan" is not a rollout id
     ("POST", "/api/v1/rollouts/1/devices", "GET, HEAD"),  # was a 422: "devices" is not a command
-])
-def test_a_405_names_every_method_of_the_resource(admin: httpx.Client, method: str, path: str,
-                                                  allowed: str) -> None:
-    response = admin.request(method, path)
-    assert_problem(response, 405)
-    assert response.headers["allow"] == allowed
+]
+
+
+def test_a_405_names_every_method_of_the_resource(admin: httpx.Client) -> None:
+    for method, path, allowed in _ALLOWED:
+        response = admin.request(method, path)
+        assert response.status_code == 405, (method, path, response.text)
+        assert_problem(response, 405)
+        assert response.headers["allow"] == allowed, (method, path)
