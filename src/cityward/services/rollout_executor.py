@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import socket
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -39,14 +39,17 @@ from cityward.adapters.storage.models import (
     DesiredConfigRow,
     DeviceRow,
     FirmwareReleaseRow,
+    ProductRow,
     RolloutActionRow,
     RolloutRow,
     RolloutWaveRow,
 )
 from cityward.adapters.storage.uow import UnitOfWork, UnitOfWorkFactory
 from cityward.domain.organizations import Caller, OrgKind, Role
+from cityward.domain.products import product_key
 from cityward.domain.rollouts import (
     DEVICE_ACTION,
+    FIRMWARE_OPERATIONS,
     ROLLOUT_COMMAND_PREFIX,
     ActionStatus,
     Control,
@@ -55,17 +58,26 @@ from cityward.domain.rollouts import (
     RolloutState,
     Verdict,
     WaveCounts,
+    attempt_timeout,
+    expected_seconds,
+    follow_limit,
     transition,
     wave_verdict,
     window_open,
 )
-from cityward.domain.telemetry import Command
-from cityward.services import broker, city_ca, credentials, executors, firmware
+from cityward.domain.telemetry import Command, Result
+from cityward.services import broker, city_ca, credentials, executors, firmware, firmware_guard, notifications
+from cityward.services.firmware_downloads import DownloadServer, KnownGood, firmware_token
 from cityward.services.rollouts import options_of, zone_windows
 
 log = logging.getLogger("cityward.rollouts")
 REASK_TIMEOUT = 5.0  # asking a silent device again about a command it may have taken
+# The outcome of a command the device took (it answered `accepted` or `in_progress`) but never
+# finished within its expected duration: failed, but never retried under a new command id, since
+# the device may still be applying this one (a late result corrects the record).
+LOST = "lost"
 HEARTBEAT_EVERY = 5.0  # seconds between "still looking for work" marks (services/executors.py)
+FIRMWARE_CHECK_EVERY = 30.0  # seconds between looks for failed upgrades on devices reporting the new version
 _IN_CHUNK = 500  # ids per IN (...) list: well within SQLite's bound-parameter limit
 _PER_DEVICE_PARAMS = (Operation.ROTATE_PASSWORD, Operation.RENEW_CERTIFICATE)  # the rest: one set per rollout
 SYSTEM = Caller(actor="system:rollout-executor", org_id=0, org_name="cityward", org_kind=OrgKind.CITY,
@@ -86,6 +98,8 @@ class ExecutorOptions:
     # result lost in a dropped link comes back in seconds, not after the whole timeout.
     reask_after: float | None = 4.0
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # Where the platform's own alerts to the city go (a firmware image changed on disk).
+    alerts: notifications.AlertChannels = field(default_factory=notifications.AlertChannels)
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,8 @@ class Dispatch:
     timeout: float
     secret: str | None  # the new password, or key and certificate (JSON), this attempt installs
     password: str | None = field(default=None, repr=False)  # the HTTP device's admin password now
+    expected: float = 0.0  # seconds the device is expected to take (0: the attempt timeout)
+    leased: float = 0.0  # the attempt timeout its claim's lease was computed with
 
 
 async def _connect(url: str, client_id: str, attempts: int = 4) -> MqttLink:
@@ -118,9 +134,173 @@ async def _connect(url: str, client_id: str, attempts: int = 4) -> MqttLink:
     raise AssertionError("unreachable")
 
 
-def firmware_token(key: bytes, sha256: str) -> str:
-    """An unguessable download path per image: only devices told the URL can fetch it."""
-    return hmac.new(key, f"firmware-download/{sha256}".encode(), hashlib.sha256).hexdigest()[:32]
+@dataclass
+class _Heard:
+    """The last word a device said about the command being followed."""
+
+    at: float | None = None  # time.monotonic() of it
+    last: Result | None = None
+
+    def hear(self, result: Result) -> None:
+        self.at, self.last = time.monotonic(), result
+
+    def describe(self) -> str:
+        r = self.last
+        if r is None:
+            return "nothing"
+        said = r.status + (f" {r.progress} %" if r.progress is not None else "") + (f" {r.detail}" if r.detail else "")
+        return f"last said {said[:80]!r} {time.monotonic() - (self.at or 0):.0f} s ago"
+
+
+def _timed_out(status: str, detail: str | None) -> bool:
+    return status == "failed" and (detail or "").startswith("timeout")
+
+
+def _silent(status: str, detail: str | None) -> bool:
+    """No answer to this send (a timeout, or the device or link unreachable), as opposed to an
+    answer: a device that took the command is still followed through these."""
+    return status == "failed" and (detail or "").startswith(("timeout:", "unreachable:", "locked:"))
+
+
+@dataclass(frozen=True)
+class LateResult:
+    """A device's terminal success for a rollout command, heard after nobody waited for it."""
+
+    device_id: str
+    command_id: str
+    detail: str | None = None
+
+
+def action_of(command_id: str) -> tuple[int, int] | None:
+    """(rollout id, action id) of a rollout command id `rollout-{rollout}-{action}-{attempt}`."""
+    parts = command_id[len(ROLLOUT_COMMAND_PREFIX):].split("-")
+    if not command_id.startswith(ROLLOUT_COMMAND_PREFIX) or len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def correct_late_results(uow_factory: UnitOfWorkFactory, box: SecretBox, results: list[LateResult]) -> int:
+    """The device's word outranks the record: an action recorded failed (or waiting for a retry)
+    whose *same* command the device has now reported succeeded becomes succeeded, audited as
+    `rollout.action_corrected`; the wave and rollout counts, derived from the actions, follow.
+    A success for an earlier command id than the action's current one changes nothing (its
+    current attempt decides). Returns how many actions were corrected."""
+    wanted: dict[int, list[tuple[int, LateResult]]] = defaultdict(list)
+    for late in results:
+        found = action_of(late.command_id)
+        if found is not None:
+            wanted[found[1]].append((found[0], late))
+    if not wanted:
+        return 0
+    corrected = 0
+    with uow_factory(write=True) as uow:
+        s = uow.session
+        now = uow.clock()
+        ids = sorted(wanted)
+        actions: list[RolloutActionRow] = []
+        for i in range(0, len(ids), _IN_CHUNK):
+            q = select(RolloutActionRow).where(
+                RolloutActionRow.id.in_(ids[i:i + _IN_CHUNK]),
+                RolloutActionRow.status.in_((ActionStatus.FAILED.value, ActionStatus.PENDING.value)))
+            actions += s.scalars(q.with_for_update() if uow.dialect == "postgresql" else q)
+        operations: dict[int, str] = {}
+        for rollout_id, operation in s.execute(select(RolloutRow.id, RolloutRow.operation).where(
+                RolloutRow.id.in_({a.rollout_id for a in actions}))) if actions else ():
+            operations[rollout_id] = operation
+        passwords: dict[str, str] = {}
+        for action in actions:
+            match = [late for rollout_id, late in wanted[action.id]
+                     if (action.rollout_id, action.device_id, action.command_id) == (rollout_id, late.device_id,
+                                                                                     late.command_id)]
+            if not match:
+                continue
+            late = match[0]
+            before = {"status": action.status, "detail": action.detail}
+            if action.secret is not None and operations.get(action.rollout_id) == Operation.ROTATE_PASSWORD:
+                passwords[action.device_id] = box.open(action.device_id, f"rollout:{late.command_id}", action.secret)
+            action.status = ActionStatus.SUCCEEDED.value
+            action.detail = f"succeeded late (corrected): {late.detail or 'the device reported success'}"[:500]
+            action.secret, action.lease_until, action.updated_at = None, None, now
+            uow.record(SYSTEM, "rollout.action_corrected", "device", action.device_id, before=before, after={
+                "rollout": action.rollout_id, "command_id": late.command_id, "status": action.status,
+                "attempt": action.attempts, "detail": (late.detail or "")[:200]})
+            corrected += 1
+        if passwords:
+            credentials.store_secrets(s, box, credentials.ADMIN, passwords, now)
+        uow.commit()
+    if corrected:
+        log.info("corrected %d rollout actions recorded failed from the devices' late results", corrected)
+    return corrected
+
+
+def correct_from_reported_firmware(uow_factory: UnitOfWorkFactory, *, within: timedelta = timedelta(days=7)) -> int:
+    """An upgrade recorded failed (or waiting for a retry) on a device that now reports the
+    release's version — over HTTP, where a late result is not pushed, or whose result came while
+    no executor listened — becomes succeeded, audited as `rollout.action_corrected`. Upgrade
+    rollouts created within `within` are looked at; an action never sent is left alone."""
+    corrected = 0
+    with uow_factory(write=True) as uow:
+        s = uow.session
+        now = uow.clock()
+        undone = (ActionStatus.FAILED.value, ActionStatus.PENDING.value)
+        has_failed = exists().where(RolloutActionRow.rollout_id == RolloutRow.id,
+                                    RolloutActionRow.status.in_(undone), RolloutActionRow.attempts > 0)
+        found = s.execute(select(RolloutRow.id, RolloutRow.params).where(
+            RolloutRow.operation == Operation.UPGRADE_FIRMWARE.value, RolloutRow.created_at >= now - within,
+            has_failed)).all()
+        for rollout_id, params in found:
+            version = s.scalar(select(FirmwareReleaseRow.version).where(
+                FirmwareReleaseRow.id == int(params["release"])))
+            if version is None:
+                continue
+            q = (select(RolloutActionRow).join(DeviceRow, DeviceRow.id == RolloutActionRow.device_id).where(
+                RolloutActionRow.rollout_id == rollout_id, RolloutActionRow.attempts > 0,
+                RolloutActionRow.status.in_(undone), DeviceRow.firmware_running == version))
+            for action in s.scalars(q.with_for_update(of=RolloutActionRow) if uow.dialect == "postgresql" else q):
+                before = {"status": action.status, "detail": action.detail}
+                action.status = ActionStatus.SUCCEEDED.value
+                action.detail = f"succeeded late (corrected): the device reports firmware {version}"[:500]
+                action.secret, action.lease_until, action.updated_at = None, None, now
+                uow.record(SYSTEM, "rollout.action_corrected", "device", action.device_id, before=before, after={
+                    "rollout": rollout_id, "command_id": action.command_id, "status": action.status,
+                    "attempt": action.attempts, "detail": f"reports firmware {version}"})
+                corrected += 1
+        uow.commit()
+    if corrected:
+        log.info("corrected %d firmware upgrades recorded failed on devices that report the new version", corrected)
+    return corrected
+
+
+__all__ = ["Dispatch", "Executor", "ExecutorOptions", "LateResult", "correct_from_reported_firmware",
+           "correct_late_results", "firmware_token"]
+
+
+def _claim_timeout(row: RolloutRow) -> float:
+    """The attempt timeout a claim's lease covers, known without the device's product: the
+    rollout's own, or its operation's default (a product declaring longer renews the lease)."""
+    op = Operation(row.operation)
+    return attempt_timeout(options_of(row).timeout_s, expected_seconds(op))
+
+
+def _upgrade_minutes(s: Session, device_ids: list[str]) -> dict[str, float]:
+    """Each device's declared firmware upgrade duration: its product's `upgrade_minutes`, else
+    that of the product it is a relabel of (its true manufacturer's)."""
+    by_device: dict[str, int] = {}
+    for i in range(0, len(device_ids), _IN_CHUNK):
+        for device_id, product_id in s.execute(select(DeviceRow.id, DeviceRow.product_id).where(
+                DeviceRow.id.in_(device_ids[i:i + _IN_CHUNK]))):
+            by_device[device_id] = product_id
+    products = {p.id: p for p in s.scalars(select(ProductRow).where(ProductRow.id.in_(set(by_device.values()))))}
+    minutes: dict[int, float] = {}
+    for pid, p in products.items():
+        value = p.upgrade_minutes
+        if value is None and p.origin_depth:
+            bk, mk = product_key(p.origin_brand, p.origin_model)
+            value = s.scalar(select(ProductRow.upgrade_minutes).where(ProductRow.brand_key == bk,
+                                                                      ProductRow.model_key == mk))
+        if value is not None:
+            minutes[pid] = value
+    return {d: minutes[pid] for d, pid in by_device.items() if pid in minutes}
 
 
 class Executor:
@@ -133,6 +313,8 @@ class Executor:
         self.inflight: dict[int, asyncio.Task[None]] = {}
         self.base_url = ""
         self.sent = 0
+        self.followed = 0  # follow-ups under the same command id of a device still working on it
+        self.corrected = 0  # actions recorded failed that a late result turned into succeeded
         self.results: dict[str, int] = defaultdict(int)
         self._mqtt: MqttDriver | None = None
         self._http: HttpDriver | None = None
@@ -140,6 +322,16 @@ class Executor:
         self._ca: Any = None
         self._outcomes: asyncio.Queue[tuple[Dispatch, str, str | None, asyncio.Future[None]]] | None = None
         self._beat_at = -HEARTBEAT_EVERY
+        self._late: dict[str, LateResult] = {}  # late successes to check against recorded failures
+        # Firmware integrity (services/firmware_guard.py): stamps of stored images that hashed
+        # right, images found changed (SHA-256 -> reason), alerts still to deliver.
+        self.images = KnownGood()
+        self.downloads: DownloadServer | None = None
+        self._changed: dict[str, str] = {}
+        self._reported: set[str] = set()
+        self._refusing = threading.Lock()
+        self._alerts: list[firmware_guard.Stopped] = []
+        self._background: set[asyncio.Task[Any]] = set()
 
     @property
     def reasked(self) -> int:
@@ -159,16 +351,19 @@ class Executor:
                 client_id = f"cityward-exec-{self.options.name}"[:64]
                 link = await _connect(url, client_id)
                 stack.push_async_exit(link.__aexit__)
-                self._mqtt = MqttDriver(link, orphan=lambda r, rej: log.debug("%s", rej.detail))
+                self._mqtt = MqttDriver(link, orphan=self._on_orphan)
                 pump = asyncio.create_task(link.run())
                 stack.callback(pump.cancel)
             self._outcomes = asyncio.Queue()
             writer = asyncio.create_task(self._write_outcomes())
+            corrector = asyncio.create_task(self._correct_loop())
             try:
                 yield self
             finally:
                 writer.cancel()
+                corrector.cancel()
                 self._outcomes = None
+                await self._settle_alerts()
 
     async def run(self, stop: asyncio.Event, *, until_done: set[int] | None = None) -> None:
         """The one-machine executor: work until `stop` is set, or until every rollout in
@@ -192,11 +387,13 @@ class Executor:
         dispatches = await asyncio.to_thread(self.build_many, claimed) if claimed else []
         for d in dispatches:
             self.inflight[d.action_id] = asyncio.create_task(self._perform(d))
+        self._schedule_alerts()
         return busy
 
     async def perform(self, action_id: int, command_id: str) -> None:
         """One claimed action, carried out here (a worker's job)."""
         d = await asyncio.to_thread(self.build, action_id, command_id)
+        self._schedule_alerts()
         if d is not None:
             self.inflight[d.action_id] = asyncio.current_task()  # type: ignore[assignment]
             await self._perform(d)
@@ -290,13 +487,17 @@ class Executor:
         return out
 
     def _lease(self, row: RolloutRow, action: RolloutActionRow, now: datetime) -> tuple[int, str]:
-        opts = options_of(row)
         action.status = ActionStatus.RUNNING.value
-        action.lease_until = now + timedelta(seconds=opts.timeout_s + REASK_TIMEOUT + self.options.lease_grace)
+        action.lease_until = now + timedelta(seconds=self._lease_seconds(_claim_timeout(row)))
         action.claimed_by = self.options.name
         action.updated_at = now
         assert action.command_id is not None
         return action.id, action.command_id
+
+    def _lease_seconds(self, follow: float) -> float:
+        """A claim holds while its command is followed for `follow` seconds, plus the last ask
+        and the grace before another executor takes it over."""
+        return follow + REASK_TIMEOUT + self.options.lease_grace
 
     def build(self, action_id: int, command_id: str) -> Dispatch | None:
         """The command for a claimed action, from the database (None if it is no longer running
@@ -325,21 +526,44 @@ class Executor:
             http = [a.device_id for a, protocol, _a in found if protocol == "http"]
             passwords = credentials.load_secrets(self.uow, self.box, credentials.ADMIN, http) if http else {}
             shared: dict[int, dict[str, Any]] = {}  # parameters that are the same for every device of a rollout
+            firmware_devices = [a.device_id for a, _p, _a in found
+                                if Operation(rollouts[a.rollout_id].operation) in FIRMWARE_OPERATIONS]
+            minutes = _upgrade_minutes(s, firmware_devices) if firmware_devices else {}
+            refused: dict[int, firmware.ReleaseRefused] = {}  # rollout -> why its firmware may not be offered
+            broken: set[int] = set()
             for action, protocol, address in found:
                 row = rollouts[action.rollout_id]
+                if row.id in refused or row.id in broken:
+                    continue
                 op = Operation(row.operation)
+                opts = options_of(row)
+                expected = expected_seconds(op, minutes.get(action.device_id))
                 command_id = wanted[action.id]
-                secret = (self.box.open(action.device_id, f"rollout:{command_id}", action.secret)
-                          if action.secret is not None else None)
-                if op in _PER_DEVICE_PARAMS:
-                    params = self._params(s, op, dict(row.params), secret)
-                else:
-                    if row.id not in shared:
-                        shared[row.id] = self._params(s, op, dict(row.params), None)
-                    params = dict(shared[row.id])
+                try:  # one claim that cannot be built does not hold up the others
+                    secret = (self.box.open(action.device_id, f"rollout:{command_id}", action.secret)
+                              if action.secret is not None else None)
+                    if op in _PER_DEVICE_PARAMS:
+                        params = self._params(s, op, dict(row.params), secret)
+                    else:
+                        if row.id not in shared:
+                            shared[row.id] = self._params(s, op, dict(row.params), None)
+                        params = dict(shared[row.id])
+                except firmware.ReleaseRefused as exc:
+                    refused[row.id] = exc
+                    continue
+                except Exception:  # a bug, not the device's: its lease brings the action back
+                    log.exception("rollout %s: %s: building %s failed", row.id, action.device_id, command_id)
+                    if op not in _PER_DEVICE_PARAMS:
+                        broken.add(row.id)  # the same for all its devices: said once
+                    continue
                 out.append(Dispatch(action.id, row.id, action.device_id, protocol or "mqtt", address, command_id,
-                                    DEVICE_ACTION[op], params, options_of(row).timeout_s, secret,
-                                    passwords.get(action.device_id)))
+                                    DEVICE_ACTION[op], params, attempt_timeout(opts.timeout_s, expected), secret,
+                                    passwords.get(action.device_id), expected, _claim_timeout(row)))
+        for why in {e.sha256: e for e in refused.values()}.values():
+            self._refuse_image(why.sha256, why.reason, claimed=[a.id for a, _p, _a in found
+                                                                if a.rollout_id in refused],
+                               event=firmware_guard.ALERT_KIND if isinstance(why, firmware.ImageChanged)
+                               else "firmware.release_refused")
         return out
 
     def _fresh_secret(self, op: Operation, device_id: str) -> str | None:
@@ -371,15 +595,18 @@ class Executor:
         return {}
 
     def _firmware_params(self, s: Session, release_id: int) -> dict[str, Any]:
-        if release_id not in self._verified:
-            # Verified once more (hash and signature) by this executor before it offers the image.
-            view, _image = firmware.verified_image(self.uow, self.options.firmware_store, release_id)
-            rel = s.get(FirmwareReleaseRow, release_id)
-            assert rel is not None
-            self._verified[release_id] = {
-                "url": f"{self.base_url}/firmware/{firmware_token(self.key, view.sha256)}/{view.sha256}",
-                "version": view.version, "size": view.size, "sha256": view.sha256, "signature": rel.signature,
-                "key_id": view.key_id}
+        # Verified again (hash and signature) by this executor each time it offers the image: a file
+        # with the stamp it last hashed right with is not hashed again (firmware.FileStamp), any other
+        # is, and one that changed is refused (firmware.ImageChanged, handled by build_many).
+        known = self._verified.get(release_id)
+        checked = firmware.verified_image(self.uow, self.options.firmware_store, release_id,
+                                          unchanged=self.images.get(known["sha256"]) if known else None)
+        view = checked.view
+        self.images.set(view.sha256, checked.stamp)
+        self._verified[release_id] = {
+            "url": f"{self.base_url}/firmware/{firmware_token(self.key, view.sha256)}/{view.sha256}",
+            "version": view.version, "size": view.size, "sha256": view.sha256, "signature": checked.signature,
+            "key_id": view.key_id}
         return dict(self._verified[release_id])
 
     def _advance(self, s: Session, uow: UnitOfWork, row: RolloutRow, now: datetime) -> int | None:
@@ -438,19 +665,13 @@ class Executor:
 
     async def _perform(self, d: Dispatch) -> None:
         try:
-            now = datetime.now(UTC)
-            command = Command(command_id=d.command_id, action=d.action, issued_at=now,
-                              expires_at=now + timedelta(seconds=d.timeout), params=d.params)
-            self.sent += 1
-            status, detail = await self._send(d, command, d.password)
-            if status == "failed" and (detail or "").startswith("timeout"):
-                # The device may have taken the command and be slow to say so: ask once more under
-                # the same id (it answers from its stored result) before a retry with a new id
-                # could make it act twice.
-                status, detail = await self._send(d, command, d.password, timeout=min(d.timeout, REASK_TIMEOUT))
+            status, detail = await self._follow(d)
             if status == "auth" and d.secret is not None and d.action == "set_password":
                 # A rotated HTTP password is in force the moment the device applies it: follow the
                 # same command with the new one (the device answers from its stored result).
+                now = datetime.now(UTC)
+                command = Command(command_id=d.command_id, action=d.action, issued_at=now,
+                                  expires_at=now + timedelta(seconds=d.timeout), params=d.params)
                 status, detail = await self._send(d, command, d.secret)
             if status == "auth":
                 status = "failed"
@@ -461,8 +682,72 @@ class Executor:
         finally:
             self.inflight.pop(d.action_id, None)
 
+    async def _follow(self, d: Dispatch) -> tuple[str, str | None]:
+        """Send the command and follow it under its one command id until the device answers a
+        terminal result, or stops working on it.
+
+        A device that has taken the command (it answered `accepted` or `in_progress`, now or to an
+        earlier send of the same id) is still working while its last word is less than its
+        expected duration old: past the attempt timeout it is asked again under the same id, never
+        under a new one. One that never said a word is asked once more when the timeout ends (the
+        command has expired by then, so a device that did not get it can never start it); still
+        silent, it failed and may be retried under a new id. One that took it and then fell silent
+        for longer than expected is LOST: failed, with no retry that could make it act twice."""
+        expected = d.expected or d.timeout
+        now = datetime.now(UTC)
+        command = Command(command_id=d.command_id, action=d.action, issued_at=now,
+                          expires_at=now + timedelta(seconds=d.timeout), params=d.params)
+        self.sent += 1
+        heard = _Heard()
+        started = time.monotonic()
+        limit = started + follow_limit(d.timeout, expected)
+        if d.timeout > d.leased:  # the product declares a longer upgrade than the claim assumed
+            await self._renew(d, d.timeout)
+        status, detail = await self._send(d, command, d.password, heard=heard)
+        if _timed_out(status, detail) and heard.at is None:
+            # The device may have taken the command and be slow to say so: ask once more under
+            # the same id (it answers from its stored result) before a retry with a new id
+            # could make it act twice.
+            status, detail = await self._send(d, command, d.password, timeout=min(d.timeout, REASK_TIMEOUT),
+                                              heard=heard)
+        while heard.at is not None and _silent(status, detail):
+            now_m = time.monotonic()
+            quiet = now_m - heard.at
+            if quiet >= expected or now_m >= limit:
+                why = (f"silent for {quiet:.0f} s, longer than the {expected:g} s it is expected to take"
+                       if quiet >= expected else
+                       f"still not finished after {now_m - started:.0f} s (at most {limit - started:.0f} s)")
+                return LOST, (f"timeout: took command {d.command_id} ({heard.describe()}) but {why}; not "
+                              "retried under a new command id while it may still apply this one")
+            window = max(1.0, min(heard.at + expected, limit) - now_m)
+            self.followed += 1
+            log.info("rollout %s: %s: still working on %s (%s); asking again under the same id",
+                     d.rollout_id, d.device_id, d.command_id, heard.describe())
+            await self._renew(d, window)
+            asked = time.monotonic()
+            status, detail = await self._send(d, command, d.password, timeout=window, heard=heard)
+            if _silent(status, detail) and time.monotonic() - asked < 1.0:
+                # Unreachable at once (an HTTP device restarting into its new firmware, the
+                # platform's own link down): it took the command, so wait and ask again.
+                await asyncio.sleep(min(2.0, window))
+        return status, detail
+
+    async def _renew(self, d: Dispatch, follow: float) -> None:
+        """Extend the claim while this executor still follows the command (one write, only for
+        a device slower than its claim assumed): no other executor takes over a device at work."""
+        seconds = self._lease_seconds(follow)
+
+        def write() -> None:
+            with self.uow(write=True) as uow:
+                uow.session.execute(update(RolloutActionRow).where(
+                    RolloutActionRow.id == d.action_id, RolloutActionRow.status == ActionStatus.RUNNING,
+                    RolloutActionRow.command_id == d.command_id)
+                    .values(lease_until=uow.clock() + timedelta(seconds=seconds)))
+                uow.commit()
+        await asyncio.to_thread(write)
+
     async def _send(self, d: Dispatch, command: Command, password: str | None,
-                    timeout: float | None = None) -> tuple[str, str | None]:
+                    timeout: float | None = None, heard: _Heard | None = None) -> tuple[str, str | None]:
         try:
             if d.protocol == "http":
                 assert self._http is not None
@@ -476,6 +761,8 @@ class Executor:
             last = None
             async for result in driver.send(endpoint, command, timeout=timeout or d.timeout, **extra):
                 last = result
+                if heard is not None:
+                    heard.hear(result)
             assert last is not None
             return last.status, last.detail
         except DriverError as exc:
@@ -512,7 +799,10 @@ class Executor:
                         continue  # a result for an action already decided changes nothing
                     if status == "succeeded":
                         new = ActionStatus.SUCCEEDED
-                    elif action.attempts <= options_of(row).retries and row.control != Control.ABORTED:
+                    elif (status != LOST and action.attempts <= options_of(row).retries
+                          and row.control != Control.ABORTED):
+                        # Only after a terminal answer (or none at all to a command that has
+                        # expired): a device still applying the last one never gets a new id.
                         new = ActionStatus.PENDING  # another attempt, with a new command id
                     else:
                         new = ActionStatus.FAILED
@@ -520,7 +810,8 @@ class Executor:
                     action.lease_until, action.updated_at = None, now
                     if new is ActionStatus.SUCCEEDED and d.secret is not None and d.action == "set_password":
                         passwords[d.device_id] = d.secret
-                    action.secret = None  # a retry generates its own; a success is kept as the device's password
+                    if status != LOST:  # a lost command's late success still needs what it installed
+                        action.secret = None  # a retry generates its own; a success is kept as the device's password
                     uow.record(SYSTEM, f"rollout.device_{new.value}", "device", d.device_id, after={
                         "rollout": d.rollout_id, "command_id": d.command_id, "attempt": action.attempts,
                         "result": status, "detail": (detail or "")[:200]})
@@ -530,6 +821,9 @@ class Executor:
 
     async def _record(self, d: Dispatch, status: str, detail: str | None) -> None:
         """Hand a result to the batch writer and wait until it is stored."""
+        changed = self._changed.get(str(d.params.get("sha256"))) if d.action == "upgrade_firmware" else None
+        if changed is not None and status != "succeeded":  # its download was refused or cut off
+            detail = f"{changed}; the device says: {detail or status}"
         if self._outcomes is None:  # no session (tests driving one action)
             await asyncio.to_thread(self._finish, d, status, detail)
             return
@@ -555,43 +849,112 @@ class Executor:
                 if not fut.done():
                     fut.set_result(None)
 
-    # --- firmware downloads --------------------------------------------------------------------------
+    # --- late results ---------------------------------------------------------------------------------
+
+    def _on_orphan(self, result: Result, rejected: Any) -> None:
+        """A result nobody here is waiting for: another executor's command, a repeat, or the late
+        success of a command already recorded failed, which must correct that record."""
+        log.debug("%s", rejected.detail)
+        if (result.status == "succeeded" and result.command_id.startswith(ROLLOUT_COMMAND_PREFIX)
+                and len(self._late) < 100_000):
+            self._late[result.command_id] = LateResult(result.device_id, result.command_id, result.detail)
+
+    async def _correct_loop(self) -> None:
+        checked = -math.inf
+        while True:
+            await asyncio.sleep(1.0)
+            if time.monotonic() - checked >= FIRMWARE_CHECK_EVERY:
+                checked = time.monotonic()
+                try:
+                    self.corrected += await asyncio.to_thread(correct_from_reported_firmware, self.uow)
+                except Exception as exc:  # the database refused: the next round tries again
+                    log.error("correcting firmware upgrades from reported versions failed: %s", exc)
+            if not self._late:
+                continue
+            batch, self._late = list(self._late.values()), {}
+            try:
+                self.corrected += await asyncio.to_thread(correct_late_results, self.uow, self.box, batch)
+            except Exception as exc:  # the database refused: these results stay unused, logged
+                log.error("correcting %d rollout actions from late results failed: %s", len(batch), exc)
+
+    # --- firmware downloads and their integrity --------------------------------------------------
 
     async def _serve_firmware(self, stack: contextlib.AsyncExitStack) -> None:
-        """Devices fetch images from the executor that told them the URL; the path carries a
-        per-image token, and only verified images in the store are served."""
-        import uvicorn
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import FileResponse, PlainTextResponse, Response
-        from starlette.routing import Route
+        """Devices fetch images from the executor that told them the URL; every download is
+        hashed as it is served (services/firmware_downloads.py)."""
+        self.downloads = DownloadServer(self.options.firmware_store, self.key, self.images, self._image_changed)
+        host, port = await self.downloads.start(self.options.listen)
+        self.base_url = (self.options.public_url or f"http://{host}:{port}").rstrip("/")
+        stack.push_async_callback(self.downloads.stop)
 
-        store, key = self.options.firmware_store, self.key
+    def _image_changed(self, sha256: str, found: str) -> None:
+        """The download server found a stored image changed (on the event loop): from now on this
+        executor offers it to no one, and the rollouts offering it stop."""
+        reason = f"{firmware.CHANGED_ON_DISK}: {found}"
+        self._forget_image(sha256, reason)
+        task = asyncio.create_task(asyncio.to_thread(self._refuse_image, sha256, reason))
+        self._background.add(task)
+        task.add_done_callback(self._refused_done)
 
-        async def image(request: Request) -> Response:
-            sha, token = request.path_params["sha256"], request.path_params["token"]
-            if len(sha) != 64 or not hmac.compare_digest(token, firmware_token(key, sha)):
-                return PlainTextResponse("not found", status_code=404)
-            path = store / sha
-            if not path.is_file():
-                return PlainTextResponse("not found", status_code=404)
-            return FileResponse(path, media_type="application/octet-stream")
+    def _refused_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        self._schedule_alerts()
 
-        host, _, port = self.options.listen.rpartition(":")
-        app = Starlette(routes=[Route("/firmware/{token}/{sha256}", image)])
-        server = uvicorn.Server(uvicorn.Config(app, host=host or "127.0.0.1", port=int(port or 0),
-                                               log_level="warning", lifespan="off"))
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # ours, not its
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        bound = server.servers[0].sockets[0].getsockname()
-        self.base_url = (self.options.public_url or f"http://{bound[0]}:{bound[1]}").rstrip("/")
+    def _forget_image(self, sha256: str, reason: str) -> None:
+        self._changed[sha256] = reason
+        self.images.drop(sha256)
+        for release_id in [r for r, p in self._verified.items() if p["sha256"] == sha256]:
+            del self._verified[release_id]
 
-        async def stop_server() -> None:
-            server.should_exit = True
-            await task
+    def _refuse_image(self, sha256: str, reason: str, *, claimed: list[int] | None = None,
+                      event: str = firmware_guard.ALERT_KIND) -> None:
+        """Stop the rollouts offering an image that may not be offered (a worker thread); never
+        raises: if the database refuses, the claims come back by their lease and this runs again."""
+        self._forget_image(sha256, reason)
+        with self._refusing:  # one at a time: many downloads can find the same change at once
+            first = f"{sha256}\n{reason}" not in self._reported
+            try:
+                stopped = firmware_guard.stop_rollouts(self.uow, SYSTEM, sha256, reason, claimed=claimed or (),
+                                                       report=first, event=event)
+            except Exception:
+                log.exception("firmware %s: stopping the rollouts offering it failed", sha256[:16])
+                return
+            self._reported.add(f"{sha256}\n{reason}")
+        if stopped.rollouts or first:
+            log.error("firmware %s: %s; rollouts aborted: %s (%d devices failed)", sha256[:16], reason,
+                      ", ".join(f"#{r}" for r in stopped.rollouts) or "none", stopped.failed)
+            self._alerts.append(stopped)
 
-        stack.push_async_callback(stop_server)
+    def _schedule_alerts(self) -> None:
+        if self._alerts:
+            task = asyncio.create_task(self.deliver_alerts())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def deliver_alerts(self) -> list[notifications.Sent]:
+        """Send the city the alerts due (a firmware image changed on disk); never raises."""
+        due, self._alerts = self._alerts, []
+        sent: list[notifications.Sent] = []
+        for stopped in due:
+            subject, text, payload = stopped.alert()
+            try:
+                sent += await notifications.alert_city(
+                    self.uow, SYSTEM, self.box, self.options.alerts, kind=firmware_guard.ALERT_KIND,
+                    subject=subject, text=text, payload=payload, about=f"{stopped.sha256}\n{stopped.reason}")
+            except Exception:
+                log.exception("firmware %s: alerting the city failed", stopped.sha256[:16])
+        for s in sent:
+            if not s.ok and not s.skipped:
+                log.warning("firmware alert to %s (%s %s) not delivered: %s", s.organization, s.channel, s.target,
+                            s.detail)
+        return sent
+
+    async def _settle_alerts(self, timeout: float = 60.0) -> None:
+        """Stopping: the rollouts being stopped and the alerts being sent finish first."""
+        for _ in range(3):  # a stop that finishes schedules its alert
+            if not self._background:
+                break
+            _done, pending = await asyncio.wait(set(self._background), timeout=timeout)
+            if pending:
+                log.warning("%d firmware alerts still being delivered at exit", len(pending))
+                return

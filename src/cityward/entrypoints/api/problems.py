@@ -124,9 +124,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
-# Raised by routing (404, 405), by the body cap (413, see uploads.BodyLimit) and by FastAPI when a
-# body cannot be read at all (400, e.g. bytes that are not UTF-8).
-_HTTP_TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
+# Raised by routing (404, 405), by the body caps (413 and 422, see uploads.BodyLimit) and by FastAPI
+# when a body cannot be read at all (400, e.g. bytes that are not UTF-8).
+_HTTP_TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 413: "Payload too large",
+                422: InvalidInput.title}  # 422: a JSON body over a parser limit (uploads.BodyLimit)
 
 
 @functools.lru_cache(maxsize=512)

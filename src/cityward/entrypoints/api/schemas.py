@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
@@ -202,6 +202,8 @@ class ProductIn(_In):
     end_of_support: Annotated[str, _text(10)] | None = Field(None, description="YYYY-MM-DD")
     min_firmware: ShortText | None = None
     version_scheme: Annotated[str, _text(16)] | None = None
+    upgrade_minutes: float | None = Field(None, gt=0, le=1440, description=(
+        "minutes a firmware upgrade takes on this product: rollouts wait this long"))
 
 
 class ProductOut(_Out):
@@ -217,6 +219,7 @@ class ProductOut(_Out):
     min_firmware: str | None
     version_scheme: str
     devices: int = Field(description="devices of this product that the caller may see")
+    upgrade_minutes: float | None = Field(None, description="declared firmware upgrade duration")
 
 
 class ProductPageOut(PageOut[ProductOut]):
@@ -338,9 +341,26 @@ class AuditEventPageOut(BaseModel):
     next_before_seq: int | None = None
 
 
+class AuditAnchorCheckOut(_Out):
+    """The chain as seen from the best signed anchor of the installation's anchors file."""
+
+    status: Literal["ok", "none", "failed", "unchecked"] = Field(
+        description="ok: the anchored event is there with its hash; none: no anchor yet; failed: `reason` "
+        "(a cut tail, a rewrite, a forged anchor); unchecked: the chain itself is broken")
+    source: str = Field(description="the anchors file read")
+    anchors: int
+    line: int | None
+    seq: int | None = Field(description="the anchored event")
+    head: str | None = Field(description="its hash when anchored")
+    at: str | None = Field(description="when it was anchored (ISO 8601, UTC)")
+    key: str | None = Field(description="id of the key that signed it")
+    reason: str | None
+
+
 class AuditChainOut(_Out):
-    ok: bool
+    ok: bool = Field(description="the chain holds and so does its latest anchor")
     events: int
     head: str
     first_broken: int | None
     reason: str | None
+    anchor: AuditAnchorCheckOut | None = None

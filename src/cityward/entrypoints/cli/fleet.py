@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.text import Text
 
+from cityward.domain.limits import API_JSON, check_json
 from cityward.entrypoints.cli import devices
 from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.devices import parse_age
@@ -104,6 +105,7 @@ def connect(
     from cityward.services import ingestion
     from cityward.services.connectivity import ConnectOptions
 
+    CTX.require_platform("connect to the fleet")
     platform = CTX.platform
     options = ConnectOptions(mqtt_url=None if no_mqtt else (mqtt_url or platform.settings.mqtt_url),
                              poll_interval=poll_interval, silence=parse_age(silence))
@@ -264,6 +266,7 @@ def _params(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidInput(f"--param {pair!r} must be key=value")
+        check_json(value.encode(), API_JSON, f"--param {key}")  # too deep is refused, not taken as text
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
