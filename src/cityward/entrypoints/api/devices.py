@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime
 from typing import IO, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -18,6 +17,7 @@ from cityward.entrypoints.api.pages import Limit
 from cityward.entrypoints.api.problems import NOT_FOUND, TOO_LARGE
 from cityward.entrypoints.api.schemas import (
     NO_CONTROL,
+    DateTimeIn,
     DeviceIn,
     DeviceOut,
     DevicePageOut,
@@ -52,8 +52,8 @@ def device_filter(
     firmware: Annotated[str | None, _text("exact firmware version", 64)] = None,
     org: Annotated[str | None, _text("organization holding any duty", 100)] = None,
     tag: Annotated[str | None, _text("tag", 64)] = None,
-    seen_before: Annotated[datetime | None, Query(description="last seen before (UTC)")] = None,
-    seen_after: Annotated[datetime | None, Query(description="last seen at or after (UTC)")] = None,
+    seen_before: Annotated[DateTimeIn | None, Query(description="last seen before (UTC)")] = None,
+    seen_after: Annotated[DateTimeIn | None, Query(description="last seen at or after (UTC)")] = None,
     never_seen: Annotated[bool, Query(description="only devices never seen")] = False,
     online: Annotated[bool | None, Query(description="true: reporting now; false: went offline")] = None,
     id_prefix: Annotated[str | None, _text("device ids starting with this", 64)] = None,
@@ -136,7 +136,10 @@ def _chunks(spool: IO[str]) -> Iterator[bytes]:
 
 _IMPORT_BODY = {"requestBody": {"required": True, "content": {
     "text/csv": {"schema": {"type": "string", "description": "an inventory CSV file"}},
-    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+    # Any item: a row that is not an object is a bad row like any other, refused with the file
+    # (or, with `partial`, reported in the 200 while the good rows are imported).
+    "application/json": {"schema": {"type": "array", "items": {
+        "description": "an inventory row: an object of column → value"}}},
 }}}
 
 

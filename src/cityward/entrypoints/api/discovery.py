@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -10,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from cityward.entrypoints.api.auth import CallerDep, PlatformDep
 from cityward.entrypoints.api.problems import CONFLICT, NOT_FOUND
-from cityward.entrypoints.api.schemas import NO_CONTROL, DeviceOut, _Out
+from cityward.entrypoints.api.schemas import NO_CONTROL, DeviceOut, UtcDateTime, _Out
 from cityward.services import discovery
 
 router = APIRouter(prefix="/discovered", tags=["discovery"])
@@ -28,8 +27,8 @@ class DiscoveredOut(_Out):
     serial: str | None
     mac: str | None
     firmware_version: str | None
-    first_seen: datetime
-    last_seen: datetime
+    first_seen: UtcDateTime
+    last_seen: UtcDateTime
     announcements: int
     decided_by: str | None
     reason: str | None

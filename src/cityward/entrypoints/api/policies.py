@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -12,7 +11,7 @@ from cityward.domain.limits import MAX_POLICY_BYTES
 from cityward.domain.policy.document import parse_policy
 from cityward.entrypoints.api.auth import CallerDep, PlatformDep
 from cityward.entrypoints.api.problems import CONFLICT, NOT_FOUND
-from cityward.entrypoints.api.schemas import NO_CONTROL, _Out
+from cityward.entrypoints.api.schemas import NO_CONTROL, DateTimeIn, UtcDateTime, _Out
 from cityward.errors import NotFound
 from cityward.services import audit, policies
 
@@ -35,7 +34,7 @@ class RunOut(_Out):
     id: int
     policy: str
     policy_version: int | None
-    at: datetime
+    at: UtcDateTime
     run_by: str
     devices: int
     findings: int
@@ -64,7 +63,7 @@ class WaiverIn(BaseModel):
     selector: dict[str, Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROL)]] = Field(
         description="exactly one of device, zone, kind, product, tag")
     reason: str = Field(min_length=1, max_length=1000, pattern=NO_CONTROL)
-    expires_at: datetime
+    expires_at: DateTimeIn
 
 
 class WaiverOut(_Out):
@@ -73,7 +72,7 @@ class WaiverOut(_Out):
     selector: dict[str, str]
     reason: str
     requested_by: str
-    expires_at: datetime
+    expires_at: UtcDateTime
     status: str
     decided_by: str | None
 

@@ -7,7 +7,9 @@ that names no internals (the traceback goes to the log, never to the client).
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -122,16 +124,45 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
-# Raised by routing (404, 405) and by the body caps (413 and 422, see uploads.BodyLimit).
-_HTTP_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Payload too large",
+# Raised by routing (404, 405), by the body caps (413 and 422, see uploads.BodyLimit) and by FastAPI
+# when a body cannot be read at all (400, e.g. bytes that are not UTF-8).
+_HTTP_TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 413: "Payload too large",
                 422: InvalidInput.title}  # 422: a JSON body over a parser limit (uploads.BodyLimit)
+
+
+@functools.lru_cache(maxsize=512)
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)))
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method of the resource, for a 405's `Allow` (RFC 9110), from the OpenAPI document.
+    Starlette names only those of the first route whose path matched, and FastAPI makes one route
+    per method: `DELETE /orgs` would be told `Allow: GET` though `POST` is served too, and
+    `OPTIONS /advisories/match` the methods of `/advisories/{id}`. The resource is the most
+    specific documented path that matches (the fewest parameters); None for undocumented paths
+    (the dashboard's pages), which keep Starlette's answer."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    path = request.scope["path"]
+    matching = [p for p in paths if _template(p).fullmatch(path)]
+    if not matching:
+        return None
+    methods = {m.upper() for m in paths[min(matching, key=lambda p: p.count("{"))]} & _METHODS
+    if "GET" in methods:
+        methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+    return ", ".join(sorted(methods)) or None
+
+
+_METHODS = {"GET", "PUT", "POST", "DELETE", "PATCH"}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     title = _HTTP_TITLES.get(exc.status_code, "HTTP error")
-    return problem_response(request, exc.status_code, title, str(exc.detail),
-                            headers=dict(exc.headers) if exc.headers else None)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+    return problem_response(request, exc.status_code, title, str(exc.detail), headers=headers or None)
 
 
 async def _disconnected(request: Request, exc: Exception) -> Response:
@@ -157,15 +188,23 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 def _document_problems(app: FastAPI) -> None:
-    """Error responses are problem+json only; FastAPI would also list them as plain JSON."""
+    """Every problem an operation can answer is in the OpenAPI document, generated here rather than
+    listed per route: an authenticated operation gets every status of the error tree, and one that
+    reads a body also 400 and 413 (`problem_responses`). A route's own `responses=` only sharpens a
+    description. Error responses are problem+json only; FastAPI would also list them as plain JSON."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
             for path in schema.get("paths", {}).values():
-                for operation in path.values():
-                    for response in operation.get("responses", {}).values():
+                for method, operation in path.items():
+                    responses = operation.setdefault("responses", {})
+                    if operation.get("security"):  # behind the bearer token: everything under /api/v1
+                        reads_body = "requestBody" in operation or method in ("post", "put", "patch")
+                        for status, doc in problem_responses(reads_body=reads_body).items():
+                            responses.setdefault(str(status), _openapi_doc(doc["description"]))
+                    for response in responses.values():
                         content = response.get("content", {})
                         if PROBLEM_JSON in content:
                             content.pop("application/json", None)
@@ -175,20 +214,59 @@ def _document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _doc(description: str) -> dict[str, Any]:
-    return {"model": ProblemOut, "description": description,
+def _openapi_doc(description: str) -> dict[str, Any]:
+    return {"description": description,
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemOut"}}}}
+
+
+def _doc(description: str) -> dict[str, Any]:
+    return {"model": ProblemOut, **_openapi_doc(description)}
 
 
 Responses = dict[int | str, dict[str, Any]]
 
-# For OpenAPI: the problems any authenticated endpoint may answer with.
-COMMON_RESPONSES: Responses = {
-    401: _doc("no, invalid, expired or revoked bearer token"),
-    403: _doc("the caller's role or organization does not allow this"),
-    422: _doc("invalid input; `errors` lists each value (row, field, message)"),
-    503: _doc("the database is unreachable or cityward is not initialized"),
+# What each status of the error tree means to a client; a status without an entry here is
+# described by the titles of its error classes.
+_MEANING = {
+    401: "no, invalid, expired or revoked bearer token",
+    403: "the caller's role or organization does not allow this",
+    404: "not found (or not visible to the caller), e.g. a named zone, rule or organization",
+    409: "contradicts stored data, or a step this needs has not happened yet (e.g. no audit)",
+    422: "invalid input; `errors` lists each value (row, field, message)",
+    503: "the database is unreachable or cityward is not initialized",
 }
+_BODY_PROBLEMS = {
+    400: "the body could not be read at all (e.g. it is not UTF-8), or the client went away",
+    413: "the request body is over the cap",
+}
+
+
+def _error_classes() -> list[type[CitywardError]]:
+    found, stack = [], [CitywardError]
+    while stack:
+        cls = stack.pop()
+        found.append(cls)
+        stack.extend(cls.__subclasses__())
+    return found
+
+
+def problem_responses(*, reads_body: bool) -> Responses:
+    """The problems an authenticated operation may answer: the status of every class in the error
+    tree (cityward.errors, and subclasses defined elsewhere) but 500, which names no internals and
+    is never part of the contract; with `reads_body`, those of reading a body too."""
+    titles: dict[int, set[str]] = {}
+    for cls in _error_classes():
+        if cls.http_status != 500:
+            titles.setdefault(cls.http_status, set()).add(cls.title)
+    found: Responses = {status: _doc(_MEANING.get(status) or "; ".join(sorted(names)))
+                        for status, names in sorted(titles.items())}
+    if reads_body:
+        found.update({status: _doc(meaning) for status, meaning in _BODY_PROBLEMS.items()})
+    return found
+
+
+# For OpenAPI: the problems any authenticated endpoint may answer with (the router's default).
+COMMON_RESPONSES: Responses = problem_responses(reads_body=False)
 NOT_FOUND: Responses = {404: _doc("not found (or not visible to the caller)")}
 CONFLICT: Responses = {409: _doc("contradicts stored data")}
 ROLLOUT_STATE: Responses = {409: _doc("the rollout's state does not allow this command (e.g. it has finished): "

@@ -4,7 +4,8 @@ from GET /rollouts/{id} (per wave, per status), which is what `rollout watch` sh
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -13,13 +14,16 @@ from pydantic import BaseModel, Field
 from cityward.domain.rollouts import FailureAction, Operation, PlanSummary, WaveOptions
 from cityward.entrypoints.api.auth import CallerDep, PlatformDep
 from cityward.entrypoints.api.problems import CONFLICT, NOT_FOUND, ROLLOUT_STATE
-from cityward.entrypoints.api.schemas import Label, Name, ShortText, _Out
+from cityward.entrypoints.api.schemas import Label, Name, ShortText, UtcDateTime, _Out
 from cityward.services import firmware, rollouts
 from cityward.services.inventory import DeviceFilter
 from cityward.services.rollouts import RolloutRequest, Target
 
 router = APIRouter(tags=["rollouts"])
 RolloutId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+# Digits only in the route itself, so `/rollouts/plan` is never taken for a rollout id: `GET
+# /rollouts/plan` is then a 405 naming POST (as the OpenAPI document says), not a 422 about an id.
+BY_ID = "/rollouts/{rollout_id:int}"
 
 
 class ReleaseOut(_Out):
@@ -127,8 +131,8 @@ class WaveOut(_Out):
     number: int
     size: int
     counts: dict[str, int]
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
     verdict: str | None
 
 
@@ -148,8 +152,8 @@ class RolloutOut(_Out):
     needs_approval: bool
     created_by: str
     approved_by: str | None
-    created_at: datetime
-    started_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
 
 
 @router.get("/rollouts", response_model=list[RolloutOut])
@@ -158,7 +162,7 @@ def list_rollouts(platform: PlatformDep, caller: CallerDep,
     return [RolloutOut.model_validate(r) for r in rollouts.list_rollouts(platform.uow, caller, limit)]
 
 
-@router.get("/rollouts/{rollout_id}", response_model=RolloutOut, responses=NOT_FOUND)
+@router.get(BY_ID, response_model=RolloutOut, responses=NOT_FOUND)
 def get_rollout(rollout_id: RolloutId, platform: PlatformDep, caller: CallerDep) -> RolloutOut:
     """Live progress: counts per wave and status; the campaign status is derived from them."""
     return RolloutOut.model_validate(rollouts.get(platform.uow, caller, rollout_id))
@@ -172,7 +176,7 @@ class ActionOut(_Out):
     detail: str | None
 
 
-@router.get("/rollouts/{rollout_id}/devices", response_model=list[ActionOut], responses=NOT_FOUND)
+@router.get(BY_ID + "/devices", response_model=list[ActionOut], responses=NOT_FOUND)
 def rollout_devices(rollout_id: RolloutId, platform: PlatformDep, caller: CallerDep,
                     status: Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"] | None = None,
                     limit: Annotated[int, Query(ge=1, le=5000)] = 200) -> list[ActionOut]:
@@ -184,21 +188,41 @@ class ReasonIn(BaseModel):
     reason: Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")] | None = None
 
 
-@router.post("/rollouts/{rollout_id}/{verb}", response_model=RolloutOut, responses={**NOT_FOUND, **ROLLOUT_STATE})
-def control_rollout(rollout_id: RolloutId, verb: Literal["approve", "start", "pause", "resume", "abort"],
-                    platform: PlatformDep, caller: CallerDep, body: ReasonIn | None = None) -> RolloutOut:
-    """Approve (another city user than the creator), start, pause, resume or abort. A command the
-    rollout's state does not allow (anything once it has finished or been aborted) is a 409."""
-    reason = body.reason if body else None
-    uow = platform.uow
-    if verb == "approve":
-        rollouts.approve(uow, caller, rollout_id)
-    elif verb == "start":
-        rollouts.start(uow, caller, rollout_id)
-    elif verb == "pause":
-        rollouts.pause(uow, caller, rollout_id, reason)
-    elif verb == "resume":
-        rollouts.resume(uow, caller, rollout_id)
-    else:
-        rollouts.abort(uow, caller, rollout_id, reason)
-    return RolloutOut.model_validate(rollouts.get(uow, caller, rollout_id))
+_COMMANDS = {
+    "approve": "Approve the rollout (another city user than its creator).",
+    "start": "Start the rollout; the executor carries it out wave by wave.",
+    "pause": "Pause the rollout: no new device is started; `reason` is recorded.",
+    "resume": "Resume a paused rollout.",
+    "abort": "Abort the rollout: devices not yet started are cancelled; `reason` is recorded.",
+}
+
+
+def _command(verb: str) -> Callable[..., RolloutOut]:
+    """One route per command (rather than `/{verb}`), so that `POST /rollouts/1/devices` is a 405
+    and each command has its own operation in the OpenAPI document."""
+
+    def control_rollout(rollout_id: RolloutId, platform: PlatformDep, caller: CallerDep,
+                        body: ReasonIn | None = None) -> RolloutOut:
+        reason = body.reason if body else None
+        uow = platform.uow
+        if verb == "approve":
+            rollouts.approve(uow, caller, rollout_id)
+        elif verb == "start":
+            rollouts.start(uow, caller, rollout_id)
+        elif verb == "pause":
+            rollouts.pause(uow, caller, rollout_id, reason)
+        elif verb == "resume":
+            rollouts.resume(uow, caller, rollout_id)
+        else:
+            rollouts.abort(uow, caller, rollout_id, reason)
+        return RolloutOut.model_validate(rollouts.get(uow, caller, rollout_id))
+
+    return control_rollout
+
+
+for _verb, _summary in _COMMANDS.items():
+    router.add_api_route(
+        f"{BY_ID}/{_verb}", _command(_verb), methods=["POST"], response_model=RolloutOut,
+        responses={**NOT_FOUND, **ROLLOUT_STATE}, name=f"{_verb}_rollout", summary=f"{_verb.capitalize()} Rollout",
+        description=_summary + " A command the rollout's state does not allow (anything once it has "
+        "finished or been aborted) is a 409.")

@@ -7,10 +7,11 @@ the same messages. `Out` models are built from the services' views with `from_at
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import re
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 # No control characters anywhere: they are never valid in a name, and PostgreSQL rejects NUL
 # in text parameters with a driver error instead of a clean "not found".
@@ -26,6 +27,35 @@ Label = Annotated[str, _text(128)]
 ShortText = Annotated[str, _text(64)]
 
 T = TypeVar("T")
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The one place a timestamp gets its time zone on the way out (and in). The storage layer
+    stores UTC, but SQLite hands values back naive; a naive value is therefore UTC. OpenAPI's
+    `date-time` is RFC 3339, which requires the offset, so every response carries one."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError("the date-time is out of range once converted to UTC") from None
+
+
+# RFC 3339 (what `format: date-time` means): a full date, a full time and an offset.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # Pydantic would also take a number of seconds ("0.5") or a naive time, which the schema's
+    # `date-time` does not allow: a client sending either has a bug it should hear about.
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("expected an RFC 3339 date-time with a time zone, e.g. 2026-01-31T08:00:00Z")
+    return value
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_in_utc)]
+"""A timestamp in a response: always with its time zone (UTC), whatever the backend returned."""
+
+DateTimeIn = Annotated[datetime, BeforeValidator(_rfc3339_text), AfterValidator(_in_utc)]
+"""A timestamp a client sends: RFC 3339 with an offset, normalized to UTC."""
 
 
 class _In(BaseModel):
@@ -94,7 +124,7 @@ class DeviceOut(_Out):
     responsible: dict[str, str | None] = Field(description="duty → organization")
     owner: str | None
     end_of_support: str | None
-    last_seen: datetime | None
+    last_seen: UtcDateTime | None
     online: bool | None
     credential_state: str
     record: dict[str, Any] = Field(description="the full inventory row, as export writes it")
@@ -246,7 +276,7 @@ class OrgOut(_Out):
     kind: str
     brand: str | None
     contact_email: str | None
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class OrgPageOut(PageOut[OrgOut]):
@@ -271,11 +301,11 @@ class TokenOut(_Out):
     org: str
     name: str
     role: str
-    created_at: datetime
+    created_at: UtcDateTime
     created_by: str
-    expires_at: datetime | None = Field(description="null: never expires")
-    revoked_at: datetime | None
-    last_used_at: datetime | None
+    expires_at: UtcDateTime | None = Field(description="null: never expires")
+    revoked_at: UtcDateTime | None
+    last_used_at: UtcDateTime | None
     expired: bool
 
 
@@ -292,7 +322,7 @@ class TokenPageOut(PageOut[TokenOut]):
 
 class AuditEventOut(_Out):
     seq: int
-    at: datetime
+    at: UtcDateTime
     actor: str
     org_id: int | None
     action: str

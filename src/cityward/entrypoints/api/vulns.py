@@ -5,7 +5,7 @@ checked and stored all-or-nothing exactly like `cityward advisories import`, the
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -16,7 +16,7 @@ from cityward.adapters.advisories.sources import MAX_DOCUMENT, Document, unpack
 from cityward.domain.access import require_city_operator
 from cityward.entrypoints.api.auth import CallerDep, PlatformDep
 from cityward.entrypoints.api.problems import NOT_FOUND, TOO_LARGE
-from cityward.entrypoints.api.schemas import ShortText, _Out
+from cityward.entrypoints.api.schemas import ShortText, UtcDateTime, _Out
 from cityward.entrypoints.api.uploads import spool_body
 from cityward.errors import InvalidInput
 from cityward.services import advisories, vulnerabilities
@@ -36,7 +36,7 @@ class AdvisoryOut(_Out):
     revision: str
     previous_revision: str | None
     change: dict[str, Any] | None
-    updated_at: datetime | None
+    updated_at: UtcDateTime | None
     cves: list[str]
     statements: int
     unparsed: list[dict[str, Any]]
@@ -94,7 +94,8 @@ def list_advisories(platform: PlatformDep, caller: CallerDep,
     return [AdvisoryOut.model_validate(a) for a in advisories.list_advisories(platform.uow, caller, limit=limit)]
 
 
-@router.get("/advisories/{advisory_id}", response_model=AdvisoryOut, responses=NOT_FOUND)
+# Digits only in the route, so that `GET /advisories/match` is a 405 naming POST, not a 422 about an id.
+@router.get("/advisories/{advisory_id:int}", response_model=AdvisoryOut, responses=NOT_FOUND)
 def get_advisory(advisory_id: Annotated[int, Path(ge=1, le=2**31 - 1)], platform: PlatformDep,
                  caller: CallerDep) -> AdvisoryOut:
     """One advisory: its revision, what changed, and what could not be normalized."""
