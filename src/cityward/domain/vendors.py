@@ -57,7 +57,8 @@ def fix_mojibake(text: str) -> str:
 
 def _fold(text: str) -> str:
     """Case, width and accents aside: "Geutebrück" and "GEUTEBRUCK" fold alike."""
-    decomposed = unicodedata.normalize("NFKD", fix_mojibake(text).casefold())
+    # NFKD on both sides of case folding: double-struck or full-width letters decompose to ones that fold.
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", fix_mojibake(text)).casefold())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
