@@ -102,3 +102,21 @@ def _one(text: str, family: bool) -> ModelName | None:
     pieces.append(re.escape(model_key(text[pos:]) or ""))
     body = "".join(pieces)
     return ModelName(text, f"^{body}{'.*' if family else ''}$")
+
+
+def model_variants(brand: str | None, model: str) -> list[str | None]:
+    """The keys a catalog model goes by in advisories: itself; with its brand in front ("Illustra"
+    + "Flex Gen 2" is written "Illustra Flex Gen 2"); and without the product-line words a city
+    puts in front ("AirLink MP70" is written "MP70"): each trailing run of its words that starts
+    with a model number (a word of letters and digits), so "Flex Gen 2" never becomes "Gen 2"."""
+    own = model_key(model)
+    out: list[str | None] = [own]
+    if brand and own:
+        out.append(model_key(f"{brand} {model}"))
+    words = model.split()
+    for i in range(1, len(words)):
+        first = words[i]
+        tail = model_key(" ".join(words[i:]))
+        if tail and len(tail) >= 3 and any(c.isdigit() for c in first) and any(c.isalpha() for c in first):
+            out.append(tail)
+    return list(dict.fromkeys(out))

@@ -127,6 +127,8 @@ DEFAULT_ALIASES: tuple[tuple[str, str], ...] = (
     ("Samsung Techwin", "Hanwha"),
     ("Hanwha Techwin", "Hanwha"),
     ("Wisenet", "Hanwha"),
+    ("Illustra", "Johnson Controls"),
+    ("Vigilant", "Motorola Solutions"),
     ("Hik-Connect", "Hikvision"),
     ("Ezviz", "Hikvision"),
     ("UNV", "Uniview"),

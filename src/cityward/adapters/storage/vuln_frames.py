@@ -32,6 +32,7 @@ from cityward.adapters.storage.models import (
 )
 from cityward.domain import advisory_versions as av
 from cityward.domain.advisories import model_key
+from cityward.domain.model_names import model_variants
 from cityward.domain.products import VersionScheme, product_key
 from cityward.domain.vendors import DEFAULT_ALIASES, alias_map, canonical_vendor, vendor_key
 
@@ -92,13 +93,21 @@ def vendor_aliases(s: Session) -> dict[str, str]:
     return alias_map(DEFAULT_ALIASES)
 
 
-def _keyed(products: pl.DataFrame, brand: str, model: str, via: str, aliases: Mapping[str, str]) -> pl.DataFrame:
-    """(product_id, vendor_key, product_key, via) of one side of each product (label or origin)."""
-    return products.select(
-        "product_id",
-        _mapped(brand, lambda b: canonical_vendor(vendor_key(b), aliases)).alias("vendor_key"),
-        _mapped(model, model_key).alias("product_key"),
-        pl.lit(via).alias("via"))
+def _keyed(products: pl.DataFrame, brand: str, model: str, via: str, aliases: Mapping[str, str],
+           variants: bool = True) -> pl.DataFrame:
+    """(product_id, vendor_key, product_key, via) of one side of each product (label or origin),
+    one row per name the model goes by (`model_names.model_variants`) unless `variants` is off."""
+    pairs = products.select(brand, model).unique().drop_nulls()
+    names = {(b, m): (model_variants(b, m) if variants else [model_key(m)])
+             for b, m in pairs.iter_rows()}
+    lookup = pl.DataFrame([{"b": b, "m": m, "product_key": keys} for (b, m), keys in names.items()],
+                          schema={"b": pl.String, "m": pl.String, "product_key": pl.List(pl.String)})
+    return (products.select("product_id", pl.col(brand).alias("b"), pl.col(model).alias("m"))
+            .join(lookup, on=["b", "m"], how="left", nulls_equal=True)
+            .explode("product_key")
+            .select("product_id",
+                    _mapped("b", lambda b: canonical_vendor(vendor_key(b), aliases)).alias("vendor_key"),
+                    pl.col("product_key").cast(pl.String), pl.lit(via).alias("via")))
 
 
 def _mapped(column: str, key: Callable[[str], str | None]) -> pl.Expr:
