@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cityward.adapters.storage.vuln_frames import _keyed
 from cityward.domain.advisories import model_key
-from cityward.domain.model_names import EVERY_MODEL, read_models
+from cityward.domain.model_names import EVERY_MODEL, model_variants, read_models
 from cityward.domain.vendors import alias_map, canonical_vendor, fix_mojibake, split_vendors, vendor_key, vendor_keys
 
 names = st.text(max_size=40) | st.sampled_from(["DS-2CD2026G2-IU/SL", "ds-2cd2026g2-iu\\/sl_firmware", "AXIS OS",
@@ -24,9 +24,17 @@ names = st.text(max_size=40) | st.sampled_from(["DS-2CD2026G2-IU/SL", "ds-2cd202
 @given(st.lists(names, min_size=1, max_size=20))
 def test_catalog_keys_are_the_advisory_keys(values: list[str]) -> None:
     frame = pl.DataFrame({"product_id": list(range(len(values))), "b": values, "m": values})
-    keyed = _keyed(frame, "b", "m", "product", {})
+    keyed = _keyed(frame, "b", "m", "product", {}, variants=False).sort("product_id", maintain_order=True)
     assert keyed.get_column("vendor_key").to_list() == [vendor_key(v) for v in values]
     assert keyed.get_column("product_key").to_list() == [model_key(v) for v in values]
+    every = _keyed(frame, "b", "m", "product", {})
+    for i, v in enumerate(values):  # each product keeps its own key among its variants
+        assert model_key(v) in every.filter(pl.col("product_id") == i).get_column("product_key").to_list()
+
+
+def test_catalog_models_go_by_the_names_advisories_use() -> None:
+    assert model_variants("Sierra Wireless", "AirLink MP70") == ["airlinkmp70", "sierrawirelessairlinkmp70", "mp70"]
+    assert model_variants("Illustra", "Flex Gen 2") == ["flexgen2", "illustraflexgen2"]  # never "gen2"
 
 
 @pytest.mark.parametrize(("advisory", "inventory"), [
