@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cityward.domain.advisories import model_key
 
@@ -104,7 +105,8 @@ def _one(text: str, family: bool) -> ModelName | None:
     return ModelName(text, f"^{body}{'.*' if family else ''}$")
 
 
-def model_variants(brand: str | None, model: str) -> list[str | None]:
+@lru_cache(maxsize=65536)
+def model_variants(brand: str | None, model: str) -> tuple[str | None, ...]:
     """The keys a catalog model goes by in advisories: itself; with its brand in front ("Illustra"
     + "Flex Gen 2" is written "Illustra Flex Gen 2"); and without the product-line words a city
     puts in front ("AirLink MP70" is written "MP70"): each trailing run of its words that starts
@@ -119,4 +121,4 @@ def model_variants(brand: str | None, model: str) -> list[str | None]:
         tail = model_key(" ".join(words[i:]))
         if tail and len(tail) >= 3 and any(c.isdigit() for c in first) and any(c.isalpha() for c in first):
             out.append(tail)
-    return list(dict.fromkeys(out))
+    return tuple(dict.fromkeys(out))

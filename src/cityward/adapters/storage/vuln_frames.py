@@ -76,8 +76,9 @@ def _identities(s: Session, entries: pl.DataFrame) -> pl.DataFrame:
                           {"product_id": pl.Int64, "brand": pl.String, "model": pl.String, "obrand": pl.String,
                            "omodel": pl.String})
     aliases = vendor_aliases(s)
-    own = _keyed(products, "brand", "model", "product", aliases)
-    origin = _keyed(products, "obrand", "omodel", "origin", aliases)
+    named_vendors = entries.get_column("vendor_key").drop_nulls().unique()
+    own = _keyed(products, "brand", "model", "product", aliases, vendors=named_vendors)
+    origin = _keyed(products, "obrand", "omodel", "origin", aliases, vendors=named_vendors)
     both = pl.concat([own, origin.join(own, on=["product_id", "vendor_key", "product_key"], how="anti")])
     named = entries.filter(pl.col("model_pattern").is_null()).select("vendor_key", "product_key").unique()
     exact = both.join(named, on=["vendor_key", "product_key"], how="semi")
@@ -94,20 +95,23 @@ def vendor_aliases(s: Session) -> dict[str, str]:
 
 
 def _keyed(products: pl.DataFrame, brand: str, model: str, via: str, aliases: Mapping[str, str],
-           variants: bool = True) -> pl.DataFrame:
+           variants: bool = True, vendors: pl.Series | None = None) -> pl.DataFrame:
     """(product_id, vendor_key, product_key, via) of one side of each product (label or origin),
     one row per name the model goes by (`model_names.model_variants`) unless `variants` is off."""
-    pairs = products.select(brand, model).unique().drop_nulls()
-    names = {(b, m): (model_variants(b, m) if variants else [model_key(m)])
-             for b, m in pairs.iter_rows()}
-    lookup = pl.DataFrame([{"b": b, "m": m, "product_key": keys} for (b, m), keys in names.items()],
-                          schema={"b": pl.String, "m": pl.String, "product_key": pl.List(pl.String)})
-    return (products.select("product_id", pl.col(brand).alias("b"), pl.col(model).alias("m"))
-            .join(lookup, on=["b", "m"], how="left", nulls_equal=True)
-            .explode("product_key")
-            .select("product_id",
-                    _mapped("b", lambda b: canonical_vendor(vendor_key(b), aliases)).alias("vendor_key"),
-                    pl.col("product_key").cast(pl.String), pl.lit(via).alias("via")))
+    side = products.select("product_id", pl.col(brand).alias("b"), pl.col(model).alias("m")).with_columns(
+        _mapped("b", lambda b: canonical_vendor(vendor_key(b), aliases)).alias("vendor_key"))
+    if vendors is not None:  # only the vendors some entry names: a new advisory names one or two
+        side = side.filter(pl.col("vendor_key").is_in(vendors.implode()))
+    pairs = side.select("b", "m").unique().drop_nulls()
+    rows: dict[str, list[str | None]] = {"b": [], "m": [], "product_key": []}
+    for b, m in pairs.iter_rows():
+        for key in (model_variants(b, m) if variants else (model_key(m),)):
+            rows["b"].append(b)
+            rows["m"].append(m)
+            rows["product_key"].append(key)
+    lookup = pl.DataFrame(rows, schema={"b": pl.String, "m": pl.String, "product_key": pl.String})
+    return (side.join(lookup, on=["b", "m"], how="left", nulls_equal=True)
+            .select("product_id", "vendor_key", "product_key", pl.lit(via).alias("via")))
 
 
 def _mapped(column: str, key: Callable[[str], str | None]) -> pl.Expr:
