@@ -12,6 +12,7 @@ attach to the product ids they name, directly or through product groups.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -124,7 +125,10 @@ def _range(p: _Product) -> tuple[str | None, tuple[tuple[str | None, bool, str |
         r = av.parse_csaf_range(p.version_range)
         return p.version_range, r.keyed(), str(r.scheme)
     if p.version:
-        r = av.parse_text(p.version)
+        # Real trees put a vers range in a product_version branch ("vers:all/*") and end lists
+        # of versions with a dangling "and": read them as written.
+        text = re.sub(r"(?:,\s*|\s+)(?:and|or)\s*$", "", p.version.strip()).strip(" ,")
+        r = av.parse_vers(text) if text.startswith("vers:") else av.parse_text(text)
         return p.version, r.keyed(), str(r.scheme)
     return None, None, "vendor"
 
