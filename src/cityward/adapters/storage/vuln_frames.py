@@ -28,6 +28,7 @@ from cityward.adapters.storage.models import (
     ProductRow,
     SbomComponentRow,
     SbomVexRow,
+    VendorAliasRow,
     VulnMatchRow,
 )
 from cityward.domain import advisory_versions as av
@@ -89,9 +90,14 @@ def _identities(s: Session, entries: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([exact, patterned]).unique().select(list(vp.IDENTITY_SCHEMA)).cast(vp.IDENTITY_SCHEMA)  # type: ignore[arg-type]
 
 
+def stored_aliases(s: Session) -> list[tuple[str, str]]:
+    """(alias, vendor): the shipped ones, then the city's (which win where both name one alias)."""
+    return [*DEFAULT_ALIASES, *((a, v) for a, v in s.execute(select(VendorAliasRow.alias, VendorAliasRow.vendor)))]
+
+
 def vendor_aliases(s: Session) -> dict[str, str]:
-    """Vendor key → the vendor key it means (the shipped defaults)."""
-    return alias_map(DEFAULT_ALIASES)
+    """Vendor key → the vendor key it means."""
+    return alias_map(stored_aliases(s))
 
 
 def _keyed(products: pl.DataFrame, brand: str, model: str, via: str, aliases: Mapping[str, str],
