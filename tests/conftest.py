@@ -58,7 +58,8 @@ def platform(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Platfor
         url = f"sqlite:///{tmp_path / 'cityward.db'}"
     else:
         url = request.getfixturevalue("pg_database")
-    plat = bootstrap(load_settings(database_url=url, secret_key_file=tmp_path / "key"))
+    plat = bootstrap(load_settings(database_url=url, secret_key_file=tmp_path / "key",
+                                   audit_anchor_file=tmp_path / "anchors.jsonl"))
     if request.param == "postgresql":
         with plat.engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE"))

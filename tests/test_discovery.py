@@ -43,7 +43,8 @@ def test_approval_enters_the_inventory(platform: Platform, fleet: Caller) -> Non
 
     # Partners and viewers may not decide; partners do not even see unknown devices.
     integrator = caller_for(platform, "Acme Integrators", Role.ADMIN)
-    assert discovery.list_discovered(platform.uow, integrator) == []
+    with pytest.raises(PermissionDenied):
+        discovery.list_discovered(platform.uow, integrator)  # the city's to see (README, "Who sees what")
     with pytest.raises(PermissionDenied):
         discovery.approve(platform.uow, integrator, "CAM-77", "downtown")
     viewer = Caller(actor="t", org_id=fleet.org_id, org_name=fleet.org_name, org_kind=fleet.org_kind,

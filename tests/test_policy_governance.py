@@ -25,9 +25,11 @@ def _second_admin(city: Caller) -> Caller:
 
 
 def test_publish_and_acknowledge(platform: Platform, fleet: Caller) -> None:  # noqa: F811
-    with pytest.raises(NotFound):
-        policies.acknowledge(platform.uow, fleet)
     acme = caller_for(platform, "Acme Integrators", Role.OPERATOR)
+    with pytest.raises(NotFound):
+        policies.acknowledge(platform.uow, acme)  # nothing is published yet
+    with pytest.raises(PermissionDenied):
+        policies.acknowledge(platform.uow, fleet)  # the city publishes; its partners acknowledge
     with pytest.raises(PermissionDenied):
         policies.publish(platform.uow, acme, POLICY, "p.yaml")
     with pytest.raises(InvalidInput):

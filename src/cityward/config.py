@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     smtp_sender: str | None = None
     # Webhooks to private or loopback addresses (an on-premises receiver); refused by default (SSRF).
     notify_private_networks: bool = False
+    # Signed checkpoints of the audit log's head (`cityward auditlog anchor`): a JSON Lines file kept
+    # outside the database (put it on other storage, or back it up apart from the database).
+    audit_anchor_file: Path = Path("cityward-anchors.jsonl")
+    # Organizations sent every anchor over their contact (webhook and/or e-mail), by name.
+    audit_anchor_recipients: list[str] = Field(default_factory=list)
+    # `cityward serve` anchors the head this often, when it moved (hours; 0: never).
+    audit_anchor_every_h: float = Field(default=24.0, ge=0, le=24 * 366)
 
     @classmethod
     def settings_customise_sources(

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import httpx
 from api_support import Api, assert_problem, csv_text, import_csv, make_org, make_zone
+from sqlalchemy import text
+
+from cityward.adapters.secretbox import SecretBox
+from cityward.services import auditanchors
 
 
 def test_api_actions_are_logged_and_the_chain_verifies(api: Api, admin: httpx.Client) -> None:
@@ -59,3 +63,20 @@ def test_a_partner_sees_its_own_events_and_cannot_verify(api: Api, admin: httpx.
         assert all(e["actor"].endswith("(alpha ops)") for e in events)
         assert_problem(alpha.get("/api/v1/auditlog/verify"), 403)
     assert admin.get("/api/v1/auditlog/verify").json()["ok"] is True
+
+
+def test_verify_checks_the_latest_anchor(api: Api, admin: httpx.Client) -> None:
+    make_zone(admin, "Harbor")
+    settings = api.platform.settings
+    assert admin.get("/api/v1/auditlog/verify").json()["anchor"]["status"] == "none"
+    made = auditanchors.anchor(api.platform.uow, api.city, auditanchors.signing_key(settings.secret_key_bytes()),
+                               settings.audit_anchor_file, recipients=[],
+                               box=SecretBox(settings.secret_key_bytes())).anchor
+    verified = admin.get("/api/v1/auditlog/verify").json()
+    assert verified["ok"] is True and verified["anchor"]["status"] == "ok"
+    assert (verified["anchor"]["seq"], verified["anchor"]["head"]) == (made.seq, made.head)
+    with api.platform.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_events WHERE seq >= :s"), {"s": made.seq})
+    cut = admin.get("/api/v1/auditlog/verify").json()
+    assert cut["ok"] is False and cut["first_broken"] is None  # the chain alone still holds…
+    assert cut["anchor"]["status"] == "failed" and "cut off the tail" in cut["anchor"]["reason"]

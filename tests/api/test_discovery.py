@@ -20,7 +20,7 @@ def test_review_approve_and_reject(api: Api, admin: httpx.Client) -> None:
     assert sorted(d["device_id"] for d in pending) == ["CAM-9", "ROGUE-1"]
 
     with api.client(api.token("Alpha Integration", "admin")) as alpha:
-        assert alpha.get("/api/v1/discovered").json() == []
+        assert_problem(alpha.get("/api/v1/discovered"), 403)  # an unknown device is the city's to see
         assert_problem(alpha.post("/api/v1/discovered/CAM-9/approve", json={"zone": "Harbor"}), 403)
     assert_problem(admin.post("/api/v1/discovered/NOPE/approve", json={"zone": "Harbor"}), 404)
     assert_problem(admin.post("/api/v1/discovered/CAM-9/approve", json={"zone": ""}), 422)

@@ -7,6 +7,7 @@ them, for each kind of partner.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -123,3 +124,36 @@ def test_zone_duty_extends_an_integrators_scope(fleet: City) -> None:
         assert device_ids(beta) == ["cam-b1", "h-1", "sl-b2"]
         fleet.admin.put("/api/v1/zones/Harbor/duties/maintain", json={"org": None})
         assert "h-1" not in device_ids(beta)
+
+
+def test_scope_edges_waivers_decommissioning_and_audits(fleet: City) -> None:
+    """The edges README's "Who sees what" decides: a partner's waiver is for one device it holds a
+    duty for; only the city decommissions a device; a viewer never starts an audit (it stores a run)."""
+    make_org(fleet.admin, "Dist", "distributor")
+    supplied = csv_text("id,kind,brand,model,firmware_version,zone,supplier", "d-1,camera,Vista,VC-9,1.0,Downtown,Dist")
+    assert import_csv(fleet.admin, supplied).status_code == 200
+    soon = (datetime.now(UTC) + timedelta(days=10)).isoformat()
+
+    def waiver(selector: dict[str, str]) -> dict[str, object]:
+        return {"rule_id": "CRED-001", "selector": selector, "reason": "replaced soon", "expires_at": soon}
+
+    with fleet.api.client(fleet.api.token(ALPHA)) as alpha:
+        assert_problem(alpha.post("/api/v1/waivers", json=waiver({"device": "cam-b1"})), 404)  # Beta's device
+        assert_problem(alpha.post("/api/v1/waivers", json=waiver({"zone": "Downtown"})), 403)  # Beta's too
+        assert_problem(alpha.post("/api/v1/waivers", json=waiver({"kind": "camera"})), 403)
+        own = alpha.post("/api/v1/waivers", json=waiver({"device": "sl-a1"}))
+        assert own.status_code == 201, own.text
+        assert_problem(alpha.delete("/api/v1/devices/sl-a1"), 403)  # maintaining is not decommissioning
+    with fleet.api.client(fleet.api.token("Dist")) as dist:
+        assert dist.get("/api/v1/devices/d-1").status_code == 200  # it sees what it supplied
+        assert_problem(dist.post("/api/v1/waivers", json=waiver({"device": "d-1"})), 403)
+        assert_problem(dist.delete("/api/v1/devices/d-1"), 403)
+    assert [w["selector"] for w in fleet.admin.get("/api/v1/waivers").json()] == [{"device": "sl-a1"}]
+    assert fleet.admin.get("/api/v1/devices/d-1").status_code == 200
+    assert fleet.admin.delete("/api/v1/devices/d-1").status_code == 204  # the city decides
+
+    with fleet.api.client(fleet.api.token(ALPHA, "viewer")) as viewer:
+        assert_problem(viewer.post("/api/v1/audits"), 403)
+        assert viewer.get("/api/v1/audits").json() == []  # nothing was stored
+    with fleet.api.client(fleet.api.token(ALPHA)) as alpha:
+        assert alpha.post("/api/v1/audits").status_code == 201

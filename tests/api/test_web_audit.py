@@ -7,10 +7,11 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from api_support import Api, Browser, small_rollout
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
+from cityward.adapters.secretbox import SecretBox
 from cityward.adapters.storage.models import AuditEventRow
-from cityward.services import auditlog, inventory, organizations, rollouts, users
+from cityward.services import auditanchors, auditlog, inventory, organizations, rollouts, users
 
 _ROW = re.compile(r'<tr id="event-(\d+)">.*?<td class="who">([^<]*)</td><td class="action">([^<]*)</td>', re.S)
 _CHANGE = re.compile(r'<td class="action">([^<]*)</td>.*?<td class="before">(.*?)</td><td class="after">(.*?)</td>',
@@ -73,6 +74,25 @@ def test_a_city_admin_verifies_the_chain_and_a_changed_event_is_named(api: Api, 
     assert "Chain intact" not in broken and 'href="/audit-log?before=3#event-2"' in status
     good = auditlog.list_events(api.platform.uow, api.city, before_seq=2)[0]
     assert good.hash in status  # the last head that still holds
+
+
+def test_the_dashboards_verification_checks_the_latest_anchor(api: Api, browser: Browser, anna: str) -> None:
+    browser.sign_in("anna", anna)
+    token = browser.form_token(browser.get("/audit-log").text)
+    assert browser.post("/audit-log/verify", {"csrf_token": token}).status_code == 303
+    assert "No signed anchor yet" in browser.get("/audit-log").text
+    settings = api.platform.settings
+    made = auditanchors.anchor(api.platform.uow, api.city, auditanchors.signing_key(settings.secret_key_bytes()),
+                               settings.audit_anchor_file, recipients=[],
+                               box=SecretBox(settings.secret_key_bytes())).anchor
+    assert browser.post("/audit-log/verify", {"csrf_token": token}).status_code == 303
+    assert f"Matches its signed anchor of {made.fields()['at']} (event {made.seq})" in browser.get("/audit-log").text
+    with api.platform.engine.begin() as conn:
+        conn.execute(delete(AuditEventRow).where(AuditEventRow.seq >= made.seq))
+    assert browser.post("/audit-log/verify", {"csrf_token": token}).status_code == 303
+    shown = browser.get("/audit-log").text
+    status = shown.split('role="alert"', 1)[1].split("</div>", 1)[0]
+    assert "fails its anchor" in status and "cut off the tail" in status
 
 
 def test_searching_by_action_actor_target_and_days_narrows_the_events(api: Api, browser: Browser,

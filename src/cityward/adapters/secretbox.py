@@ -10,6 +10,7 @@ import os
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -42,3 +43,14 @@ class SecretBox:
         except (InvalidTag, ValueError):
             raise SecretUnreadable(f"the stored {purpose} secret of {device_id} does not decrypt with this "
                                    "secret key", hint="was CITYWARD_SECRET_KEY changed?") from None
+
+
+def anchor_signing_key(master_key: bytes) -> Ed25519PrivateKey:
+    """The city's audit-anchor signing key (Ed25519), derived from CITYWARD_SECRET_KEY.
+
+    Derived rather than stored, under its own HKDF label: it is as well kept as the secret key and
+    never on disk or in the database, whoever can read the database cannot sign an anchor, and it
+    is independent of the key that seals device secrets (a different label gives an unrelated key)."""
+    seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"cityward audit anchors ed25519 v1").derive(master_key)
+    return Ed25519PrivateKey.from_private_bytes(seed)

@@ -51,9 +51,16 @@ def raw_public_key(key: Ed25519PublicKey) -> str:
 def verify_image(image: bytes, *, brand: str, model: str, version: str, signature_b64: str,
                  key: Ed25519PublicKey, expected_sha256: str | None = None) -> list[Problem]:
     """The protocol's checks, in its order: size, hash, signature."""
-    if not 0 < len(image) <= MAX_IMAGE_BYTES:
-        return [Problem(f"an image is 1 byte to {MAX_IMAGE_BYTES:,} bytes, this is {len(image):,}", field="image")]
-    digest = hashlib.sha256(image).hexdigest()
+    return verify_digest(hashlib.sha256(image).hexdigest(), len(image), brand=brand, model=model, version=version,
+                         signature_b64=signature_b64, key=key, expected_sha256=expected_sha256)
+
+
+def verify_digest(digest: str, size: int, *, brand: str, model: str, version: str, signature_b64: str,
+                  key: Ed25519PublicKey, expected_sha256: str | None = None) -> list[Problem]:
+    """`verify_image` for an image hashed elsewhere (a file read in chunks, never whole in memory):
+    the signature covers the digest, so the digest and the size are all it needs."""
+    if not 0 < size <= MAX_IMAGE_BYTES:
+        return [Problem(f"an image is 1 byte to {MAX_IMAGE_BYTES:,} bytes, this is {size:,}", field="image")]
     if expected_sha256 is not None and digest != expected_sha256.lower():
         return [Problem(f"hash mismatch: the image's SHA-256 is {digest}", field="sha256")]
     try:

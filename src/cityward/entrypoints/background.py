@@ -21,6 +21,7 @@ from cityward.adapters.secretbox import SecretBox
 from cityward.bootstrap import Platform
 from cityward.config import Settings
 from cityward.errors import CitywardError
+from cityward.services import notifications
 from cityward.services.rollout_executor import Executor, ExecutorOptions
 
 log = logging.getLogger("cityward.serve")
@@ -28,10 +29,16 @@ FIRST_RETRY_S = 2.0
 LONGEST_RETRY_S = 60.0
 
 
+def alert_channels(settings: Settings) -> notifications.AlertChannels:
+    """Where an executor's alerts to the city go: the channels of `cityward vulns notify`."""
+    return notifications.alert_channels(settings.smtp_url.get_secret_value() if settings.smtp_url else None,
+                                        settings.smtp_sender, settings.notify_private_networks)
+
+
 def executor_options(settings: Settings, *, mqtt_url: str | None) -> ExecutorOptions:
     """What `cityward rollout run` would use, with this broker (None: HTTP devices only)."""
     return ExecutorOptions(mqtt_url=mqtt_url, firmware_store=settings.firmware_dir, listen=settings.firmware_listen,
-                           public_url=settings.firmware_url)
+                           public_url=settings.firmware_url, alerts=alert_channels(settings))
 
 
 class BackgroundExecutor:
@@ -84,3 +91,59 @@ class BackgroundExecutor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
                 delay = min(delay * 2, LONGEST_RETRY_S)
+
+
+class BackgroundAnchors:
+    """`cityward serve` anchors the audit log: at start and then every `every_s` seconds, when
+    something happened since the last anchor (services/auditanchors.py). A failure (the chain broken,
+    or failing its last anchor; a delivery refused) is said each time and tried again next time."""
+
+    def __init__(self, platform: Platform, every_s: float, report: Callable[[str], None] = log.warning) -> None:
+        self.platform, self.every_s, self.report = platform, every_s, report
+        self.anchored = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="cityward-anchors", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _main(self) -> None:
+        wait = 0.0
+        while not self._stop.wait(wait):
+            wait = self.every_s
+            try:
+                self.tick()
+            except Exception as exc:  # the server goes on; the next round tries again
+                detail = exc.message if isinstance(exc, CitywardError) else f"{type(exc).__name__}: {exc}"
+                log.debug("audit-log anchor", exc_info=exc)
+                self.report(f"the audit log was not anchored: {detail}")
+
+    def tick(self) -> bool:
+        """Anchor now if the head moved; True when an anchor was made."""
+        from cityward.services import auditanchors, notifications
+        from cityward.services.organizations import system_caller
+
+        plat, settings = self.platform, self.platform.settings
+        key = auditanchors.signing_key(settings.secret_key_bytes())
+        if not auditanchors.head_moved(plat.uow, key.public_key(), settings.audit_anchor_file):
+            return False
+        with plat.uow() as uow:
+            caller = system_caller(uow.session, "audit-anchors")
+        smtp = notifications.smtp_settings(settings.smtp_url.get_secret_value() if settings.smtp_url else None,
+                                           settings.smtp_sender) if settings.audit_anchor_recipients else None
+        done = auditanchors.anchor(plat.uow, caller, key, settings.audit_anchor_file,
+                                   recipients=settings.audit_anchor_recipients,
+                                   box=SecretBox(settings.secret_key_bytes()), smtp=smtp,
+                                   allow_private=settings.notify_private_networks)
+        self.anchored += 1
+        for s in done.sent:
+            if not s.ok:
+                self.report(f"audit-log anchor of event {done.anchor.seq} not delivered to {s.organization} "
+                            f"({s.channel}): {s.detail}")
+        return True

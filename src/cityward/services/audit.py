@@ -32,7 +32,7 @@ from cityward.adapters.storage.models import (
 )
 from cityward.adapters.storage.scoping import scope_clause, zone_tree
 from cityward.adapters.storage.uow import UnitOfWorkFactory
-from cityward.domain.access import Reach, require_device_details
+from cityward.domain.access import Action, Reach, require, require_device_details
 from cityward.domain.names import name_key
 from cityward.domain.organizations import Caller
 from cityward.domain.policy.document import Policy, Remediation, Rule, Severity, parse_policy
@@ -206,6 +206,7 @@ def apply_waivers(findings: pl.DataFrame, facts: pl.DataFrame, waivers: list[Wai
 
 def run_audit(uow_factory: UnitOfWorkFactory, caller: Caller, policy: Policy, policy_text: bytes,
               now: datetime | None = None, version: int | None = None) -> AuditReport:
+    require(caller, Action.AUDIT)  # a run and its findings are stored: never a viewer's
     scope = require_device_details(caller)
     now = now or datetime.now(UTC)
     # The previous run's findings (millions at city scale) are read on a second connection while

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cityward.adapters.storage.models import AuditEventRow
 from cityward.adapters.storage.uow import UnitOfWorkFactory
@@ -24,15 +25,18 @@ def _event(row: AuditEventRow) -> AuditEvent:
 def verify_auditlog(uow_factory: UnitOfWorkFactory, caller: Caller) -> ChainReport:
     require_city_admin(caller, "verify the audit log")
     with uow_factory() as uow:
-        rows = uow.session.scalars(
-            select(AuditEventRow).order_by(AuditEventRow.seq).execution_options(yield_per=2000)
-        )
+        return walk(uow.session)
 
-        def events() -> Iterator[AuditEvent]:
-            for row in rows:
-                yield _event(row)
 
-        return verify_chain(events())
+def walk(session: Session) -> ChainReport:
+    """The whole chain verified in sequence order, streamed (the log may hold millions of events)."""
+    rows = session.scalars(select(AuditEventRow).order_by(AuditEventRow.seq).execution_options(yield_per=2000))
+
+    def events() -> Iterator[AuditEvent]:
+        for row in rows:
+            yield _event(row)
+
+    return verify_chain(events())
 
 
 def list_events(
@@ -97,18 +101,26 @@ class Verification:
     at: datetime
     actor: str
     report: ChainReport
+    anchor: dict[str, Any] | None = None  # the anchor check (services/auditanchors.py), when one was made
 
 
 def verify_and_record(uow_factory: UnitOfWorkFactory, caller: Caller) -> ChainReport:
     """Verify the whole chain and append the result as an event, so that the slow walk (about half
     a minute per million events) is done on request and its last result read in one query."""
     report = verify_auditlog(uow_factory, caller)
-    with uow_factory(write=True) as uow:
-        uow.record(caller, VERIFIED, "audit_log", "chain", after={
-            "ok": report.ok, "events": report.events, "head": report.head,
-            "first_broken": report.first_broken, "reason": report.reason})
-        uow.commit()
+    record_verification(uow_factory, caller, report)
     return report
+
+
+def record_verification(uow_factory: UnitOfWorkFactory, caller: Caller, report: ChainReport,
+                        anchor: dict[str, Any] | None = None) -> None:
+    after: dict[str, Any] = {"ok": report.ok, "events": report.events, "head": report.head,
+                             "first_broken": report.first_broken, "reason": report.reason}
+    if anchor is not None:
+        after["anchor"] = anchor
+    with uow_factory(write=True) as uow:
+        uow.record(caller, VERIFIED, "audit_log", "chain", after=after)
+        uow.commit()
 
 
 def last_verification(uow_factory: UnitOfWorkFactory, caller: Caller) -> Verification | None:
@@ -120,7 +132,9 @@ def last_verification(uow_factory: UnitOfWorkFactory, caller: Caller) -> Verific
         if row is None:
             return None
         report = _report(row.after)
-        return None if report is None else Verification(row.seq, row.at, row.actor, report)
+        anchor = row.after.get("anchor") if report is not None else None
+        return None if report is None else Verification(row.seq, row.at, row.actor, report,
+                                                        anchor if isinstance(anchor, dict) else None)
 
 
 def _report(after: Any) -> ChainReport | None:

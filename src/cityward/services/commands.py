@@ -15,18 +15,23 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from cityward.adapters.drivers.base import DeviceDriver, DriverError, Endpoint
 from cityward.adapters.secretbox import SecretBox
-from cityward.adapters.storage.models import DeviceCommandRow
+from cityward.adapters.storage.models import DeviceCommandRow, DeviceRow
+from cityward.adapters.storage.scoping import responsible_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain import telemetry
-from cityward.domain.access import require_device_write
+from cityward.domain.access import Action, require_device_write
 from cityward.domain.organizations import Caller
+from cityward.domain.responsibility import Duty
 from cityward.domain.telemetry import ACTIONS, Command, Result
-from cityward.errors import InvalidInput, Problem
+from cityward.errors import InvalidInput, PermissionDenied, Problem
 from cityward.services import credentials, inventory
+
+# The duty a partner must hold for a device to send it each command (as for rollouts).
+DUTY_FOR = {"set_password": Duty.CREDENTIALS, "install_certificate": Duty.CREDENTIALS}
 
 
 def prepare(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str, action: str, params: dict[str, Any],
@@ -35,9 +40,14 @@ def prepare(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str, acti
     if action not in ACTIONS:
         raise InvalidInput(f"unknown action {action!r}", [Problem(f"one of {', '.join(sorted(ACTIONS))}",
                                                                   field="action")])
-    require_device_write(caller)
+    require_device_write(caller, Action.COMMAND)
     device = inventory.get_device(uow_factory, caller, device_id)  # NotFound outside the caller's scope
     with uow_factory(write=True) as uow:
+        duty = DUTY_FOR.get(action, Duty.MAINTAIN)
+        if not caller.is_city and uow.session.scalar(select(DeviceRow.id).where(
+                DeviceRow.id == device.id, responsible_clause(uow.session, caller.org_id, frozenset({duty})))) is None:
+            raise PermissionDenied(f"{caller.org_name} does not hold the {duty} duty for device {device.id}",
+                                   hint=f"a partner sends {action} only to devices it holds the {duty} duty for")
         now = uow.clock()
         command = Command(command_id=str(uuid.uuid4()), action=action, issued_at=now, expires_at=now + ttl,
                           params=params)

@@ -20,7 +20,7 @@ from cityward.adapters.secretbox import SecretBox
 from cityward.adapters.storage.models import DeviceRow, DeviceSecretRow
 from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
-from cityward.domain.access import require_device_write
+from cityward.domain.access import Action, require, require_device_write
 from cityward.domain.organizations import Caller, Role
 from cityward.domain.telemetry import DEVICE_ID_PATTERN
 from cityward.errors import InvalidInput, NotFound, PermissionDenied, Problem
@@ -78,7 +78,7 @@ def import_handover(uow_factory: UnitOfWorkFactory, caller: Caller, box: SecretB
                     source: str) -> int:
     """Store every password of the file, or none (a device outside the caller's scope or unknown
     refuses the whole file)."""
-    scope = require_device_write(caller)
+    scope = require_device_write(caller, Action.HAND_OVER)
     pairs = parse_handover(stream, source)
     with uow_factory(write=True) as uow:
         ids = sorted(pairs)
@@ -123,6 +123,7 @@ def reveal(uow_factory: UnitOfWorkFactory, box: SecretBox, caller: Caller, devic
     """A device's current admin password, for a person who must log in by hand: a city
     administrator, or an administrator of the organization holding the device's credentials duty.
     Every reveal is in the audit log (the secret never is)."""
+    require(caller, Action.REVEAL)
     view = inventory.get_device(uow_factory, caller, device_id)  # NotFound outside the caller's scope
     holder = view.responsible.get("credentials")
     if not (caller.is_city_admin or (caller.role is Role.ADMIN and holder == caller.org_name)):

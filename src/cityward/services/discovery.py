@@ -21,7 +21,7 @@ from cityward.adapters.storage import states as store
 from cityward.adapters.storage.models import DeviceRow, DiscoveredDeviceRow
 from cityward.adapters.storage.states import Batch, HelloSeen
 from cityward.adapters.storage.uow import UnitOfWorkFactory
-from cityward.domain.access import require_city_operator, require_device_details
+from cityward.domain.access import Action, require, require_city_operator
 from cityward.domain.organizations import Caller
 from cityward.errors import Conflict, InvalidInput, NotFound, Problem
 from cityward.services import inventory
@@ -58,9 +58,7 @@ def _view(r: DiscoveredDeviceRow) -> DiscoveredView:
 
 def list_discovered(uow_factory: UnitOfWorkFactory, caller: Caller, status: str | None = "pending",
                     limit: int = 500) -> list[DiscoveredView]:
-    require_device_details(caller)
-    if not caller.is_city:
-        return []  # an unknown device has no responsible partner yet: only the city sees it
+    require(caller, Action.SEE_DISCOVERED)  # an unknown device has no responsible partner yet: the city's
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
     with uow_factory() as uow:

@@ -2,7 +2,11 @@
 
 An image enters only after the platform has checked its hash and its manufacturer's Ed25519
 signature exactly as a device will (docs/protocol.md §4), against a key registered for that
-manufacturer. Images are stored by SHA-256 and checked again before a rollout offers them.
+manufacturer. Images are stored by SHA-256 and checked again before a rollout offers them, read in
+chunks (an image is never held whole in memory to be checked). A stored file that no longer hashes
+to its release's SHA-256 is `ImageChanged` ("image changed on disk"): rollouts offering it stop
+(services/firmware_guard.py), and the executor's download server never sends it
+(services/firmware_downloads.py).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
@@ -23,6 +27,68 @@ from cityward.domain import firmware as fw
 from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.domain.products import product_key
 from cityward.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Problem
+
+CHANGED_ON_DISK = "image changed on disk"  # what the actions of a rollout stopped by it say
+READ_CHUNK = 1 << 20  # bytes hashed at a time
+
+
+class ReleaseRefused(InvalidInput):
+    """A catalog release that may not be offered to devices now. `reason` is what the remaining
+    devices of a rollout offering it are failed with."""
+
+    def __init__(self, message: str, *, release_id: int, sha256: str, reason: str,
+                 problems: list[Problem] | None = None, hint: str | None = None) -> None:
+        super().__init__(message, problems, hint=hint)
+        self.release_id, self.sha256, self.reason = release_id, sha256, reason
+
+
+class ImageChanged(ReleaseRefused):
+    """The stored file is not the image the catalog verified: written to, truncated, replaced or
+    deleted since (`found` says how it differs)."""
+
+    def __init__(self, release_id: int, sha256: str, found: str, hint: str | None = None) -> None:
+        super().__init__(f"firmware release {release_id}: the stored image no longer verifies: {CHANGED_ON_DISK} "
+                         f"({found})", release_id=release_id, sha256=sha256, reason=f"{CHANGED_ON_DISK}: {found}",
+                         hint=hint)
+        self.found = found
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What identifies the file that was hashed. A write, truncation or replacement changes it (a
+    user can set the modification time back, never the change time), so a file with the stamp it
+    had when it hashed right needs no new hash; any other is hashed again before it is offered."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStamp:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def hash_stream(fh: BinaryIO, size: int) -> tuple[str, int]:
+    """SHA-256 of at most `size` bytes of `fh`, read in chunks; (hex digest, bytes read)."""
+    digest, read = hashlib.sha256(), 0
+    while read < size:
+        data = fh.read(min(READ_CHUNK, size - read))
+        if not data:
+            break
+        digest.update(data)
+        read += len(data)
+    return digest.hexdigest(), read
+
+
+def difference(fh: BinaryIO, sha256: str, size: int) -> str | None:
+    """How the open file differs from the image `sha256` of `size` bytes (None: it is that image)."""
+    actual = os.fstat(fh.fileno()).st_size
+    if actual != size:
+        return f"it is {actual:,} bytes now, not {size:,}"
+    digest, _read = hash_stream(fh, size)
+    return None if digest == sha256 else f"its SHA-256 is now {digest}"
 
 
 @dataclass(frozen=True)
@@ -187,27 +253,51 @@ def get_release(uow_factory: UnitOfWorkFactory, release_id: int) -> ReleaseView:
         return _view(row)
 
 
-def verified_image(uow_factory: UnitOfWorkFactory, store: Path, release_id: int) -> tuple[ReleaseView, bytes]:
+@dataclass(frozen=True)
+class VerifiedImage:
+    view: ReleaseView
+    signature: str
+    stamp: FileStamp  # the stored file as it was when it verified
+
+
+def verified_image(uow_factory: UnitOfWorkFactory, store: Path, release_id: int, *,
+                   unchanged: FileStamp | None = None) -> VerifiedImage:
     """The stored image, checked again (hash and signature) just before it is offered to devices:
-    a file changed on disk since upload is refused."""
+    a file changed on disk since upload is refused (`ImageChanged`). A file still stamped
+    `unchanged` (it verified with that stamp) is not hashed again; its signature is checked anyway."""
     with uow_factory() as uow:
         row = uow.session.get(FirmwareReleaseRow, release_id)
         if row is None:
             raise NotFound(f"firmware release {release_id} not found")
         key_row = uow.session.get(FirmwareKeyRow, row.key_id)
-        view = _view(row)
+        view, signature = _view(row), row.signature
     if key_row is None or key_row.revoked_at is not None:
-        raise InvalidInput(f"firmware release {release_id}: its signing key {view.key_id!r} has been revoked")
+        raise ReleaseRefused(f"firmware release {release_id}: its signing key {view.key_id!r} has been revoked",
+                             release_id=release_id, sha256=view.sha256,
+                             reason=f"the signing key {view.key_id} of its firmware has been revoked")
+    if not store.is_dir():  # this executor's configuration, not a change to the image
+        raise InvalidInput(f"firmware release {release_id}: the firmware store {store} does not exist",
+                           hint="set CITYWARD_FIRMWARE_DIR to where images were uploaded")
     try:
-        image = (store / view.sha256).read_bytes()
+        with (store / view.sha256).open("rb") as fh:
+            stamp = FileStamp.of(os.fstat(fh.fileno()))
+            found = None if stamp == unchanged else difference(fh, view.sha256, view.size)
+    except FileNotFoundError:
+        raise ImageChanged(release_id, view.sha256, f"it is missing from {store}",
+                           hint="restore it from the manufacturer's original (cityward firmware add)") from None
     except OSError as exc:
-        raise InvalidInput(f"firmware release {release_id}: the image is missing from {store} ({exc.strerror})",
-                           hint="set CITYWARD_FIRMWARE_DIR to where images were uploaded") from None
-    found = fw.verify_image(image, brand=view.brand, model=view.model, version=view.version,
-                            signature_b64=row.signature, key=_public_key(key_row), expected_sha256=view.sha256)
-    if found:
-        raise InvalidInput(f"firmware release {release_id}: the stored image no longer verifies", found)
-    return view, image
+        raise InvalidInput(f"firmware release {release_id}: the image in {store} cannot be read ({exc.strerror})",
+                           hint="CITYWARD_FIRMWARE_DIR must be readable by cityward") from None
+    if found is not None:
+        raise ImageChanged(release_id, view.sha256, found,
+                           hint="restore it from the manufacturer's original, then plan a new rollout")
+    problems = fw.verify_digest(view.sha256, view.size, brand=view.brand, model=view.model, version=view.version,
+                                signature_b64=signature, key=_public_key(key_row))
+    if problems:
+        raise ReleaseRefused(f"firmware release {release_id}: the stored image no longer verifies", problems=problems,
+                             release_id=release_id, sha256=view.sha256, reason=f"its firmware no longer verifies: "
+                             f"{problems[0]}")
+    return VerifiedImage(view, signature, stamp)
 
 
 def signature_of(uow_factory: UnitOfWorkFactory, release_id: int) -> str:

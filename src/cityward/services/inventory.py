@@ -34,6 +34,7 @@ from cityward.adapters.storage.scoping import responsible_clause, scope_clause, 
 from cityward.adapters.storage.uow import UnitOfWork, UnitOfWorkFactory
 from cityward.domain.access import (
     CLAIM_COLUMNS,
+    Action,
     device_scope,
     require_city_admin,
     require_device_details,
@@ -217,8 +218,9 @@ def assign_device_duty(
 
 
 def delete_device(uow_factory: UnitOfWorkFactory, caller: Caller, device_id: str) -> None:
-    """Remove a decommissioned device from the inventory (its last record stays in the audit log)."""
-    require_device_write(caller)
+    """Remove a decommissioned device from the inventory (its last record stays in the audit log).
+    The city's call: a removed device leaves audits, matching and rollouts, so no partner may."""
+    require_device_write(caller, Action.DELETE_DEVICE)
     with uow_factory(write=True) as uow:
         before = _snapshot(uow.session, caller, device_id)
         if before is None:

@@ -210,14 +210,35 @@ class Sent:
 def send(uow_factory: UnitOfWorkFactory, caller: Caller, box: SecretBox, smtp: notify.SmtpSettings | None, *,
          dry_run: bool = False, allow_private: bool = False, now: datetime | None = None) -> list[Sent]:
     """Deliver every organization's news to its contacts; what was delivered before is skipped."""
-    news = compose(uow_factory, caller)
-    with uow_factory() as uow:
-        s = uow.session
-        contacts = {r.org_id: r for r in s.scalars(select(OrgContactRow))}
-        registered = dict(s.execute(select(OrganizationRow.id, OrganizationRow.contact_email)
-                                    .where(OrganizationRow.contact_email.is_not(None))).all())
-        done = set(s.execute(select(NotificationRow.idempotency_key, NotificationRow.channel)
-                             .where(NotificationRow.ok.is_(True))).all())
+    return deliver(uow_factory, caller, box, smtp, compose(uow_factory, caller), dry_run=dry_run,
+                   allow_private=allow_private, now=now)
+
+
+def deliver(uow_factory: UnitOfWorkFactory, caller: Caller, box: SecretBox, smtp: notify.SmtpSettings | None,
+            news: list[tuple[int, notify.Notification]], *, dry_run: bool = False, allow_private: bool = False,
+            now: datetime | None = None) -> list[Sent]:
+    """`_deliver` from synchronous code (the CLI, the anchoring thread): not on an event loop."""
+    return asyncio.run(_deliver(uow_factory, caller, box, smtp, news, dry_run=dry_run, allow_private=allow_private,
+                                now=now))
+
+
+async def _deliver(uow_factory: UnitOfWorkFactory, caller: Caller, box: SecretBox, smtp: notify.SmtpSettings | None,
+                   news: list[tuple[int, notify.Notification]], *, dry_run: bool = False, allow_private: bool = False,
+                   now: datetime | None = None) -> list[Sent]:
+    """Each (organization id, notification) to the organization's webhook and e-mail, once per
+    channel: stored and audited (never with a secret). On an event loop: the database is read
+    and written in worker threads, e-mail is sent from one."""
+    def load() -> tuple[dict[int, OrgContactRow], dict[int, str | None], set[tuple[str, str]]]:
+        with uow_factory() as uow:
+            s = uow.session
+            contacts = {r.org_id: r for r in s.scalars(select(OrgContactRow))}
+            registered = dict(s.execute(select(OrganizationRow.id, OrganizationRow.contact_email)
+                                        .where(OrganizationRow.contact_email.is_not(None))).all())
+            done = {(k, c) for k, c in s.execute(select(NotificationRow.idempotency_key, NotificationRow.channel)
+                                                 .where(NotificationRow.ok.is_(True))).all()}
+            return contacts, registered, done
+
+    contacts, registered, done = await asyncio.to_thread(load)
     hooks: list[tuple[notify.Notification, notify.WebhookTarget]] = []
     mails: list[tuple[notify.Notification, notify.EmailTarget]] = []
     report: list[Sent] = []
@@ -243,26 +264,67 @@ def send(uow_factory: UnitOfWorkFactory, caller: Caller, box: SecretBox, smtp: n
     if dry_run:
         return report + [Sent(n.recipient_org, n.kind, "webhook", t.url, False, "dry run") for n, t in hooks] + \
             [Sent(n.recipient_org, n.kind, "email", t.address, False, "dry run") for n, t in mails]
-    deliveries = asyncio.run(notify.deliver_webhooks(hooks, allow_private=allow_private)) if hooks else []
+    deliveries = await notify.deliver_webhooks(hooks, allow_private=allow_private) if hooks else []
     if mails:
         if smtp is None:
             deliveries += [notify.Delivery(n.idempotency_key, "email", t.address, False,
                                            error="no SMTP server configured (CITYWARD_SMTP_URL)") for n, t in mails]
         else:
-            deliveries += notify.send_emails(mails, smtp)
+            deliveries += await notify.send_emails_async(mails, smtp)
     by_key = {n.idempotency_key: n for _o, n in news}
-    with uow_factory(write=True) as uow:
-        at = now or uow.clock()
-        for d in deliveries:
-            n = by_key[d.idempotency_key]
-            uow.session.add(NotificationRow(
-                idempotency_key=d.idempotency_key, org_id=org_of[d.idempotency_key], kind=n.kind, channel=d.channel,
-                target=d.target[:500], ok=d.ok, status=d.status, attempts=d.attempts,
-                error=(d.error or "")[:500] or None, sent_at=at))
-            uow.record(caller, "notification.delivered" if d.ok else "notification.failed", "organization",
-                       org_of[d.idempotency_key], after={"kind": n.kind, "channel": d.channel, "target": d.target,
-                                                         "status": d.status, "attempts": d.attempts,
-                                                         "error": (d.error or "")[:200] or None})
-            report.append(Sent(n.recipient_org, n.kind, d.channel, d.target, d.ok, d.error))
-        uow.commit()
+
+    def store() -> None:
+        with uow_factory(write=True) as uow:
+            at = now or uow.clock()
+            for d in deliveries:
+                n = by_key[d.idempotency_key]
+                uow.session.add(NotificationRow(
+                    idempotency_key=d.idempotency_key, org_id=org_of[d.idempotency_key], kind=n.kind,
+                    channel=d.channel, target=d.target[:500], ok=d.ok, status=d.status, attempts=d.attempts,
+                    error=(d.error or "")[:500] or None, sent_at=at))
+                uow.record(caller, "notification.delivered" if d.ok else "notification.failed", "organization",
+                           org_of[d.idempotency_key], after={"kind": n.kind, "channel": d.channel,
+                                                             "target": d.target, "status": d.status,
+                                                             "attempts": d.attempts,
+                                                             "error": (d.error or "")[:200] or None})
+                report.append(Sent(n.recipient_org, n.kind, d.channel, d.target, d.ok, d.error))
+            uow.commit()
+
+    if deliveries:
+        await asyncio.to_thread(store)
     return report
+
+
+# --- the platform's own alerts to the city ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertChannels:
+    """How the platform's own alerts reach the city: the same settings as `vulns notify`
+    (CITYWARD_SMTP_URL, CITYWARD_SMTP_SENDER, CITYWARD_NOTIFY_PRIVATE_NETWORKS)."""
+
+    smtp: notify.SmtpSettings | None = None
+    allow_private: bool = False
+
+
+def alert_channels(smtp_url: str | None, sender: str | None, allow_private: bool) -> AlertChannels:
+    return AlertChannels(smtp_settings(smtp_url, sender), allow_private)
+
+
+async def alert_city(uow_factory: UnitOfWorkFactory, caller: Caller, box: SecretBox, channels: AlertChannels, *,
+                     kind: str, subject: str, text: str, payload: dict[str, Any], about: str) -> list[Sent]:
+    """Tell the city organization's contacts (its webhook, its e-mail) about something that needs a
+    person now, e.g. a firmware image changed on disk. Delivered once per channel for the same
+    `kind` and `about` (its idempotency key), stored and audited like every notification; a
+    delivery that fails is a `notification.failed` event, never an exception."""
+    def cities() -> list[tuple[int, str]]:
+        with uow_factory() as uow:
+            return [(i, n) for i, n in uow.session.execute(select(OrganizationRow.id, OrganizationRow.name).where(
+                OrganizationRow.kind == OrgKind.CITY.value).order_by(OrganizationRow.id))]
+
+    key = hashlib.sha256(json.dumps([kind, about]).encode()).hexdigest()[:40]
+    news = [(org_id, notify.Notification(kind=kind, recipient_org=name, subject=subject, text=text,
+                                         payload={"kind": kind, "organization": name, **payload},
+                                         idempotency_key=key))
+            for org_id, name in await asyncio.to_thread(cities)]
+    return await _deliver(uow_factory, caller, box, channels.smtp, news, allow_private=channels.allow_private)

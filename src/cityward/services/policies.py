@@ -17,9 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import cityward
-from cityward.adapters.storage.models import OrganizationRow, PolicyAckRow, PolicyVersionRow, WaiverRow
+from cityward.adapters.storage.models import DeviceRow, OrganizationRow, PolicyAckRow, PolicyVersionRow, WaiverRow
+from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
-from cityward.domain.access import require_city_admin, require_device_write
+from cityward.domain.access import Action, device_scope, require, require_city_admin
 from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.domain.policy.document import Policy, parse_policy
 from cityward.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Problem
@@ -114,6 +115,7 @@ def acknowledge(uow_factory: UnitOfWorkFactory, caller: Caller, version: int | N
     """The caller's organization acknowledges a version (default: the one in force)."""
     if caller.role is Role.VIEWER:
         raise PermissionDenied("a viewer cannot acknowledge a policy for its organization")
+    require(caller, Action.ACKNOWLEDGE)  # partners acknowledge the city's policy; the city publishes it
     with uow_factory(write=True) as uow:
         number = version or _in_force_number(uow.session)
         if number is None or uow.session.get(PolicyVersionRow, number) is None:
@@ -197,7 +199,10 @@ def _view(r: WaiverRow) -> WaiverView:
 
 def request_waiver(uow_factory: UnitOfWorkFactory, caller: Caller, rule_id: str, selector: dict[str, str],
                    reason: str, expires_at: datetime) -> WaiverView:
-    require_device_write(caller)
+    """Ask for an exception; a city administrator other than the requester decides. A partner asks
+    only for one device it holds a duty for: an exception for a zone, a kind, a product or a tag
+    reaches other organizations' devices, and another organization's device is not its to excuse."""
+    require(caller, Action.WAIVER)
     problems = []
     if len(selector) != 1 or next(iter(selector)) not in SELECTOR_KEYS:
         problems.append(Problem(f"exactly one of {', '.join(SELECTOR_KEYS)}", field="selector"))
@@ -210,7 +215,15 @@ def request_waiver(uow_factory: UnitOfWorkFactory, caller: Caller, rule_id: str,
         problems.append(Problem("at most two years ahead: waivers are reviewed, not forgotten", field="expires_at"))
     if problems:
         raise InvalidInput("the waiver request is incomplete", problems)
+    (key, value), = selector.items()
+    if not caller.is_city and key != "device":
+        raise PermissionDenied(f"a partner requests a waiver for one device it holds a duty for, not a {key}",
+                               hint="use the selector device; the city requests waivers for zones, kinds, "
+                                    "products and tags")
     with uow_factory(write=True) as uow:
+        if not caller.is_city and uow.session.scalar(select(DeviceRow.id).where(
+                DeviceRow.id == value, scope_clause(uow.session, device_scope(caller)))) is None:
+            raise NotFound(f"device {value!r} not found")  # outside its scope: no hint that it exists
         row = WaiverRow(rule_id=rule_id, selector=selector, reason=reason.strip(), requested_by=caller.actor,
                         requested_org_id=caller.org_id, requested_at=uow.clock(), expires_at=expires,
                         status="requested")
@@ -223,7 +236,7 @@ def request_waiver(uow_factory: UnitOfWorkFactory, caller: Caller, rule_id: str,
 
 
 def decide_waiver(uow_factory: UnitOfWorkFactory, caller: Caller, waiver_id: int, approve: bool) -> WaiverView:
-    require_city_admin(caller, "approve or reject a waiver")
+    require_city_admin(caller, "approve or reject a waiver")  # Action.DECIDE_WAIVER
     with uow_factory(write=True) as uow:
         row = uow.session.get(WaiverRow, waiver_id)
         if row is None:

@@ -26,7 +26,7 @@ from cityward.adapters.storage.models import (
 from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain import advisory_versions as av
-from cityward.domain.access import require_device_details, require_device_write
+from cityward.domain.access import Action, require_device_details, require_device_write
 from cityward.domain.organizations import Caller
 from cityward.domain.products import VersionScheme, product_key
 from cityward.domain.rollouts import ActionStatus, Operation, PlanSummary, WaveOptions
@@ -56,7 +56,7 @@ def _key(version: str) -> str | None:
 def fixes(uow_factory: UnitOfWorkFactory, caller: Caller, advisory: str) -> list[ProductFix]:
     """Per true-origin product: its affected devices (in the caller's scope), the fixed version the
     advisory names, and the catalog image that provides it."""
-    scope = require_device_write(caller)
+    scope = require_device_write(caller, Action.ROLLOUT)
     with uow_factory() as uow:
         s = uow.session
         cves = rollouts.advisory_cves(s, advisory)

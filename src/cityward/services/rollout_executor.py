@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -38,7 +37,6 @@ from cityward.adapters.secretbox import SecretBox
 from cityward.adapters.storage.models import (
     DesiredConfigRow,
     DeviceRow,
-    FirmwareReleaseRow,
     RolloutActionRow,
     RolloutRow,
     RolloutWaveRow,
@@ -60,7 +58,8 @@ from cityward.domain.rollouts import (
     window_open,
 )
 from cityward.domain.telemetry import Command
-from cityward.services import broker, city_ca, credentials, executors, firmware
+from cityward.services import broker, city_ca, credentials, executors, firmware, firmware_guard, notifications
+from cityward.services.firmware_downloads import DownloadServer, KnownGood, firmware_token
 from cityward.services.rollouts import options_of, zone_windows
 
 log = logging.getLogger("cityward.rollouts")
@@ -86,6 +85,8 @@ class ExecutorOptions:
     # result lost in a dropped link comes back in seconds, not after the whole timeout.
     reask_after: float | None = 4.0
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # Where the platform's own alerts to the city go (a firmware image changed on disk).
+    alerts: notifications.AlertChannels = field(default_factory=notifications.AlertChannels)
 
 
 @dataclass(frozen=True)
@@ -118,9 +119,7 @@ async def _connect(url: str, client_id: str, attempts: int = 4) -> MqttLink:
     raise AssertionError("unreachable")
 
 
-def firmware_token(key: bytes, sha256: str) -> str:
-    """An unguessable download path per image: only devices told the URL can fetch it."""
-    return hmac.new(key, f"firmware-download/{sha256}".encode(), hashlib.sha256).hexdigest()[:32]
+__all__ = ["Dispatch", "Executor", "ExecutorOptions", "firmware_token"]
 
 
 class Executor:
@@ -140,6 +139,15 @@ class Executor:
         self._ca: Any = None
         self._outcomes: asyncio.Queue[tuple[Dispatch, str, str | None, asyncio.Future[None]]] | None = None
         self._beat_at = -HEARTBEAT_EVERY
+        # Firmware integrity (services/firmware_guard.py): stamps of stored images that hashed
+        # right, images found changed (SHA-256 -> reason), alerts still to deliver.
+        self.images = KnownGood()
+        self.downloads: DownloadServer | None = None
+        self._changed: dict[str, str] = {}
+        self._reported: set[str] = set()
+        self._refusing = threading.Lock()
+        self._alerts: list[firmware_guard.Stopped] = []
+        self._background: set[asyncio.Task[Any]] = set()
 
     @property
     def reasked(self) -> int:
@@ -169,6 +177,7 @@ class Executor:
             finally:
                 writer.cancel()
                 self._outcomes = None
+                await self._settle_alerts()
 
     async def run(self, stop: asyncio.Event, *, until_done: set[int] | None = None) -> None:
         """The one-machine executor: work until `stop` is set, or until every rollout in
@@ -192,11 +201,13 @@ class Executor:
         dispatches = await asyncio.to_thread(self.build_many, claimed) if claimed else []
         for d in dispatches:
             self.inflight[d.action_id] = asyncio.create_task(self._perform(d))
+        self._schedule_alerts()
         return busy
 
     async def perform(self, action_id: int, command_id: str) -> None:
         """One claimed action, carried out here (a worker's job)."""
         d = await asyncio.to_thread(self.build, action_id, command_id)
+        self._schedule_alerts()
         if d is not None:
             self.inflight[d.action_id] = asyncio.current_task()  # type: ignore[assignment]
             await self._perform(d)
@@ -325,21 +336,39 @@ class Executor:
             http = [a.device_id for a, protocol, _a in found if protocol == "http"]
             passwords = credentials.load_secrets(self.uow, self.box, credentials.ADMIN, http) if http else {}
             shared: dict[int, dict[str, Any]] = {}  # parameters that are the same for every device of a rollout
+            refused: dict[int, firmware.ReleaseRefused] = {}  # rollout -> why its firmware may not be offered
+            broken: set[int] = set()
             for action, protocol, address in found:
                 row = rollouts[action.rollout_id]
+                if row.id in refused or row.id in broken:
+                    continue
                 op = Operation(row.operation)
                 command_id = wanted[action.id]
-                secret = (self.box.open(action.device_id, f"rollout:{command_id}", action.secret)
-                          if action.secret is not None else None)
-                if op in _PER_DEVICE_PARAMS:
-                    params = self._params(s, op, dict(row.params), secret)
-                else:
-                    if row.id not in shared:
-                        shared[row.id] = self._params(s, op, dict(row.params), None)
-                    params = dict(shared[row.id])
+                try:  # one claim that cannot be built does not hold up the others
+                    secret = (self.box.open(action.device_id, f"rollout:{command_id}", action.secret)
+                              if action.secret is not None else None)
+                    if op in _PER_DEVICE_PARAMS:
+                        params = self._params(s, op, dict(row.params), secret)
+                    else:
+                        if row.id not in shared:
+                            shared[row.id] = self._params(s, op, dict(row.params), None)
+                        params = dict(shared[row.id])
+                except firmware.ReleaseRefused as exc:
+                    refused[row.id] = exc
+                    continue
+                except Exception:  # a bug, not the device's: its lease brings the action back
+                    log.exception("rollout %s: %s: building %s failed", row.id, action.device_id, command_id)
+                    if op not in _PER_DEVICE_PARAMS:
+                        broken.add(row.id)  # the same for all its devices: said once
+                    continue
                 out.append(Dispatch(action.id, row.id, action.device_id, protocol or "mqtt", address, command_id,
                                     DEVICE_ACTION[op], params, options_of(row).timeout_s, secret,
                                     passwords.get(action.device_id)))
+        for why in {e.sha256: e for e in refused.values()}.values():
+            self._refuse_image(why.sha256, why.reason, claimed=[a.id for a, _p, _a in found
+                                                                if a.rollout_id in refused],
+                               event=firmware_guard.ALERT_KIND if isinstance(why, firmware.ImageChanged)
+                               else "firmware.release_refused")
         return out
 
     def _fresh_secret(self, op: Operation, device_id: str) -> str | None:
@@ -371,15 +400,18 @@ class Executor:
         return {}
 
     def _firmware_params(self, s: Session, release_id: int) -> dict[str, Any]:
-        if release_id not in self._verified:
-            # Verified once more (hash and signature) by this executor before it offers the image.
-            view, _image = firmware.verified_image(self.uow, self.options.firmware_store, release_id)
-            rel = s.get(FirmwareReleaseRow, release_id)
-            assert rel is not None
-            self._verified[release_id] = {
-                "url": f"{self.base_url}/firmware/{firmware_token(self.key, view.sha256)}/{view.sha256}",
-                "version": view.version, "size": view.size, "sha256": view.sha256, "signature": rel.signature,
-                "key_id": view.key_id}
+        # Verified again (hash and signature) by this executor each time it offers the image: a file
+        # with the stamp it last hashed right with is not hashed again (firmware.FileStamp), any other
+        # is, and one that changed is refused (firmware.ImageChanged, handled by build_many).
+        known = self._verified.get(release_id)
+        checked = firmware.verified_image(self.uow, self.options.firmware_store, release_id,
+                                          unchanged=self.images.get(known["sha256"]) if known else None)
+        view = checked.view
+        self.images.set(view.sha256, checked.stamp)
+        self._verified[release_id] = {
+            "url": f"{self.base_url}/firmware/{firmware_token(self.key, view.sha256)}/{view.sha256}",
+            "version": view.version, "size": view.size, "sha256": view.sha256, "signature": checked.signature,
+            "key_id": view.key_id}
         return dict(self._verified[release_id])
 
     def _advance(self, s: Session, uow: UnitOfWork, row: RolloutRow, now: datetime) -> int | None:
@@ -530,6 +562,9 @@ class Executor:
 
     async def _record(self, d: Dispatch, status: str, detail: str | None) -> None:
         """Hand a result to the batch writer and wait until it is stored."""
+        changed = self._changed.get(str(d.params.get("sha256"))) if d.action == "upgrade_firmware" else None
+        if changed is not None and status != "succeeded":  # its download was refused or cut off
+            detail = f"{changed}; the device says: {detail or status}"
         if self._outcomes is None:  # no session (tests driving one action)
             await asyncio.to_thread(self._finish, d, status, detail)
             return
@@ -555,43 +590,84 @@ class Executor:
                 if not fut.done():
                     fut.set_result(None)
 
-    # --- firmware downloads --------------------------------------------------------------------------
+    # --- firmware downloads and their integrity --------------------------------------------------
 
     async def _serve_firmware(self, stack: contextlib.AsyncExitStack) -> None:
-        """Devices fetch images from the executor that told them the URL; the path carries a
-        per-image token, and only verified images in the store are served."""
-        import uvicorn
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import FileResponse, PlainTextResponse, Response
-        from starlette.routing import Route
+        """Devices fetch images from the executor that told them the URL; every download is
+        hashed as it is served (services/firmware_downloads.py)."""
+        self.downloads = DownloadServer(self.options.firmware_store, self.key, self.images, self._image_changed)
+        host, port = await self.downloads.start(self.options.listen)
+        self.base_url = (self.options.public_url or f"http://{host}:{port}").rstrip("/")
+        stack.push_async_callback(self.downloads.stop)
 
-        store, key = self.options.firmware_store, self.key
+    def _image_changed(self, sha256: str, found: str) -> None:
+        """The download server found a stored image changed (on the event loop): from now on this
+        executor offers it to no one, and the rollouts offering it stop."""
+        reason = f"{firmware.CHANGED_ON_DISK}: {found}"
+        self._forget_image(sha256, reason)
+        task = asyncio.create_task(asyncio.to_thread(self._refuse_image, sha256, reason))
+        self._background.add(task)
+        task.add_done_callback(self._refused_done)
 
-        async def image(request: Request) -> Response:
-            sha, token = request.path_params["sha256"], request.path_params["token"]
-            if len(sha) != 64 or not hmac.compare_digest(token, firmware_token(key, sha)):
-                return PlainTextResponse("not found", status_code=404)
-            path = store / sha
-            if not path.is_file():
-                return PlainTextResponse("not found", status_code=404)
-            return FileResponse(path, media_type="application/octet-stream")
+    def _refused_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        self._schedule_alerts()
 
-        host, _, port = self.options.listen.rpartition(":")
-        app = Starlette(routes=[Route("/firmware/{token}/{sha256}", image)])
-        server = uvicorn.Server(uvicorn.Config(app, host=host or "127.0.0.1", port=int(port or 0),
-                                               log_level="warning", lifespan="off"))
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # ours, not its
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.02)
-        bound = server.servers[0].sockets[0].getsockname()
-        self.base_url = (self.options.public_url or f"http://{bound[0]}:{bound[1]}").rstrip("/")
+    def _forget_image(self, sha256: str, reason: str) -> None:
+        self._changed[sha256] = reason
+        self.images.drop(sha256)
+        for release_id in [r for r, p in self._verified.items() if p["sha256"] == sha256]:
+            del self._verified[release_id]
 
-        async def stop_server() -> None:
-            server.should_exit = True
-            await task
+    def _refuse_image(self, sha256: str, reason: str, *, claimed: list[int] | None = None,
+                      event: str = firmware_guard.ALERT_KIND) -> None:
+        """Stop the rollouts offering an image that may not be offered (a worker thread); never
+        raises: if the database refuses, the claims come back by their lease and this runs again."""
+        self._forget_image(sha256, reason)
+        with self._refusing:  # one at a time: many downloads can find the same change at once
+            first = f"{sha256}\n{reason}" not in self._reported
+            try:
+                stopped = firmware_guard.stop_rollouts(self.uow, SYSTEM, sha256, reason, claimed=claimed or (),
+                                                       report=first, event=event)
+            except Exception:
+                log.exception("firmware %s: stopping the rollouts offering it failed", sha256[:16])
+                return
+            self._reported.add(f"{sha256}\n{reason}")
+        if stopped.rollouts or first:
+            log.error("firmware %s: %s; rollouts aborted: %s (%d devices failed)", sha256[:16], reason,
+                      ", ".join(f"#{r}" for r in stopped.rollouts) or "none", stopped.failed)
+            self._alerts.append(stopped)
 
-        stack.push_async_callback(stop_server)
+    def _schedule_alerts(self) -> None:
+        if self._alerts:
+            task = asyncio.create_task(self.deliver_alerts())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def deliver_alerts(self) -> list[notifications.Sent]:
+        """Send the city the alerts due (a firmware image changed on disk); never raises."""
+        due, self._alerts = self._alerts, []
+        sent: list[notifications.Sent] = []
+        for stopped in due:
+            subject, text, payload = stopped.alert()
+            try:
+                sent += await notifications.alert_city(
+                    self.uow, SYSTEM, self.box, self.options.alerts, kind=firmware_guard.ALERT_KIND,
+                    subject=subject, text=text, payload=payload, about=f"{stopped.sha256}\n{stopped.reason}")
+            except Exception:
+                log.exception("firmware %s: alerting the city failed", stopped.sha256[:16])
+        for s in sent:
+            if not s.ok and not s.skipped:
+                log.warning("firmware alert to %s (%s %s) not delivered: %s", s.organization, s.channel, s.target,
+                            s.detail)
+        return sent
+
+    async def _settle_alerts(self, timeout: float = 60.0) -> None:
+        """Stopping: the rollouts being stopped and the alerts being sent finish first."""
+        for _ in range(3):  # a stop that finishes schedules its alert
+            if not self._background:
+                break
+            _done, pending = await asyncio.wait(set(self._background), timeout=timeout)
+            if pending:
+                log.warning("%d firmware alerts still being delivered at exit", len(pending))
+                return

@@ -34,7 +34,7 @@ from cityward.adapters.storage.models import (
 )
 from cityward.adapters.storage.scoping import responsible_clause, scope_clause, zone_tree
 from cityward.adapters.storage.uow import UnitOfWorkFactory
-from cityward.domain.access import require_device_details, require_device_write
+from cityward.domain.access import Action, require, require_device_details, require_device_write
 from cityward.domain.organizations import Caller, Role
 from cityward.domain.products import product_key
 from cityward.domain.responsibility import Duty, zone_chain
@@ -248,7 +248,7 @@ class Plan:
 
 def _plan(s: Session, uow_factory: UnitOfWorkFactory, caller: Caller, req: RolloutRequest, store: Path,
           now: datetime) -> Plan:
-    require_device_write(caller)
+    require_device_write(caller, Action.ROLLOUT)
     problems = req.options.problems()
     if not req.name.strip() or len(req.name) > 200:
         problems.append(Problem("must be 1 to 200 characters", field="name"))
@@ -382,7 +382,7 @@ def _command(uow_factory: UnitOfWorkFactory, caller: Caller, rollout_id: int, co
     locked: a command the current state does not allow is refused (RolloutStateConflict) and
     changes nothing; an allowed one sets the control state and is audited in the same
     transaction."""
-    require_device_write(caller)
+    require_device_write(caller, Action.APPROVE_ROLLOUT if command is RolloutCommand.APPROVE else Action.CONTROL)
     with uow_factory(write=True) as uow:
         s = uow.session
         row = _visible(s, caller, rollout_id, lock=True)
@@ -420,6 +420,7 @@ def approve(uow_factory: UnitOfWorkFactory, caller: Caller, rollout_id: int) -> 
     """Critical zones need a second pair of eyes: a city operator or admin who did not create it."""
     if not caller.is_city or caller.role is Role.VIEWER:
         raise PermissionDenied("only a city operator or administrator may approve a rollout")
+    require(caller, Action.APPROVE_ROLLOUT)
     _command(uow_factory, caller, rollout_id, RolloutCommand.APPROVE)
 
 

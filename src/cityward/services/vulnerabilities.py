@@ -40,7 +40,7 @@ from cityward.adapters.storage.models import (
 )
 from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
-from cityward.domain.access import DeviceScope, device_scope, require_device_details
+from cityward.domain.access import Action, DeviceScope, device_scope, require, require_device_details
 from cityward.domain.organizations import Caller, OrgKind, Role
 from cityward.domain.responsibility import DEVICE_COLUMN, Duty
 from cityward.errors import NotFound
@@ -67,6 +67,7 @@ class MatchSummary:
 def match(uow_factory: UnitOfWorkFactory, *, cves: Iterable[str] | None = None,
           caller: Caller = SYSTEM) -> MatchSummary:
     """Re-match the fleet for `cves` (None: every CVE) and store the difference in one transaction."""
+    require(caller, Action.INTEL)
     t0 = time.perf_counter()
     scope = None if cves is None else set(cves)
     with uow_factory(write=True) as uow:

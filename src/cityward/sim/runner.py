@@ -240,7 +240,10 @@ class Agent:
             try:
                 image = await self.sim.download(params["url"], int(params["size"]))
             except (httpx.HTTPError, ValueError) as exc:
-                self.emit(device.record(cid, "failed", now(), detail=f"download failed: {exc}"[:200]))
+                # One line: a result's detail has no newlines (docs/protocol.md), and
+                # httpx's messages span several.
+                said = " ".join(str(exc).split())
+                self.emit(device.record(cid, "failed", now(), detail=f"download failed: {said}"[:200]))
                 return
         try:
             await asyncio.sleep(duration * 0.1)

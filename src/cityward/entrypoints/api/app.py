@@ -60,23 +60,32 @@ def healthz(platform: PlatformDep) -> JSONResponse:
 
 
 def create_app(platform: Platform, *, owns_platform: bool = False,
-               executor: ExecutorOptions | None = None) -> FastAPI:
+               executor: ExecutorOptions | None = None, anchor_every_s: float | None = None) -> FastAPI:
     """An app serving `platform`; with `owns_platform` it closes the platform on shutdown. With
     `executor`, the one-machine rollout executor runs beside it from start-up to shutdown, so a
-    rollout started through the app is carried out (entrypoints/background.py)."""
+    rollout started through the app is carried out; with `anchor_every_s`, the audit log is anchored
+    at start-up and that often (entrypoints/background.py)."""
 
     @asynccontextmanager
     async def lifespan(running: FastAPI) -> AsyncIterator[None]:
-        background = None
+        background = anchoring = None
         if executor is not None:
             from cityward.entrypoints.background import BackgroundExecutor
 
             background = BackgroundExecutor(platform, executor)
             running.state.executor = background
             background.start()
+        if anchor_every_s:
+            from cityward.entrypoints.background import BackgroundAnchors
+
+            anchoring = BackgroundAnchors(platform, anchor_every_s)
+            running.state.anchors = anchoring
+            anchoring.start()
         try:
             yield
         finally:
+            if anchoring is not None:
+                await asyncio.to_thread(anchoring.stop)
             if background is not None:
                 await asyncio.to_thread(background.stop)
             if owns_platform:

@@ -10,11 +10,12 @@ from cityward.entrypoints.api.auth import CallerDep, PlatformDep
 from cityward.entrypoints.api.pages import Limit
 from cityward.entrypoints.api.schemas import (
     NO_CONTROL,
+    AuditAnchorCheckOut,
     AuditChainOut,
     AuditEventOut,
     AuditEventPageOut,
 )
-from cityward.services import auditlog
+from cityward.services import auditanchors, auditlog
 
 router = APIRouter(prefix="/auditlog", tags=["audit log"])
 
@@ -42,7 +43,11 @@ def list_events(
 
 @router.get("/verify", response_model=AuditChainOut)
 def verify_auditlog(platform: PlatformDep, caller: CallerDep) -> AuditChainOut:
-    """Walk the whole chain; `ok` false names the first event that does not hold."""
-    report = auditlog.verify_auditlog(platform.uow, caller)
-    return AuditChainOut(ok=report.ok, events=report.events, head=report.head,
-                         first_broken=report.first_broken, reason=report.reason)
+    """Walk the whole chain and check it against its latest signed anchor; `ok` false names the first
+    event that does not hold, or (`anchor.reason`) a tail cut off or events rewritten since the anchor."""
+    settings = platform.settings
+    public = auditanchors.signing_key(settings.secret_key_bytes()).public_key()
+    report, check = auditanchors.verify(platform.uow, caller, public, settings.audit_anchor_file)
+    return AuditChainOut(ok=report.ok and check.ok, events=report.events, head=report.head,
+                         first_broken=report.first_broken, reason=report.reason,
+                         anchor=AuditAnchorCheckOut.model_validate(check.as_dict()))

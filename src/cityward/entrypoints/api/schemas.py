@@ -8,7 +8,7 @@ the same messages. `Out` models are built from the services' views with `from_at
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -308,9 +308,26 @@ class AuditEventPageOut(BaseModel):
     next_before_seq: int | None = None
 
 
+class AuditAnchorCheckOut(_Out):
+    """The chain as seen from the best signed anchor of the installation's anchors file."""
+
+    status: Literal["ok", "none", "failed", "unchecked"] = Field(
+        description="ok: the anchored event is there with its hash; none: no anchor yet; failed: `reason` "
+        "(a cut tail, a rewrite, a forged anchor); unchecked: the chain itself is broken")
+    source: str = Field(description="the anchors file read")
+    anchors: int
+    line: int | None
+    seq: int | None = Field(description="the anchored event")
+    head: str | None = Field(description="its hash when anchored")
+    at: str | None = Field(description="when it was anchored (ISO 8601, UTC)")
+    key: str | None = Field(description="id of the key that signed it")
+    reason: str | None
+
+
 class AuditChainOut(_Out):
-    ok: bool
+    ok: bool = Field(description="the chain holds and so does its latest anchor")
     events: int
     head: str
     first_broken: int | None
     reason: str | None
+    anchor: AuditAnchorCheckOut | None = None

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from cityward.adapters.inventory_files import FileFormat
 from cityward.domain.tokens import parse_duration
@@ -341,25 +342,88 @@ def users_list(json_out: JsonOpt = False) -> None:
 @auditlog_app.command("verify")
 def auditlog_verify(
     expect_head: Annotated[str | None, typer.Option(help="Head hash recorded earlier: detects a cut-off tail.")] = None,
+    anchors_file: Annotated[Path | None, typer.Option(
+        "--anchors", help="Verify against this copy of the anchors file (a partner's) instead of the installation's "
+        "own (CITYWARD_AUDIT_ANCHOR_FILE).", dir_okay=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Check the hash chain; name the first event that was edited, deleted or reordered."""
-    report = auditlog.verify_auditlog(CTX.platform.uow, CTX.caller)
+    """Check the hash chain and its latest signed anchor: name the first event that was edited, deleted
+    or reordered, and detect a cut-off tail or a rewrite (hashes recomputed) since the anchor."""
+    from cityward.services import auditanchors
+
+    settings = CTX.platform.settings
+    public = auditanchors.signing_key(settings.secret_key_bytes()).public_key()
+    path = anchors_file or settings.audit_anchor_file
+    report, check = auditanchors.verify(CTX.platform.uow, CTX.caller, public, path, own=anchors_file is None)
+    # The chain verified, so an expected head that is gone was cut off with the tail.
+    head_gone = bool(report.ok and expect_head
+                     and not auditlog.chain_contains(CTX.platform.uow, CTX.caller, expect_head))
     if json_out:
-        print_json({"ok": report.ok, "events": report.events, "head": report.head,
-                    "first_broken": report.first_broken, "reason": report.reason})
-    elif report.ok:
-        out.print(f"[green]audit log intact[/]: {report.events:,} events, head {report.head}")
-        out.print("[dim]record the head elsewhere; pass it as --expect-head next time to detect truncation[/]")
-    else:
+        print_json({"ok": report.ok and check.ok and not head_gone, "events": report.events, "head": report.head,
+                    "first_broken": report.first_broken, "reason": report.reason, "anchor": check.as_dict(),
+                    **({"expected_head_found": not head_gone} if expect_head else {})})
+    elif not report.ok:
         err.print(f"[bold red]audit log broken[/] at event {report.first_broken}: {report.reason}")
-    if not report.ok:
-        raise typer.Exit(1)
-    if expect_head and not auditlog.chain_contains(CTX.platform.uow, CTX.caller, expect_head):
-        # The chain verified, so an anchored event that is gone was cut off with the tail.
+    elif not check.ok:
+        err.print(f"[bold red]audit log fails its anchor[/] ({escape(check.source)}): {escape(check.reason or '')}")
+    else:
+        out.print(f"[green]audit log intact[/]: {report.events:,} events, head {report.head}")
+        if check.status == "ok" and check.anchor is not None:
+            out.print(f"[green]matches its anchor[/] of {check.anchor.fields()['at']} (event {check.anchor.seq:,}, "
+                      f"{escape(check.source)} line {check.line})")
+        else:
+            out.print(f"[dim]{escape(check.reason or '')}; keep copies of the anchors elsewhere "
+                      "(partners receive them)[/]")
+    if head_gone and not json_out:
         err.print(f"[bold red]the anchored head {expect_head} is no longer in the log[/]: "
                   "events were cut off or the log was rewritten")
+    if not report.ok or not check.ok or head_gone:
         raise typer.Exit(1)
+
+
+@auditlog_app.command("anchor")
+def auditlog_anchor(json_out: JsonOpt = False) -> None:
+    """Verify the chain, then sign its head with the city's anchor key and append the anchor to the
+    anchors file (CITYWARD_AUDIT_ANCHOR_FILE), outside the database; organizations named in
+    CITYWARD_AUDIT_ANCHOR_RECIPIENTS are sent it over their contact. `cityward serve` anchors daily."""
+    from cityward.entrypoints.cli.fleet import secret_box
+    from cityward.services import auditanchors, notifications
+
+    settings = CTX.platform.settings
+    smtp = notifications.smtp_settings(settings.smtp_url.get_secret_value() if settings.smtp_url else None,
+                                       settings.smtp_sender) if settings.audit_anchor_recipients else None
+    done = auditanchors.anchor(
+        CTX.platform.uow, CTX.caller, auditanchors.signing_key(settings.secret_key_bytes()),
+        settings.audit_anchor_file, recipients=settings.audit_anchor_recipients, box=secret_box(CTX.platform),
+        smtp=smtp, allow_private=settings.notify_private_networks)
+    failed = [s for s in done.sent if not s.ok and not s.skipped]
+    if json_out:
+        print_json({"anchor": done.anchor.fields(), "file": str(done.file), "sent": done.sent})
+    else:
+        out.print(f"[green]anchored[/] the audit log at event {done.anchor.seq:,} (head {done.anchor.head}), "
+                  f"signed with key {done.anchor.key}, in {escape(str(done.file))}")
+        if done.sent:
+            out.print(table("anchor sent to", ["organization", "channel", "to", "result"], (
+                (s.organization, s.channel, s.target, "delivered" if s.ok else s.detail or "failed")
+                for s in done.sent)))
+    if failed:
+        err.print(f"{len(failed)} deliveries failed; the anchor is written, and the next one reaches them")
+        raise typer.Exit(1)
+
+
+@auditlog_app.command("anchor-key")
+def auditlog_anchor_key(json_out: JsonOpt = False) -> None:
+    """The city's public anchor key (Ed25519, PEM), for partners who check anchors themselves. The
+    private key is derived from CITYWARD_SECRET_KEY and never stored or shown."""
+    from cityward.domain import auditanchors as anchors
+    from cityward.services import auditanchors
+
+    public = auditanchors.signing_key(CTX.platform.settings.secret_key_bytes()).public_key()
+    if json_out:
+        print_json({"key": anchors.key_id(public), "public_key": anchors.public_pem(public)})
+        return
+    out.print(f"anchor key {anchors.key_id(public)} (Ed25519):")
+    out.print(anchors.public_pem(public).rstrip(), markup=False)
 
 
 @auditlog_app.command("list")

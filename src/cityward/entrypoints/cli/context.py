@@ -42,6 +42,17 @@ class CliContext:
                 self._caller = organizations.local_operator(plat.uow, _user())
         return self._caller
 
+    def require_platform(self, what: str) -> None:
+        """Server processes (`serve`, `connect`, `rollout run`, `worker`) act as the platform, not as
+        a token's organization: under CITYWARD_TOKEN only a city administrator's token may start one."""
+        if self.platform.settings.token is not None:
+            from cityward.domain.access import Action, may
+            from cityward.errors import PermissionDenied
+
+            if not may(self.caller, Action.PLATFORM):
+                raise PermissionDenied(f"only a city administrator may {what}",
+                                       hint="it acts for the whole platform; unset CITYWARD_TOKEN on the server")
+
 
 def _user() -> str:
     try:

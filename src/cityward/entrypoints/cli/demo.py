@@ -265,7 +265,12 @@ def serve_api(platform: Platform, host: str, port: int, *, executor: bool = True
     else:
         err.print("no executor in this process: started rollouts wait for `cityward worker` or `cityward rollout run`")
     options = executor_options(platform.settings, mqtt_url=mqtt_url) if executor else None
-    uvicorn.run(create_app(platform, executor=options), host=host, port=port, log_level="warning")
+    every_h = platform.settings.audit_anchor_every_h
+    if every_h:
+        err.print(f"the audit log is anchored every {every_h:g} h when it changed, into "
+                  f"{platform.settings.audit_anchor_file} (CITYWARD_AUDIT_ANCHOR_EVERY_H=0: never)")
+    uvicorn.run(create_app(platform, executor=options, anchor_every_s=every_h * 3600 or None), host=host, port=port,
+                log_level="warning")
 
 
 def redact_url(url: str) -> str:

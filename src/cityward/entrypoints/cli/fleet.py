@@ -104,6 +104,7 @@ def connect(
     from cityward.services import ingestion
     from cityward.services.connectivity import ConnectOptions
 
+    CTX.require_platform("connect to the fleet")
     platform = CTX.platform
     options = ConnectOptions(mqtt_url=None if no_mqtt else (mqtt_url or platform.settings.mqtt_url),
                              poll_interval=poll_interval, silence=parse_age(silence))

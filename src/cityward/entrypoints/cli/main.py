@@ -179,6 +179,7 @@ def serve(
     there are carried out in this process unless --no-executor."""
     from cityward.entrypoints.cli.demo import serve_api
 
+    CTX.require_platform("serve the API")
     settings = CTX.platform.settings
     serve_api(CTX.platform, host or settings.api_host, port or settings.api_port, executor=executor,
               mqtt_url=settings.mqtt_url)

@@ -377,11 +377,15 @@ def run(
     """Carry out started rollouts in this process (the one-machine executor)."""
     from cityward.services.rollout_executor import Executor, ExecutorOptions
 
+    CTX.require_platform("carry out rollouts")
     platform = CTX.platform
     settings = platform.settings
+    from cityward.entrypoints.background import alert_channels
+
     options = ExecutorOptions(mqtt_url=None if no_mqtt else (mqtt_url or settings.mqtt_url),
                               firmware_store=settings.firmware_dir, listen=settings.firmware_listen,
-                              public_url=settings.firmware_url, lease_grace=lease_grace)
+                              public_url=settings.firmware_url, lease_grace=lease_grace,
+                              alerts=alert_channels(settings))
     if rollout_ids:
         _require_work(platform, rollout_ids)
     executor = Executor(platform.uow, secret_box(platform), settings.secret_key_bytes(), options)
@@ -428,14 +432,17 @@ def worker(
     from cityward.entrypoints.worker import build_app, run_worker
     from cityward.services.rollout_executor import Executor, ExecutorOptions
 
+    CTX.require_platform("run a worker")
     platform = CTX.platform
     settings = platform.settings
     if not settings.database_url.startswith("postgresql"):
         raise InvalidInput("cityward worker needs PostgreSQL (CITYWARD_DATABASE_URL=postgresql://…); "
                            "on one machine with SQLite, cityward rollout run carries rollouts out")
+    from cityward.entrypoints.background import alert_channels
+
     options = ExecutorOptions(mqtt_url=mqtt_url or settings.mqtt_url, firmware_store=settings.firmware_dir,
                               listen=settings.firmware_listen, public_url=settings.firmware_url,
-                              lease_grace=lease_grace)
+                              lease_grace=lease_grace, alerts=alert_channels(settings))
     if name:
         options = dataclasses.replace(options, name=name)
     executor = Executor(platform.uow, secret_box(platform), settings.secret_key_bytes(), options)

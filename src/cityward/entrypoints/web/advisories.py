@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from cityward.domain.access import Action, require
 from cityward.domain.rollouts import WaveOptions
 from cityward.entrypoints.web.common import SessionDep, check_csrf, may_act, page, platform_of
 from cityward.errors import InvalidInput
@@ -55,6 +56,7 @@ def _link(url: str | None) -> str | None:
 def _fixes(request: Request, active: users.WebSession, advisory_id: int, *, create: bool) -> tuple[
         vulnerabilities.AdvisoryRisk, list[remediation.ProductFix] | None, InvalidInput | None]:
     """The advisory, and its per-product fixes planned (or created), or why there are none."""
+    require(active.caller, Action.ROLLOUT)  # refused before the advisory is even looked up
     platform = platform_of(request)
     risk = vulnerabilities.advisory_risks(platform.uow, active.caller, advisory_id=advisory_id).items[0]
     try:

@@ -17,7 +17,7 @@ from cityward.bootstrap import Platform
 from cityward.domain.auditchain import AuditEvent
 from cityward.domain.organizations import Caller
 from cityward.entrypoints.web.common import SessionDep, check_csrf, page, platform_of
-from cityward.services import auditlog, rollouts
+from cityward.services import auditanchors, auditlog, rollouts
 
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 50
@@ -97,7 +97,10 @@ def audit_log(request: Request, active: SessionDep, action: Annotated[str, Query
 def verify(request: Request, active: SessionDep, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
     """Walk the whole chain now (city admins; the service refuses the others) and record the result."""
     check_csrf(active, csrf_token)
-    auditlog.verify_and_record(platform_of(request).uow, active.caller)
+    platform = platform_of(request)
+    settings = platform.settings
+    public = auditanchors.signing_key(settings.secret_key_bytes()).public_key()
+    auditanchors.verify_and_record(platform.uow, active.caller, public, settings.audit_anchor_file)
     return RedirectResponse("/audit-log", status_code=303)
 
 

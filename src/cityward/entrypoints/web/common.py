@@ -12,8 +12,7 @@ from fastapi.templating import Jinja2Templates
 
 from cityward import __version__
 from cityward.bootstrap import Platform
-from cityward.domain.access import require_device_write
-from cityward.errors import PermissionDenied
+from cityward.domain.access import Action, may
 from cityward.services import users
 
 HERE = Path(__file__).parent
@@ -51,12 +50,8 @@ def check_csrf(active: users.WebSession, token: str) -> None:
 
 
 def may_act(active: users.WebSession) -> bool:
-    """Whether to offer device operations at all (the services decide, and refuse, anyway)."""
-    try:
-        require_device_write(active.caller)
-    except PermissionDenied:
-        return False
-    return True
+    """Whether to offer remediation rollouts at all (the services decide, and refuse, anyway)."""
+    return may(active.caller, Action.ROLLOUT)
 
 
 def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
