@@ -20,7 +20,7 @@ from sqlalchemy import delete, select
 from cityward.adapters.storage import vuln_frames
 from cityward.adapters.storage.models import AdvisoryEntryRow, AdvisoryRow, ProductRow, VendorAliasRow
 from cityward.adapters.storage.uow import UnitOfWorkFactory
-from cityward.domain.access import require_city_admin, require_device_details
+from cityward.domain.access import Action, require
 from cityward.domain.advisories import model_key
 from cityward.domain.model_names import model_variants
 from cityward.domain.organizations import Caller
@@ -40,7 +40,7 @@ class AliasView:
 
 
 def list_aliases(uow_factory: UnitOfWorkFactory, caller: Caller) -> list[AliasView]:
-    require_device_details(caller)
+    require(caller, Action.SEE_VULNS)
     shipped = [AliasView(a, v, "shipped") for a, v in DEFAULT_ALIASES]
     with uow_factory() as uow:
         city = [AliasView(r.alias, r.vendor, "city", r.created_by)
@@ -61,7 +61,7 @@ def _name(value: str, what: str) -> tuple[str, str]:
 def add_alias(uow_factory: UnitOfWorkFactory, caller: Caller, alias: str, vendor: str) -> AliasView:
     """`alias` (as advisories or the inventory write it) means `vendor`; the fleet is re-matched for
     the CVEs of every statement under that name."""
-    require_city_admin(caller, "add vendor aliases")
+    require(caller, Action.INTEL)
     alias, alias_key = _name(alias, "alias")
     vendor, target = _name(vendor, "vendor")
     if alias_key == target:
@@ -86,7 +86,7 @@ def add_alias(uow_factory: UnitOfWorkFactory, caller: Caller, alias: str, vendor
 
 
 def remove_alias(uow_factory: UnitOfWorkFactory, caller: Caller, alias: str) -> None:
-    require_city_admin(caller, "remove vendor aliases")
+    require(caller, Action.INTEL)
     alias, alias_key = _name(alias, "alias")
     with uow_factory(write=True) as uow:
         s = uow.session
@@ -141,7 +141,7 @@ def unmatched(uow_factory: UnitOfWorkFactory, caller: Caller, *, limit: int | No
     """Every stored statement about a device (vendor and product, not a package) that names no
     catalog product, grouped by what it names, with the nearest catalog names; and every statement
     an import could not read."""
-    require_device_details(caller)
+    require(caller, Action.INTEL)  # it reads the whole catalog and every advisory
     with uow_factory() as uow:
         s = uow.session
         aliases = alias_map(vuln_frames.stored_aliases(s))
