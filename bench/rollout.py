@@ -420,6 +420,11 @@ def add_release(bench: Bench) -> int:
     raw = public_key(brand, bench.args.seed).public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     firmware.register_key(bench.platform.uow, bench.caller, brand, kid, base64.b64encode(raw).decode())
     _sha, signature, _kid = sign_firmware(brand, model, FW_VERSION, FW_IMAGE, bench.args.seed)
+    # How long the upgrade takes on this product, scaled like the simulator: a device silent for
+    # longer (a bricked one) is given up on after this, not followed for the 15-minute default.
+    from cityward.services import catalog
+    catalog.save_product(bench.platform.uow, bench.caller, {
+        "brand": brand, "model": model, "upgrade_minutes": str(bench.args.fw_upgrade_minutes)})
     return firmware.add_release(bench.platform.uow, bench.caller, bench.store, brand=brand, model=model,
                                 version=FW_VERSION, image=FW_IMAGE, signature=signature, key_id=kid).id
 
@@ -789,6 +794,8 @@ def main() -> None:
                     help="share of the firmware target that the simulator makes fail or brick")
     ap.add_argument("--config-timeout", type=float, default=10.0, help="seconds per set_config attempt")
     ap.add_argument("--fw-timeout", type=float, default=20.0, help="seconds per firmware attempt")
+    ap.add_argument("--fw-upgrade-minutes", type=float, default=0.1,
+                    help="the firmware product's declared upgrade_minutes (0.1 = 6 s: 90 s x --time-scale 0.02, x 3)")
     ap.add_argument("--time-scale", type=float, default=0.02, help="the simulator's --time-scale")
     ap.add_argument("--tick", type=float, default=0.2, help="the executor's tick")
     ap.add_argument("--city-devices", type=int, help="size of the simulated city (default: just enough)")

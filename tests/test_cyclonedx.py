@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cityward.domain import limits
 from cityward.domain.cyclonedx import (
     MAX_COMPONENTS,
     MAX_DEPTH,
@@ -322,9 +323,12 @@ def test_deep_nesting() -> None:
         return c
     assert len(parse_sbom(dumps(bom(components=[nest(MAX_DEPTH)])), "ok.json").components) == MAX_DEPTH
     refused(dumps(bom(components=[nest(MAX_DEPTH + 1)])), f"components nested deeper than {MAX_DEPTH}")
-    refused(b'{"bomFormat": "CycloneDX", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply")
+    refused(b'{"bomFormat": "CycloneDX", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            f"over the limit of nesting depth {limits.DOCUMENT_JSON_DEPTH}")
     xml = f'<bom xmlns="{NS14}">' + "<a>" * 100_000 + "</a>" * 100_000 + "</bom>"
-    assert parse_sbom(xml.encode(), "deep.xml").components == ()  # expat and ElementTree do not recurse
+    refused(xml.encode(), f"over the limit of nesting depth {limits.XML_DEPTH}")  # refused before a tree is built
+    ok = f'<bom xmlns="{NS14}">' + "<a>" * (limits.XML_DEPTH - 1) + "</a>" * (limits.XML_DEPTH - 1) + "</bom>"
+    assert parse_sbom(ok.encode(), "deep.xml").components == ()
     deep = f'<bom xmlns="{NS14}">' + '<components><component type="library"><name>x</name>' * (MAX_DEPTH + 1) \
         + "</component></components>" * (MAX_DEPTH + 1) + "</bom>"
     refused(deep.encode(), f"components nested deeper than {MAX_DEPTH}")

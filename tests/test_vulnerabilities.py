@@ -34,6 +34,7 @@ from cityward.adapters.storage.models import (
     VulnMatchRow,
 )
 from cityward.bootstrap import Platform
+from cityward.domain import limits
 from cityward.domain.firmware import signed_message
 from cityward.domain.organizations import Caller, Role
 from cityward.domain.policy.document import parse_policy
@@ -242,6 +243,22 @@ def test_bad_input_is_refused_by_name_and_nothing_is_stored(platform: Platform, 
     assert _counts(platform) == before  # nothing stored, not even the good document, nor an audit event
     report = advisories.import_advisories(platform.uow, fleet, str(folder), skip_refused=True)
     assert len(report.refused) == 1 and len(report.imported) + (report.kev or 0) >= 1
+
+
+def test_long_text_is_stored_cut_with_a_marker_on_every_backend(platform: Platform, fleet: Caller,
+                                                                 tmp_path: Path) -> None:
+    record = json.loads((FIXTURES / "cve5" / "CVE-2024-3400.json").read_text())
+    cna = record["containers"]["cna"]
+    cna["title"] = "T" * 5000  # under the 1 MiB refusal limit, over the 500-character column
+    cna["affected"][0]["vendor"] = "V" * 300  # String(200): PostgreSQL refused it, SQLite kept it whole
+    (tmp_path / "long.json").write_text(json.dumps(record))
+    advisories.import_advisories(platform.uow, fleet, str(tmp_path / "long.json"))
+    with platform.uow() as uow:
+        title = uow.session.scalar(select(AdvisoryRow.title))
+        vendors = set(uow.session.scalars(select(AdvisoryEntryRow.vendor)))
+    assert title is not None and len(title) == 500 and title.endswith(limits.TRUNCATED)
+    assert "V" * (200 - len(limits.TRUNCATED)) + limits.TRUNCATED in vendors
+    assert all(len(v) <= 200 for v in vendors if v)
 
 
 def test_only_city_operators_import(platform: Platform, fleet: Caller) -> None:

@@ -1,7 +1,9 @@
 """Streaming readers and writers for inventory files (CSV and JSON).
 
 Memory stays flat whatever the file's size: CSV is read line by line with a cap on a line's
-length, JSON item by item (ijson) with a cap on one object's size. A structural fault (not
+length and a cell's, JSON item by item (ijson) with a cap on one object's size and on nesting
+depth, checked on the bytes before ijson sees them (ijson's cost grows with the square of the
+depth: 100 KB of brackets took it to 6 GB). Limits: domain/limits.py. A structural fault (not
 UTF-8, a line of a gigabyte, wrong delimiter, not a JSON list) stops the read with an error that
 names the file and row; a bad value only marks its row (see domain.inventory.parse_row).
 """
@@ -20,9 +22,10 @@ from typing import IO, Any, BinaryIO
 import ijson
 
 from cityward.domain.inventory import COLUMNS, REQUIRED, neutralize_cell, restore_cell
+from cityward.domain.limits import INVENTORY_JSON, MAX_INVENTORY_LINE_BYTES, JsonScanner, csv_problem
 from cityward.errors import InvalidInput, Problem
 
-MAX_LINE_BYTES = 1 << 20  # one CSV line, or one JSON object: a device row is never near this
+MAX_LINE_BYTES = MAX_INVENTORY_LINE_BYTES  # one CSV line, or one JSON object: a device row is never near this
 _DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
@@ -56,10 +59,11 @@ class InventoryReader:
 
 
 class _ByteCounter(io.RawIOBase):
-    """Counts bytes for progress and caps how much one JSON object may take."""
+    """Counts bytes for progress, caps how much one JSON object may take and, given a scanner,
+    checks the JSON's nesting before the parser reads it."""
 
-    def __init__(self, raw: BinaryIO, source: str, limit: int) -> None:
-        self.raw, self.source, self.limit = raw, source, limit
+    def __init__(self, raw: BinaryIO, source: str, limit: int, scanner: JsonScanner | None = None) -> None:
+        self.raw, self.source, self.limit, self.scanner = raw, source, limit, scanner
         self.total = 0
         self.since_mark = 0
         self.row = 0
@@ -72,6 +76,8 @@ class _ByteCounter(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         data = self.raw.read(len(buffer))
+        if self.scanner is not None:
+            self.scanner.feed(data)
         n = len(data)
         buffer[:n] = data
         self.total += n
@@ -153,6 +159,8 @@ def _open_csv(
         while header == []:
             header = next(reader, None)
     except csv.Error as exc:
+        if "field limit" in str(exc):
+            raise csv_problem(exc, source, 1) from None
         raise InvalidInput(f"{source}, row 1: not a valid CSV header: {exc}") from None
     if header is None:
         raise InvalidInput(f"{source}: the file is empty; expected a header row naming the columns")
@@ -178,6 +186,8 @@ def _open_csv(
             except StopIteration:
                 return
             except csv.Error as exc:
+                if "field limit" in str(exc):
+                    raise csv_problem(exc, source, row + 1) from None
                 raise InvalidInput(f"{source}, row {row + 1}: malformed CSV: {exc}") from None
             row += 1
             if not record or (len(record) == 1 and not record[0].strip()):
@@ -225,7 +235,7 @@ def _check_columns(
 def _open_json(
     stream: BinaryIO, source: str, ignore_unknown: bool, layout: Layout
 ) -> InventoryReader:
-    counter = _ByteCounter(stream, source, MAX_LINE_BYTES)
+    counter = _ByteCounter(stream, source, MAX_LINE_BYTES, JsonScanner(INVENTORY_JSON, source))
     buffered = io.BufferedReader(counter, buffer_size=65536)
     head = buffered.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head:

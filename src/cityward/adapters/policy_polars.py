@@ -34,7 +34,7 @@ def fact_frame(devices: list[dict[str, Any]]) -> pl.DataFrame:
 def version_key_expr(column: str) -> pl.Expr:
     """domain.policy.versions.version_key, vectorized (the tests hold the two to the same output)."""
     col = pl.col(column)
-    groups = col.str.extract_all(r"\d+").list.eval(
+    groups = col.str.extract_all(r"[0-9]+").list.eval(
         pl.when(pl.element().str.len_chars() > 10).then(pl.lit("9999999999"))
         .otherwise(pl.element().str.zfill(10)))
     return (pl.when(col.is_null()).then(pl.lit(None, dtype=pl.String))

@@ -102,7 +102,7 @@ def sort_key(version: str, scheme: VersionScheme) -> str | None:
         return None
     if scheme == VersionScheme.SEMVER:
         return _semver_key(version)
-    if not any(c.isdigit() for c in version):
+    if not any("0" <= c <= "9" for c in version):  # ASCII digits, as version_key reads
         return None
     return version_key(_dates_as_numbers(version))
 

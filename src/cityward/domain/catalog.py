@@ -13,7 +13,7 @@ from cityward.domain.products import VersionScheme
 from cityward.errors import Problem
 
 CATALOG_COLUMNS = ("brand", "model", "kind", "origin_brand", "origin_model", "end_of_support",
-                   "min_firmware", "version_scheme")
+                   "min_firmware", "version_scheme", "upgrade_minutes")
 CATALOG_REQUIRED = ("brand", "model")
 
 _SEMVER = re.compile(r"v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
@@ -39,6 +39,7 @@ class CatalogRecord:
     end_of_support: date | None = None
     min_firmware: str | None = None
     version_scheme: str | None = None
+    upgrade_minutes: float | None = None  # how long a firmware upgrade takes on this product
 
 
 def parse_catalog_row(raw: Mapping[str, Any], row: int) -> CatalogRecord | list[Problem]:
@@ -48,6 +49,7 @@ def parse_catalog_row(raw: Mapping[str, Any], row: int) -> CatalogRecord | list[
         "brand": _text, "model": _text, "kind": parse_kind, "origin_brand": _text,
         "origin_model": _text, "end_of_support": parse_date,
         "min_firmware": lambda v: _text(v, limit=64), "version_scheme": _scheme,
+        "upgrade_minutes": parse_upgrade_minutes,
     }
     for column, parse in parsers.items():
         try:
@@ -71,3 +73,21 @@ def _scheme(value: Any) -> str | None:
         raise _Bad(f"unknown version scheme {text!r}; expected one of {', '.join(VersionScheme)}")
     return text.lower()
 
+
+
+MAX_UPGRADE_MINUTES = 1440.0  # a day: the longest attempt a rollout allows
+
+
+def parse_upgrade_minutes(value: Any) -> float | None:
+    """Minutes a firmware upgrade takes on the product (download, flash, reboot), fractions allowed:
+    rollouts wait this long for it (docs/rollouts.md, "Attempts and timeouts")."""
+    text = _text(value, limit=16)
+    if text is None:
+        return None
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise _Bad(f"{text!r} is not a number of minutes") from None
+    if not 0 < minutes <= MAX_UPGRADE_MINUTES:  # also refuses nan and inf
+        raise _Bad(f"must be more than 0 and at most {MAX_UPGRADE_MINUTES:g} minutes, got {text}")
+    return minutes

@@ -18,6 +18,7 @@ from cvss.exceptions import CVSSError
 
 from cityward.domain import advisory_versions as av
 from cityward.domain.advisories import CVE_ID, MAX_ENTRIES, Advisory, Entry, Identity, Status, parse_cpe
+from cityward.domain.limits import clip
 from cityward.domain.model_names import read_models
 from cityward.domain.vendors import split_vendors
 from cityward.errors import Problem
@@ -104,7 +105,7 @@ def _describe(item: Mapping[str, Any]) -> str:
              f"<= {item['lessThanOrEqual']}" if "lessThanOrEqual" in item else None)
     text = version if upper is None else (upper if version in ("0", "unspecified", "") else f">= {version}, {upper}")
     changes = [str(c.get("at")) for c in item.get("changes", []) or [] if isinstance(c, Mapping)]
-    return (text + (f" (changes at {', '.join(changes)})" if changes else ""))[:500]
+    return clip(text + (f" (changes at {', '.join(changes)})" if changes else ""), 500) or ""
 
 
 def normalize(record: Mapping[str, Any], name: str) -> Advisory:
@@ -162,7 +163,8 @@ def normalize(record: Mapping[str, Any], name: str) -> Advisory:
                                       if isinstance(d, Mapping) and str(d.get("lang", "")).startswith("en")), "")
     refs = [r.get("url") for r in cna.get("references", []) or [] if isinstance(r, Mapping) and r.get("url")]
     return Advisory(
-        source="cve5", publisher=str(meta.get("assignerShortName") or "CVE"), doc_id=cve, title=str(title)[:500],
+        source="cve5", publisher=str(meta.get("assignerShortName") or "CVE"), doc_id=cve,
+        title=clip(str(title), 500) or "",
         category="cve_record", revision=str(meta.get("dateUpdated") or meta.get("datePublished") or ""),
         released_at=_time(meta.get("datePublished")), updated_at=_time(meta.get("dateUpdated")),
         url=refs[0] if refs else None, entries=tuple(entries), unparsed=tuple(problems), cves=(cve,))

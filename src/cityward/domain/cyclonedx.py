@@ -9,9 +9,10 @@ tools, properties, extensions) is ignored.
 
 Hostile input is bounded: at most `MAX_BYTES` of input, `MAX_COMPONENTS` components (nested ones
 included, counted before deduplication), `MAX_VEX` VEX statements, components nested `MAX_DEPTH`
-deep; JSON nested deeper than Python's recursion limit is refused (expat and ElementTree build XML
-trees without recursion, and only known paths are walked). XML with a document type declaration or
-an entity declaration is refused before it reaches the parser (billion laughs, XXE).
+deep; JSON nesting depth and values (domain/limits.py) are checked before the parser runs, and XML
+is parsed incrementally with its depth and element count checked as elements start, so a refused
+document never becomes a tree. XML with a document type declaration or an entity declaration is
+refused before it reaches the parser (billion laughs, XXE).
 
 PURLs are read by a strict regular expression for the common shapes (no percent-encoding, no
 subpath, no type with its own name rules) and by packageurl-python otherwise; both give the same
@@ -36,6 +37,7 @@ from urllib.parse import unquote
 
 from packageurl import PackageURL
 
+from cityward.domain import limits
 from cityward.errors import InvalidInput, Problem
 
 __all__ = [
@@ -57,7 +59,7 @@ __all__ = [
     "vex_not_affected",
 ]
 
-MAX_BYTES = 50 * 1024 * 1024
+MAX_BYTES = limits.MAX_SBOM_BYTES
 MAX_COMPONENTS = 100_000
 MAX_VEX = 100_000  # (vulnerability, affected ref) pairs
 MAX_DEPTH = 64  # components inside components
@@ -175,7 +177,8 @@ def parse_sbom(data: bytes, name: str) -> Sbom:
     text = _decode(data, name)
     start = text.lstrip()[:1]
     if start in ("{", "["):
-        raw = _read_json(_json_root(text, name), name)
+        utf8 = text.encode() if data.startswith((b"\xff\xfe", b"\xfe\xff")) else data
+        raw = _read_json(_json_root(text, name, utf8), name)
     elif start == "<":
         raw = _read_xml(_xml_root(text, name), name)
     else:
@@ -433,7 +436,11 @@ class _Counter:
 # --- JSON ---------------------------------------------------------------------------------------
 
 
-def _json_root(text: str, name: str) -> Any:
+def _json_root(text: str, name: str, utf8: bytes) -> Any:
+    try:
+        limits.check_json(utf8, limits.DOCUMENT_JSON, name)
+    except limits.LimitExceeded as exc:
+        raise SbomError(name, exc.where, f"over the limit of {exc.limit}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -564,14 +571,41 @@ def _xml_root(text: str, name: str) -> ET.Element:
         column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
         raise SbomError(name, f"line {line}, column {column}",
                         f"XML with a <!{found.group(1).upper()} declaration is refused (entity expansion, XXE)")
-    parser = ET.XMLParser()  # noqa: S314 -- no DTD reaches it, so no entity can be declared or expanded
+    # Pulled in slices, so depth and element count are checked while the tree grows, not after.
+    parser: ET.XMLPullParser[Any] = ET.XMLPullParser(events=("start", "end"))  # no DTD reaches it
+    root: ET.Element | None = None
+    depth = elements = 0
     try:
-        parser.feed(text)
-        return parser.close()
+        for at in range(0, len(text) + 1, _XML_SLICE):
+            if at < len(text):
+                parser.feed(text[at:at + _XML_SLICE])
+            else:
+                parser.close()
+            for event, elem in parser.read_events():  # type: ignore[misc]  # (event, Element) for start/end
+                if event == "end":
+                    depth -= 1
+                    continue
+                depth += 1
+                elements += 1
+                root = elem if root is None else root  # type: ignore[assignment]  # a start event gives an Element
+                if depth > limits.XML_DEPTH:
+                    raise SbomError(name, _near(text, at), f"over the limit of nesting depth {limits.XML_DEPTH}")
+                if elements > limits.XML_ELEMENTS:
+                    raise SbomError(name, _near(text, at), f"over the limit of {limits.XML_ELEMENTS:,} elements")
+        if root is None:
+            raise SbomError(name, "line 1, column 1", "not well-formed XML: no element found")
+        return root
     except ET.ParseError as exc:
         line, column = exc.position
         reason = str(exc).split(": line ")[0]
         raise SbomError(name, f"line {line}, column {column + 1}", f"not well-formed XML: {reason}") from None
+
+
+_XML_SLICE = 1 << 16  # elements one slice can create before the limits are checked: about 20,000
+
+
+def _near(text: str, at: int) -> str:
+    return f"line {text.count(chr(10), 0, at) + 1} or later"
 
 
 class _X:

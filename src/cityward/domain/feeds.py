@@ -4,7 +4,6 @@ all: one bad row rejects the file, naming the row and field, so a catalog is nev
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from datetime import date
 from typing import Any
 
 from cityward.domain.advisories import CVE_ID, EpssScore, KevEntry
+from cityward.domain.limits import STORED_TEXT_CHARS, clip, csv_guarded, csv_problem, first_line, text_lines
 from cityward.errors import InvalidInput, Problem
 
 MAX_ROWS = 2_000_000  # EPSS lists about 300,000 CVEs; ten times that is not a feed
@@ -73,13 +73,18 @@ def _kev_rows(rows: Iterable[Mapping[str, Any]], name: str, first_row: int) -> t
                                     field="knownRansomwareCampaignUse", source=name))
         if added is None:
             continue
-        out[cve] = KevEntry(cve=cve, vendor=str(row.get("vendorProject") or "")[:200],
-                            product=str(row.get("product") or "")[:200],
-                            name=str(row.get("vulnerabilityName") or "")[:500], date_added=added, due_date=due,
+        out[cve] = KevEntry(cve=cve, vendor=_cut(row.get("vendorProject"), 200),
+                            product=_cut(row.get("product"), 200),
+                            name=_cut(row.get("vulnerabilityName"), 500), date_added=added, due_date=due,
                             ransomware=ransomware == "known",
-                            required_action=str(row.get("requiredAction") or "") or None)
+                            required_action=_cut(row.get("requiredAction"), STORED_TEXT_CHARS) or None)
     _fail(problems, f"KEV catalog {name}")
     return tuple(out.values())
+
+
+def _cut(value: Any, chars: int) -> str:
+    """A text column as stored: cut to fit with a marker (docs/vulnerabilities.md, "Limits")."""
+    return clip(str(value or ""), chars) or ""
 
 
 def kev_from_json(doc: Any, name: str) -> KevCatalog:
@@ -90,30 +95,38 @@ def kev_from_json(doc: Any, name: str) -> KevCatalog:
 
 
 def kev_from_csv(text: str, name: str) -> KevCatalog:
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in ("cveID", "dateAdded") if c not in (reader.fieldnames or ())]
+    reader = csv.DictReader(text_lines(text, name))
+    try:
+        fieldnames = reader.fieldnames or ()
+    except csv.Error as exc:
+        raise csv_problem(exc, name, 1) from None
+    missing = [c for c in ("cveID", "dateAdded") if c not in fieldnames]
     if missing:
         raise InvalidInput(f"{name}: not a KEV catalog CSV (no {', '.join(missing)} column)")
-    return KevCatalog(None, _kev_rows(reader, name, 2))
+    return KevCatalog(None, _kev_rows(csv_guarded(reader, name, 2), name, 2))
 
 
 def epss_from_csv(text: str, name: str) -> EpssFeed:
     """`#model_version:…,score_date:…` (optional), then `cve,epss,percentile`."""
-    lines = text.splitlines()
+    head = first_line(text, name)
     model, scored = None, None
     start = 0
-    if lines and lines[0].startswith("#"):
-        m = _MODEL.match(lines[0])
+    if head.startswith("#"):
+        m = _MODEL.match(head)
         if m:
             model = m.group(1)
             scored = date.fromisoformat(m.group(2)) if m.group(2) else None
         start = 1
-    reader = csv.DictReader(lines[start:])
-    if [c.strip() for c in reader.fieldnames or []][:3] != ["cve", "epss", "percentile"]:
+    reader = csv.DictReader(text_lines(text, name, len(head) + 1, 2) if start else text_lines(text, name))
+    try:
+        fieldnames = reader.fieldnames or []
+    except csv.Error as exc:
+        raise csv_problem(exc, name, start + 1) from None
+    if [c.strip() for c in fieldnames][:3] != ["cve", "epss", "percentile"]:
         raise InvalidInput(f"{name}: not an EPSS CSV (expected the header cve,epss,percentile on line {start + 1})")
     problems: list[Problem] = []
     scores: dict[str, EpssScore] = {}
-    for n, row in enumerate(reader, start=start + 2):
+    for n, row in enumerate(csv_guarded(reader, name, start + 2), start=start + 2):
         if n > MAX_ROWS + start + 1:
             problems.append(Problem(f"more than {MAX_ROWS} rows", row=n, source=name))
             break

@@ -56,6 +56,41 @@ TYPICAL_SECONDS: dict[Operation, float] = {
     Operation.ROTATE_PASSWORD: 1.0, Operation.RENEW_CERTIFICATE: 2.0, Operation.REBOOT: 20.0,
     Operation.QUARANTINE: 1.0, Operation.RELEASE: 1.0,
 }
+# How long one device may take, by operation, when nothing more specific is known (seconds): the
+# attempt timeout when a rollout sets none, and how long a device that took its command may stay
+# silent and still count as working. Firmware: the product's `upgrade_minutes` from the catalog
+# when declared; a real camera downloads, flashes and reboots in several minutes, not seconds.
+EXPECTED_SECONDS: dict[Operation, float] = {
+    Operation.UPGRADE_FIRMWARE: 900.0, Operation.ROLLBACK_FIRMWARE: 300.0, Operation.SET_CONFIG: 60.0,
+    Operation.ROTATE_PASSWORD: 60.0, Operation.RENEW_CERTIFICATE: 60.0, Operation.REBOOT: 120.0,
+    Operation.QUARANTINE: 60.0, Operation.RELEASE: 60.0,
+}
+# Operations whose duration the product's declared upgrade time gives (both flash and reboot).
+FIRMWARE_OPERATIONS = frozenset({Operation.UPGRADE_FIRMWARE, Operation.ROLLBACK_FIRMWARE})
+# A device that keeps saying it is working is followed under the same command id for at most this
+# many times its expected duration (and never past a day): one that reports progress forever is
+# stuck, not slow.
+FOLLOW_FACTOR = 10
+MAX_FOLLOW_SECONDS = 24 * 3600.0
+
+
+def expected_seconds(operation: Operation, upgrade_minutes: float | None = None) -> float:
+    """How long one device is expected to take: the product's declared upgrade duration for
+    firmware, else the operation's default (`EXPECTED_SECONDS`)."""
+    if operation in FIRMWARE_OPERATIONS and upgrade_minutes is not None and upgrade_minutes > 0:
+        return float(upgrade_minutes) * 60.0
+    return EXPECTED_SECONDS[operation]
+
+
+def attempt_timeout(timeout_s: float | None, expected: float) -> float:
+    """Seconds one attempt waits for a terminal result: the rollout's `--timeout`, or, when it set
+    none, the operation's expected duration."""
+    return float(timeout_s) if timeout_s is not None else expected
+
+
+def follow_limit(timeout: float, expected: float) -> float:
+    """The longest one command id is followed while its device keeps saying it is working."""
+    return min(max(timeout, expected * FOLLOW_FACTOR), MAX_FOLLOW_SECONDS)
 
 
 class ActionStatus(StrEnum):
@@ -92,7 +127,7 @@ class WaveOptions:
     canary: int = 1  # devices in the first wave
     percentages: tuple[int, ...] = (10, 50, 100)  # cumulative share of the fleet done after each later wave
     concurrency: int = 50  # device actions in flight at once
-    timeout_s: float = 120.0  # per attempt
+    timeout_s: float | None = None  # per attempt; None: the operation's expected duration (EXPECTED_SECONDS)
     retries: int = 1  # extra attempts after a failed one
     success_threshold: int = 90  # % of a wave's devices that must succeed before the next starts
     failure_threshold: int = 10  # % of a wave's devices failed, or (below)
@@ -108,7 +143,7 @@ class WaveOptions:
             found.append(Problem("must be growing percentages between 1 and 100, ending at 100", field="waves"))
         if not 1 <= self.concurrency <= 10_000:
             found.append(Problem("must be between 1 and 10000", field="concurrency"))
-        if not 1 <= self.timeout_s <= 24 * 3600:
+        if self.timeout_s is not None and not 1 <= self.timeout_s <= 24 * 3600:
             found.append(Problem("must be between 1 second and 24 hours", field="timeout"))
         if not 0 <= self.retries <= 10:
             found.append(Problem("must be between 0 and 10", field="retries"))

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from cityward.domain import limits
+
 PROTOCOL_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
 TOPIC_PREFIX = "cityward/v1/"
@@ -151,7 +153,11 @@ def decode_payload(device_id: str, channel: str, payload: bytes) -> Message | Re
         return Rejected("oversized", f"{channel} payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}",
                         device_id)
     try:
+        limits.check_json(payload, limits.DEVICE_JSON, channel)  # msgspec recurses: a deep payload would raise
         body = _DECODERS[channel].decode(payload)
+    except limits.LimitExceeded as exc:
+        return Rejected("malformed", f"{channel}: nested deeper than {exc.limit.removeprefix('nesting depth ')}",
+                        device_id)
     except msgspec.ValidationError as exc:
         detail = str(exc)
         reason = "version" if detail.endswith("at `$.v`") else "invalid"
@@ -275,6 +281,7 @@ class _Claim(msgspec.Struct):
 def claimed_device_id(payload: bytes) -> str | None:
     """The `device_id` a payload claims, for answers whose id is not known in advance (discovery)."""
     try:
+        limits.check_json(payload, limits.DEVICE_JSON, "payload")
         return msgspec.json.decode(payload, type=_Claim).device_id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, limits.LimitExceeded):
         return None

@@ -11,7 +11,6 @@ then re-matched for the CVEs the import touched (services.vulnerabilities).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from cityward.domain.access import require_city_operator, require_device_details
 from cityward.domain.advisories import Advisory, Entry
 from cityward.domain.advisory_versions import sort_key
 from cityward.domain.cyclonedx import purl_key
+from cityward.domain.limits import ADVISORY_JSON, STORED_TEXT_CHARS, clip, load_json
 from cityward.domain.organizations import Caller
 from cityward.domain.products import VersionScheme
 from cityward.errors import InvalidInput, NotFound, Problem
@@ -60,14 +60,21 @@ class ImportReport:
 
 
 def _json(doc: Document) -> Any:
-    try:
-        return json.loads(doc.data.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{doc.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{doc.name}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except RecursionError:
-        raise InvalidInput(f"{doc.name}: JSON nested too deeply") from None
+    """Depth, values and the length of one string are checked before parsing (domain/limits.py):
+    a string over ADVISORY_FIELD_BYTES refuses the document (docs/vulnerabilities.md, "Limits")."""
+    return load_json(doc.data, ADVISORY_JSON, doc.name)
+
+
+def _fit(model: type[Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Text values cut to their column (String(n): n characters, Text: STORED_TEXT_CHARS) with the
+    TRUNCATED marker, so a long vendor name or remediation note is kept, marked, on every backend."""
+    columns = model.__table__.columns
+    out = {}
+    for name, value in values.items():
+        if isinstance(value, str) and name in columns:
+            value = clip(value, getattr(columns[name].type, "length", None) or STORED_TEXT_CHARS)
+        out[name] = value
+    return out
 
 
 def recognize(doc: Document, kind: str = "auto") -> tuple[str, Any]:
@@ -86,7 +93,7 @@ def recognize(doc: Document, kind: str = "auto") -> tuple[str, Any]:
             text = doc.data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"{doc.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        first = text.split("\n", 1)[0]
+        first = text[:4096].split("\n", 1)[0]  # enough to recognize; a huge first line is not copied
         if first.startswith("#model_version") or first.replace(" ", "").startswith("cve,epss"):
             found, data = "epss", text
         elif "cveID" in first:
@@ -169,7 +176,7 @@ def _entry_rows(advisory_id: int, entries: Iterable[Entry]) -> list[dict[str, An
 
 def _entry_row(advisory_id: int, e: Entry) -> dict[str, Any]:
     package, versions, intervals = _package(e)
-    return {
+    return _fit(AdvisoryEntryRow, {
         "advisory_id": advisory_id, "cve": e.cve, "vendor": e.identity.vendor, "product": e.identity.product,
         "vendor_key": e.identity.vendor_key, "product_key": e.identity.product_key,
         "model_pattern": e.identity.model_pattern, "purl": e.identity.purl,
@@ -179,15 +186,16 @@ def _entry_row(advisory_id: int, e: Entry) -> dict[str, Any]:
         "remediation": e.remediation, "remediation_detail": e.remediation_detail,
         "remediation_url": e.remediation_url, "fixed_version": e.fixed_version, "cvss": e.cvss,
         "cvss_vector": e.cvss_vector, "exploited": e.exploited,
-    }
+    })
 
 
 def _store_advisory(uow: UnitOfWork, caller: Caller, doc: Document, adv: Advisory, report: ImportReport) -> None:
     s = uow.session
     digest = hashlib.sha256(doc.data).hexdigest()
+    keys = _fit(AdvisoryRow, {"publisher_key": adv.publisher_key, "doc_id": adv.doc_id})  # as stored
     row = s.scalar(select(AdvisoryRow).where(AdvisoryRow.source == adv.source,
-                                             AdvisoryRow.publisher_key == adv.publisher_key,
-                                             AdvisoryRow.doc_id == adv.doc_id))
+                                             AdvisoryRow.publisher_key == keys["publisher_key"],
+                                             AdvisoryRow.doc_id == keys["doc_id"]))
     summary = {"document": doc.name, "id": adv.doc_id, "revision": adv.revision, "entries": len(adv.entries),
                "cves": list(adv.cves)}
     now = uow.clock()
@@ -200,11 +208,11 @@ def _store_advisory(uow: UnitOfWork, caller: Caller, doc: Document, adv: Advisor
     report.unparsed += adv.unparsed
     unparsed = [{"message": p.message, "field": p.field} for p in adv.unparsed]
     if row is None:
-        row = AdvisoryRow(source=adv.source, publisher=adv.publisher[:200], publisher_key=adv.publisher_key[:200],
-                          doc_id=adv.doc_id[:200], title=adv.title[:500], category=adv.category[:40],
-                          revision=adv.revision[:40], released_at=adv.released_at, updated_at=adv.updated_at,
-                          cves=list(adv.cves), url=(adv.url or "")[:500] or None, sha256=digest, unparsed=unparsed,
-                          imported_by=caller.actor, imported_at=now)
+        row = AdvisoryRow(**_fit(AdvisoryRow, dict(
+            source=adv.source, publisher=adv.publisher, publisher_key=adv.publisher_key, doc_id=adv.doc_id,
+            title=adv.title, category=adv.category, revision=adv.revision, released_at=adv.released_at,
+            updated_at=adv.updated_at, cves=list(adv.cves), url=adv.url or None, sha256=digest, unparsed=unparsed,
+            imported_by=caller.actor, imported_at=now)))
         s.add(row)
         s.flush()
         report.imported.append(summary)
@@ -218,9 +226,11 @@ def _store_advisory(uow: UnitOfWork, caller: Caller, doc: Document, adv: Advisor
         report.cves.update(row.cves)  # a CVE the new revision dropped must be re-matched too
         s.execute(delete(AdvisoryEntryRow).where(AdvisoryEntryRow.advisory_id == row.id))
         row.previous_revision, row.change = row.revision, change
-        row.title, row.category, row.revision = adv.title[:500], adv.category[:40], adv.revision[:40]
+        fitted = _fit(AdvisoryRow, {"title": adv.title, "category": adv.category, "revision": adv.revision,
+                                    "url": adv.url or None})
+        row.title, row.category, row.revision = fitted["title"], fitted["category"], fitted["revision"]
         row.released_at, row.updated_at, row.cves = adv.released_at, adv.updated_at, list(adv.cves)
-        row.url, row.sha256, row.unparsed = (adv.url or "")[:500] or None, digest, unparsed
+        row.url, row.sha256, row.unparsed = fitted["url"], digest, unparsed
         row.imported_by, row.imported_at = caller.actor, now
         report.replaced.append({**summary, "change": change})
         uow.record(caller, "advisory.replaced", "advisory", row.id, after={**summary, "change": change})

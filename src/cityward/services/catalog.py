@@ -43,6 +43,7 @@ class ProductView:
     min_firmware: str | None
     version_scheme: str
     devices: int
+    upgrade_minutes: float | None = None  # declared firmware upgrade duration (rollout timeouts)
 
 
 def recompute_origins(session: Session) -> None:
@@ -100,6 +101,8 @@ def _apply(uow: UnitOfWork, caller: Caller, rec: CatalogRecord) -> ProductRow:
             row.version_scheme = guess_scheme(rec.min_firmware).value
     if rec.version_scheme:
         row.version_scheme = rec.version_scheme
+    if rec.upgrade_minutes is not None:
+        row.upgrade_minutes = rec.upgrade_minutes
     if rec.origin_brand and rec.origin_model:
         if product_key(rec.origin_brand, rec.origin_model) == product_key(rec.brand, rec.model):
             row.relabel_of_id = None
@@ -127,6 +130,7 @@ def _snapshot(row: ProductRow) -> dict[str, Any]:
         "origin_status": row.origin_status, "relabel_of_id": row.relabel_of_id,
         "end_of_support": row.end_of_support.isoformat() if row.end_of_support else None,
         "min_firmware": row.min_firmware, "version_scheme": row.version_scheme,
+        "upgrade_minutes": row.upgrade_minutes,
     }
 
 
@@ -198,7 +202,7 @@ def _views(session: Session, caller: Caller, rows: list[ProductRow]) -> list[Pro
             cur = by_id.get(cur.relabel_of_id) if cur.relabel_of_id else None
         views.append(ProductView(
             r.id, r.brand, r.model, r.kind, r.origin_status, r.origin_brand, r.origin_model,
-            chain, r.end_of_support, r.min_firmware, r.version_scheme, counts.get(r.id, 0),
+            chain, r.end_of_support, r.min_firmware, r.version_scheme, counts.get(r.id, 0), r.upgrade_minutes,
         ))
     return views
 

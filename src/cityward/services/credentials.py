@@ -6,8 +6,6 @@ A password is never printed, logged or audited; the audit log records which devi
 from __future__ import annotations
 
 import csv
-import io
-import json
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -21,6 +19,7 @@ from cityward.adapters.storage.models import DeviceRow, DeviceSecretRow
 from cityward.adapters.storage.scoping import scope_clause
 from cityward.adapters.storage.uow import UnitOfWorkFactory
 from cityward.domain.access import Action, require, require_device_write
+from cityward.domain.limits import API_JSON, csv_problem, load_json, text_lines
 from cityward.domain.organizations import Caller, Role
 from cityward.domain.telemetry import DEVICE_ID_PATTERN
 from cityward.errors import InvalidInput, NotFound, PermissionDenied, Problem
@@ -44,20 +43,22 @@ def parse_handover(stream: IO[bytes], source: str) -> dict[str, str]:
     problems: list[Problem] = []
     pairs: dict[str, str] = {}
     if text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        data = load_json(text, API_JSON, source)  # {id: password}: one level; limits in domain/limits.py
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{source}: expected a JSON object {{device_id: password}}")
         items: Iterable[tuple[int, object, object]] = ((i + 1, k, v) for i, (k, v) in enumerate(data.items()))
     else:
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, None)
+        reader = csv.reader(text_lines(text, source))
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise csv_problem(exc, source, 1) from None
         if header is None or [h.strip().lower() for h in header[:2]] != ["device_id", "password"]:
             raise InvalidInput(f"{source}: the first line must be the header device_id,password")
         try:
             items = [(n + 2, row[0], row[1] if len(row) > 1 else "") for n, row in enumerate(reader) if row]
         except csv.Error as exc:
-            raise InvalidInput(f"{source}: line {reader.line_num}: {exc}") from None
+            raise csv_problem(exc, source, reader.line_num) from None
     for row, device_id, password in items:
         if not isinstance(device_id, str) or not _ID.match(device_id):
             problems.append(Problem("not a device id", row=row, field="device_id", source=source))

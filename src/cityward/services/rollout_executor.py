@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -37,14 +38,18 @@ from cityward.adapters.secretbox import SecretBox
 from cityward.adapters.storage.models import (
     DesiredConfigRow,
     DeviceRow,
+    FirmwareReleaseRow,
+    ProductRow,
     RolloutActionRow,
     RolloutRow,
     RolloutWaveRow,
 )
 from cityward.adapters.storage.uow import UnitOfWork, UnitOfWorkFactory
 from cityward.domain.organizations import Caller, OrgKind, Role
+from cityward.domain.products import product_key
 from cityward.domain.rollouts import (
     DEVICE_ACTION,
+    FIRMWARE_OPERATIONS,
     ROLLOUT_COMMAND_PREFIX,
     ActionStatus,
     Control,
@@ -53,18 +58,26 @@ from cityward.domain.rollouts import (
     RolloutState,
     Verdict,
     WaveCounts,
+    attempt_timeout,
+    expected_seconds,
+    follow_limit,
     transition,
     wave_verdict,
     window_open,
 )
-from cityward.domain.telemetry import Command
+from cityward.domain.telemetry import Command, Result
 from cityward.services import broker, city_ca, credentials, executors, firmware, firmware_guard, notifications
 from cityward.services.firmware_downloads import DownloadServer, KnownGood, firmware_token
 from cityward.services.rollouts import options_of, zone_windows
 
 log = logging.getLogger("cityward.rollouts")
 REASK_TIMEOUT = 5.0  # asking a silent device again about a command it may have taken
+# The outcome of a command the device took (it answered `accepted` or `in_progress`) but never
+# finished within its expected duration: failed, but never retried under a new command id, since
+# the device may still be applying this one (a late result corrects the record).
+LOST = "lost"
 HEARTBEAT_EVERY = 5.0  # seconds between "still looking for work" marks (services/executors.py)
+FIRMWARE_CHECK_EVERY = 30.0  # seconds between looks for failed upgrades on devices reporting the new version
 _IN_CHUNK = 500  # ids per IN (...) list: well within SQLite's bound-parameter limit
 _PER_DEVICE_PARAMS = (Operation.ROTATE_PASSWORD, Operation.RENEW_CERTIFICATE)  # the rest: one set per rollout
 SYSTEM = Caller(actor="system:rollout-executor", org_id=0, org_name="cityward", org_kind=OrgKind.CITY,
@@ -102,6 +115,8 @@ class Dispatch:
     timeout: float
     secret: str | None  # the new password, or key and certificate (JSON), this attempt installs
     password: str | None = field(default=None, repr=False)  # the HTTP device's admin password now
+    expected: float = 0.0  # seconds the device is expected to take (0: the attempt timeout)
+    leased: float = 0.0  # the attempt timeout its claim's lease was computed with
 
 
 async def _connect(url: str, client_id: str, attempts: int = 4) -> MqttLink:
@@ -119,7 +134,173 @@ async def _connect(url: str, client_id: str, attempts: int = 4) -> MqttLink:
     raise AssertionError("unreachable")
 
 
-__all__ = ["Dispatch", "Executor", "ExecutorOptions", "firmware_token"]
+@dataclass
+class _Heard:
+    """The last word a device said about the command being followed."""
+
+    at: float | None = None  # time.monotonic() of it
+    last: Result | None = None
+
+    def hear(self, result: Result) -> None:
+        self.at, self.last = time.monotonic(), result
+
+    def describe(self) -> str:
+        r = self.last
+        if r is None:
+            return "nothing"
+        said = r.status + (f" {r.progress} %" if r.progress is not None else "") + (f" {r.detail}" if r.detail else "")
+        return f"last said {said[:80]!r} {time.monotonic() - (self.at or 0):.0f} s ago"
+
+
+def _timed_out(status: str, detail: str | None) -> bool:
+    return status == "failed" and (detail or "").startswith("timeout")
+
+
+def _silent(status: str, detail: str | None) -> bool:
+    """No answer to this send (a timeout, or the device or link unreachable), as opposed to an
+    answer: a device that took the command is still followed through these."""
+    return status == "failed" and (detail or "").startswith(("timeout:", "unreachable:", "locked:"))
+
+
+@dataclass(frozen=True)
+class LateResult:
+    """A device's terminal success for a rollout command, heard after nobody waited for it."""
+
+    device_id: str
+    command_id: str
+    detail: str | None = None
+
+
+def action_of(command_id: str) -> tuple[int, int] | None:
+    """(rollout id, action id) of a rollout command id `rollout-{rollout}-{action}-{attempt}`."""
+    parts = command_id[len(ROLLOUT_COMMAND_PREFIX):].split("-")
+    if not command_id.startswith(ROLLOUT_COMMAND_PREFIX) or len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def correct_late_results(uow_factory: UnitOfWorkFactory, box: SecretBox, results: list[LateResult]) -> int:
+    """The device's word outranks the record: an action recorded failed (or waiting for a retry)
+    whose *same* command the device has now reported succeeded becomes succeeded, audited as
+    `rollout.action_corrected`; the wave and rollout counts, derived from the actions, follow.
+    A success for an earlier command id than the action's current one changes nothing (its
+    current attempt decides). Returns how many actions were corrected."""
+    wanted: dict[int, list[tuple[int, LateResult]]] = defaultdict(list)
+    for late in results:
+        found = action_of(late.command_id)
+        if found is not None:
+            wanted[found[1]].append((found[0], late))
+    if not wanted:
+        return 0
+    corrected = 0
+    with uow_factory(write=True) as uow:
+        s = uow.session
+        now = uow.clock()
+        ids = sorted(wanted)
+        actions: list[RolloutActionRow] = []
+        for i in range(0, len(ids), _IN_CHUNK):
+            q = select(RolloutActionRow).where(
+                RolloutActionRow.id.in_(ids[i:i + _IN_CHUNK]),
+                RolloutActionRow.status.in_((ActionStatus.FAILED.value, ActionStatus.PENDING.value)))
+            actions += s.scalars(q.with_for_update() if uow.dialect == "postgresql" else q)
+        operations: dict[int, str] = {}
+        for rollout_id, operation in s.execute(select(RolloutRow.id, RolloutRow.operation).where(
+                RolloutRow.id.in_({a.rollout_id for a in actions}))) if actions else ():
+            operations[rollout_id] = operation
+        passwords: dict[str, str] = {}
+        for action in actions:
+            match = [late for rollout_id, late in wanted[action.id]
+                     if (action.rollout_id, action.device_id, action.command_id) == (rollout_id, late.device_id,
+                                                                                     late.command_id)]
+            if not match:
+                continue
+            late = match[0]
+            before = {"status": action.status, "detail": action.detail}
+            if action.secret is not None and operations.get(action.rollout_id) == Operation.ROTATE_PASSWORD:
+                passwords[action.device_id] = box.open(action.device_id, f"rollout:{late.command_id}", action.secret)
+            action.status = ActionStatus.SUCCEEDED.value
+            action.detail = f"succeeded late (corrected): {late.detail or 'the device reported success'}"[:500]
+            action.secret, action.lease_until, action.updated_at = None, None, now
+            uow.record(SYSTEM, "rollout.action_corrected", "device", action.device_id, before=before, after={
+                "rollout": action.rollout_id, "command_id": late.command_id, "status": action.status,
+                "attempt": action.attempts, "detail": (late.detail or "")[:200]})
+            corrected += 1
+        if passwords:
+            credentials.store_secrets(s, box, credentials.ADMIN, passwords, now)
+        uow.commit()
+    if corrected:
+        log.info("corrected %d rollout actions recorded failed from the devices' late results", corrected)
+    return corrected
+
+
+def correct_from_reported_firmware(uow_factory: UnitOfWorkFactory, *, within: timedelta = timedelta(days=7)) -> int:
+    """An upgrade recorded failed (or waiting for a retry) on a device that now reports the
+    release's version — over HTTP, where a late result is not pushed, or whose result came while
+    no executor listened — becomes succeeded, audited as `rollout.action_corrected`. Upgrade
+    rollouts created within `within` are looked at; an action never sent is left alone."""
+    corrected = 0
+    with uow_factory(write=True) as uow:
+        s = uow.session
+        now = uow.clock()
+        undone = (ActionStatus.FAILED.value, ActionStatus.PENDING.value)
+        has_failed = exists().where(RolloutActionRow.rollout_id == RolloutRow.id,
+                                    RolloutActionRow.status.in_(undone), RolloutActionRow.attempts > 0)
+        found = s.execute(select(RolloutRow.id, RolloutRow.params).where(
+            RolloutRow.operation == Operation.UPGRADE_FIRMWARE.value, RolloutRow.created_at >= now - within,
+            has_failed)).all()
+        for rollout_id, params in found:
+            version = s.scalar(select(FirmwareReleaseRow.version).where(
+                FirmwareReleaseRow.id == int(params["release"])))
+            if version is None:
+                continue
+            q = (select(RolloutActionRow).join(DeviceRow, DeviceRow.id == RolloutActionRow.device_id).where(
+                RolloutActionRow.rollout_id == rollout_id, RolloutActionRow.attempts > 0,
+                RolloutActionRow.status.in_(undone), DeviceRow.firmware_running == version))
+            for action in s.scalars(q.with_for_update(of=RolloutActionRow) if uow.dialect == "postgresql" else q):
+                before = {"status": action.status, "detail": action.detail}
+                action.status = ActionStatus.SUCCEEDED.value
+                action.detail = f"succeeded late (corrected): the device reports firmware {version}"[:500]
+                action.secret, action.lease_until, action.updated_at = None, None, now
+                uow.record(SYSTEM, "rollout.action_corrected", "device", action.device_id, before=before, after={
+                    "rollout": rollout_id, "command_id": action.command_id, "status": action.status,
+                    "attempt": action.attempts, "detail": f"reports firmware {version}"})
+                corrected += 1
+        uow.commit()
+    if corrected:
+        log.info("corrected %d firmware upgrades recorded failed on devices that report the new version", corrected)
+    return corrected
+
+
+__all__ = ["Dispatch", "Executor", "ExecutorOptions", "LateResult", "correct_from_reported_firmware",
+           "correct_late_results", "firmware_token"]
+
+
+def _claim_timeout(row: RolloutRow) -> float:
+    """The attempt timeout a claim's lease covers, known without the device's product: the
+    rollout's own, or its operation's default (a product declaring longer renews the lease)."""
+    op = Operation(row.operation)
+    return attempt_timeout(options_of(row).timeout_s, expected_seconds(op))
+
+
+def _upgrade_minutes(s: Session, device_ids: list[str]) -> dict[str, float]:
+    """Each device's declared firmware upgrade duration: its product's `upgrade_minutes`, else
+    that of the product it is a relabel of (its true manufacturer's)."""
+    by_device: dict[str, int] = {}
+    for i in range(0, len(device_ids), _IN_CHUNK):
+        for device_id, product_id in s.execute(select(DeviceRow.id, DeviceRow.product_id).where(
+                DeviceRow.id.in_(device_ids[i:i + _IN_CHUNK]))):
+            by_device[device_id] = product_id
+    products = {p.id: p for p in s.scalars(select(ProductRow).where(ProductRow.id.in_(set(by_device.values()))))}
+    minutes: dict[int, float] = {}
+    for pid, p in products.items():
+        value = p.upgrade_minutes
+        if value is None and p.origin_depth:
+            bk, mk = product_key(p.origin_brand, p.origin_model)
+            value = s.scalar(select(ProductRow.upgrade_minutes).where(ProductRow.brand_key == bk,
+                                                                      ProductRow.model_key == mk))
+        if value is not None:
+            minutes[pid] = value
+    return {d: minutes[pid] for d, pid in by_device.items() if pid in minutes}
 
 
 class Executor:
@@ -132,6 +313,8 @@ class Executor:
         self.inflight: dict[int, asyncio.Task[None]] = {}
         self.base_url = ""
         self.sent = 0
+        self.followed = 0  # follow-ups under the same command id of a device still working on it
+        self.corrected = 0  # actions recorded failed that a late result turned into succeeded
         self.results: dict[str, int] = defaultdict(int)
         self._mqtt: MqttDriver | None = None
         self._http: HttpDriver | None = None
@@ -139,6 +322,7 @@ class Executor:
         self._ca: Any = None
         self._outcomes: asyncio.Queue[tuple[Dispatch, str, str | None, asyncio.Future[None]]] | None = None
         self._beat_at = -HEARTBEAT_EVERY
+        self._late: dict[str, LateResult] = {}  # late successes to check against recorded failures
         # Firmware integrity (services/firmware_guard.py): stamps of stored images that hashed
         # right, images found changed (SHA-256 -> reason), alerts still to deliver.
         self.images = KnownGood()
@@ -167,15 +351,17 @@ class Executor:
                 client_id = f"cityward-exec-{self.options.name}"[:64]
                 link = await _connect(url, client_id)
                 stack.push_async_exit(link.__aexit__)
-                self._mqtt = MqttDriver(link, orphan=lambda r, rej: log.debug("%s", rej.detail))
+                self._mqtt = MqttDriver(link, orphan=self._on_orphan)
                 pump = asyncio.create_task(link.run())
                 stack.callback(pump.cancel)
             self._outcomes = asyncio.Queue()
             writer = asyncio.create_task(self._write_outcomes())
+            corrector = asyncio.create_task(self._correct_loop())
             try:
                 yield self
             finally:
                 writer.cancel()
+                corrector.cancel()
                 self._outcomes = None
                 await self._settle_alerts()
 
@@ -301,13 +487,17 @@ class Executor:
         return out
 
     def _lease(self, row: RolloutRow, action: RolloutActionRow, now: datetime) -> tuple[int, str]:
-        opts = options_of(row)
         action.status = ActionStatus.RUNNING.value
-        action.lease_until = now + timedelta(seconds=opts.timeout_s + REASK_TIMEOUT + self.options.lease_grace)
+        action.lease_until = now + timedelta(seconds=self._lease_seconds(_claim_timeout(row)))
         action.claimed_by = self.options.name
         action.updated_at = now
         assert action.command_id is not None
         return action.id, action.command_id
+
+    def _lease_seconds(self, follow: float) -> float:
+        """A claim holds while its command is followed for `follow` seconds, plus the last ask
+        and the grace before another executor takes it over."""
+        return follow + REASK_TIMEOUT + self.options.lease_grace
 
     def build(self, action_id: int, command_id: str) -> Dispatch | None:
         """The command for a claimed action, from the database (None if it is no longer running
@@ -336,6 +526,9 @@ class Executor:
             http = [a.device_id for a, protocol, _a in found if protocol == "http"]
             passwords = credentials.load_secrets(self.uow, self.box, credentials.ADMIN, http) if http else {}
             shared: dict[int, dict[str, Any]] = {}  # parameters that are the same for every device of a rollout
+            firmware_devices = [a.device_id for a, _p, _a in found
+                                if Operation(rollouts[a.rollout_id].operation) in FIRMWARE_OPERATIONS]
+            minutes = _upgrade_minutes(s, firmware_devices) if firmware_devices else {}
             refused: dict[int, firmware.ReleaseRefused] = {}  # rollout -> why its firmware may not be offered
             broken: set[int] = set()
             for action, protocol, address in found:
@@ -343,6 +536,8 @@ class Executor:
                 if row.id in refused or row.id in broken:
                     continue
                 op = Operation(row.operation)
+                opts = options_of(row)
+                expected = expected_seconds(op, minutes.get(action.device_id))
                 command_id = wanted[action.id]
                 try:  # one claim that cannot be built does not hold up the others
                     secret = (self.box.open(action.device_id, f"rollout:{command_id}", action.secret)
@@ -362,8 +557,8 @@ class Executor:
                         broken.add(row.id)  # the same for all its devices: said once
                     continue
                 out.append(Dispatch(action.id, row.id, action.device_id, protocol or "mqtt", address, command_id,
-                                    DEVICE_ACTION[op], params, options_of(row).timeout_s, secret,
-                                    passwords.get(action.device_id)))
+                                    DEVICE_ACTION[op], params, attempt_timeout(opts.timeout_s, expected), secret,
+                                    passwords.get(action.device_id), expected, _claim_timeout(row)))
         for why in {e.sha256: e for e in refused.values()}.values():
             self._refuse_image(why.sha256, why.reason, claimed=[a.id for a, _p, _a in found
                                                                 if a.rollout_id in refused],
@@ -470,19 +665,13 @@ class Executor:
 
     async def _perform(self, d: Dispatch) -> None:
         try:
-            now = datetime.now(UTC)
-            command = Command(command_id=d.command_id, action=d.action, issued_at=now,
-                              expires_at=now + timedelta(seconds=d.timeout), params=d.params)
-            self.sent += 1
-            status, detail = await self._send(d, command, d.password)
-            if status == "failed" and (detail or "").startswith("timeout"):
-                # The device may have taken the command and be slow to say so: ask once more under
-                # the same id (it answers from its stored result) before a retry with a new id
-                # could make it act twice.
-                status, detail = await self._send(d, command, d.password, timeout=min(d.timeout, REASK_TIMEOUT))
+            status, detail = await self._follow(d)
             if status == "auth" and d.secret is not None and d.action == "set_password":
                 # A rotated HTTP password is in force the moment the device applies it: follow the
                 # same command with the new one (the device answers from its stored result).
+                now = datetime.now(UTC)
+                command = Command(command_id=d.command_id, action=d.action, issued_at=now,
+                                  expires_at=now + timedelta(seconds=d.timeout), params=d.params)
                 status, detail = await self._send(d, command, d.secret)
             if status == "auth":
                 status = "failed"
@@ -493,8 +682,72 @@ class Executor:
         finally:
             self.inflight.pop(d.action_id, None)
 
+    async def _follow(self, d: Dispatch) -> tuple[str, str | None]:
+        """Send the command and follow it under its one command id until the device answers a
+        terminal result, or stops working on it.
+
+        A device that has taken the command (it answered `accepted` or `in_progress`, now or to an
+        earlier send of the same id) is still working while its last word is less than its
+        expected duration old: past the attempt timeout it is asked again under the same id, never
+        under a new one. One that never said a word is asked once more when the timeout ends (the
+        command has expired by then, so a device that did not get it can never start it); still
+        silent, it failed and may be retried under a new id. One that took it and then fell silent
+        for longer than expected is LOST: failed, with no retry that could make it act twice."""
+        expected = d.expected or d.timeout
+        now = datetime.now(UTC)
+        command = Command(command_id=d.command_id, action=d.action, issued_at=now,
+                          expires_at=now + timedelta(seconds=d.timeout), params=d.params)
+        self.sent += 1
+        heard = _Heard()
+        started = time.monotonic()
+        limit = started + follow_limit(d.timeout, expected)
+        if d.timeout > d.leased:  # the product declares a longer upgrade than the claim assumed
+            await self._renew(d, d.timeout)
+        status, detail = await self._send(d, command, d.password, heard=heard)
+        if _timed_out(status, detail) and heard.at is None:
+            # The device may have taken the command and be slow to say so: ask once more under
+            # the same id (it answers from its stored result) before a retry with a new id
+            # could make it act twice.
+            status, detail = await self._send(d, command, d.password, timeout=min(d.timeout, REASK_TIMEOUT),
+                                              heard=heard)
+        while heard.at is not None and _silent(status, detail):
+            now_m = time.monotonic()
+            quiet = now_m - heard.at
+            if quiet >= expected or now_m >= limit:
+                why = (f"silent for {quiet:.0f} s, longer than the {expected:g} s it is expected to take"
+                       if quiet >= expected else
+                       f"still not finished after {now_m - started:.0f} s (at most {limit - started:.0f} s)")
+                return LOST, (f"timeout: took command {d.command_id} ({heard.describe()}) but {why}; not "
+                              "retried under a new command id while it may still apply this one")
+            window = max(1.0, min(heard.at + expected, limit) - now_m)
+            self.followed += 1
+            log.info("rollout %s: %s: still working on %s (%s); asking again under the same id",
+                     d.rollout_id, d.device_id, d.command_id, heard.describe())
+            await self._renew(d, window)
+            asked = time.monotonic()
+            status, detail = await self._send(d, command, d.password, timeout=window, heard=heard)
+            if _silent(status, detail) and time.monotonic() - asked < 1.0:
+                # Unreachable at once (an HTTP device restarting into its new firmware, the
+                # platform's own link down): it took the command, so wait and ask again.
+                await asyncio.sleep(min(2.0, window))
+        return status, detail
+
+    async def _renew(self, d: Dispatch, follow: float) -> None:
+        """Extend the claim while this executor still follows the command (one write, only for
+        a device slower than its claim assumed): no other executor takes over a device at work."""
+        seconds = self._lease_seconds(follow)
+
+        def write() -> None:
+            with self.uow(write=True) as uow:
+                uow.session.execute(update(RolloutActionRow).where(
+                    RolloutActionRow.id == d.action_id, RolloutActionRow.status == ActionStatus.RUNNING,
+                    RolloutActionRow.command_id == d.command_id)
+                    .values(lease_until=uow.clock() + timedelta(seconds=seconds)))
+                uow.commit()
+        await asyncio.to_thread(write)
+
     async def _send(self, d: Dispatch, command: Command, password: str | None,
-                    timeout: float | None = None) -> tuple[str, str | None]:
+                    timeout: float | None = None, heard: _Heard | None = None) -> tuple[str, str | None]:
         try:
             if d.protocol == "http":
                 assert self._http is not None
@@ -508,6 +761,8 @@ class Executor:
             last = None
             async for result in driver.send(endpoint, command, timeout=timeout or d.timeout, **extra):
                 last = result
+                if heard is not None:
+                    heard.hear(result)
             assert last is not None
             return last.status, last.detail
         except DriverError as exc:
@@ -544,7 +799,10 @@ class Executor:
                         continue  # a result for an action already decided changes nothing
                     if status == "succeeded":
                         new = ActionStatus.SUCCEEDED
-                    elif action.attempts <= options_of(row).retries and row.control != Control.ABORTED:
+                    elif (status != LOST and action.attempts <= options_of(row).retries
+                          and row.control != Control.ABORTED):
+                        # Only after a terminal answer (or none at all to a command that has
+                        # expired): a device still applying the last one never gets a new id.
                         new = ActionStatus.PENDING  # another attempt, with a new command id
                     else:
                         new = ActionStatus.FAILED
@@ -552,7 +810,8 @@ class Executor:
                     action.lease_until, action.updated_at = None, now
                     if new is ActionStatus.SUCCEEDED and d.secret is not None and d.action == "set_password":
                         passwords[d.device_id] = d.secret
-                    action.secret = None  # a retry generates its own; a success is kept as the device's password
+                    if status != LOST:  # a lost command's late success still needs what it installed
+                        action.secret = None  # a retry generates its own; a success is kept as the device's password
                     uow.record(SYSTEM, f"rollout.device_{new.value}", "device", d.device_id, after={
                         "rollout": d.rollout_id, "command_id": d.command_id, "attempt": action.attempts,
                         "result": status, "detail": (detail or "")[:200]})
@@ -589,6 +848,34 @@ class Executor:
             for *_rest, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+
+    # --- late results ---------------------------------------------------------------------------------
+
+    def _on_orphan(self, result: Result, rejected: Any) -> None:
+        """A result nobody here is waiting for: another executor's command, a repeat, or the late
+        success of a command already recorded failed, which must correct that record."""
+        log.debug("%s", rejected.detail)
+        if (result.status == "succeeded" and result.command_id.startswith(ROLLOUT_COMMAND_PREFIX)
+                and len(self._late) < 100_000):
+            self._late[result.command_id] = LateResult(result.device_id, result.command_id, result.detail)
+
+    async def _correct_loop(self) -> None:
+        checked = -math.inf
+        while True:
+            await asyncio.sleep(1.0)
+            if time.monotonic() - checked >= FIRMWARE_CHECK_EVERY:
+                checked = time.monotonic()
+                try:
+                    self.corrected += await asyncio.to_thread(correct_from_reported_firmware, self.uow)
+                except Exception as exc:  # the database refused: the next round tries again
+                    log.error("correcting firmware upgrades from reported versions failed: %s", exc)
+            if not self._late:
+                continue
+            batch, self._late = list(self._late.values()), {}
+            try:
+                self.corrected += await asyncio.to_thread(correct_late_results, self.uow, self.box, batch)
+            except Exception as exc:  # the database refused: these results stay unused, logged
+                log.error("correcting %d rollout actions from late results failed: %s", len(batch), exc)
 
     # --- firmware downloads and their integrity --------------------------------------------------
 

@@ -39,7 +39,7 @@ COLUMNS = (
     "owner", "installer", "maintainer", "supplier", "installed_at", "tags",
 )
 CATALOG_COLUMNS = ("brand", "model", "kind", "origin_brand", "origin_model", "end_of_support",
-                   "min_firmware", "version_scheme")
+                   "min_firmware", "version_scheme", "upgrade_minutes")
 
 CITY_NAME = "Port Aurelia"
 CENTRE = (43.6512, 7.1843)  # the (fictional) city's centre: latitude, longitude
@@ -202,7 +202,10 @@ def generate_city(devices: int = 2000, seed: int = 7, profile: Profile | None = 
         ob, om = origin if origin is not None else (brand, model)
         row = {"brand": brand, "model": model, "kind": kind, "origin_brand": ob,
                "origin_model": om, "end_of_support": end_of_support, "min_firmware": min_fw,
-               "version_scheme": scheme}
+               "version_scheme": scheme,
+               # The maker declares its upgrade's nominal duration (the profile's, unscaled); a
+               # relabel inherits it. Slow devices take slow_factor times that.
+               "upgrade_minutes": f"{prof.timing.upgrade_duration / 60:g}" if origin is None else ""}
         catalog.append(row)
         by_key[(brand, model)] = row
     return DemoCity(CITY_NAME, zones, orgs, list(_ZONE_DUTIES), catalog, devices, prof)

@@ -289,6 +289,7 @@ class Agent:
             "online": self.online, "bricked": d.bricked, "quarantined": d.quarantined, "fault": d.fault,
             "firmware_version": d.firmware_version, "previous_firmware": d.previous_firmware,
             "applied_commands": d.applied_commands, "applied": dict(d.applied_by_id),
+            "commands": list(d.results),  # every command id it answered (its last RESULTS_KEPT), oldest first
             "unreachable": self.unreachable,
             "credential_state": d.credential_state, "password": d.password, "boot_id": d.boot_id,
             "seq": d.seq, "config_hash": d.config_hash, "key_id": d.key_id,

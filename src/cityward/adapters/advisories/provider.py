@@ -10,12 +10,12 @@ error documents naming the URL, so the import reports every one and stores nothi
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from cityward.adapters.advisories.sources import Document
+from cityward.domain.limits import ADVISORY_JSON, load_json
 from cityward.errors import InvalidInput
 
 MAX_DOCUMENTS = 100_000
@@ -54,7 +54,7 @@ def _listed(meta: dict[str, Any], fetch: Fetch, name: str) -> Iterator[str | Doc
             if not isinstance(url, str):
                 continue
             try:
-                entries = json.loads(fetch(url)).get("feed", {}).get("entry", [])
+                entries = load_json(fetch(url), ADVISORY_JSON, url).get("feed", {}).get("entry", [])
             except (InvalidInput, ValueError, AttributeError) as exc:
                 yield Document(url, b"", error=f"{url}: not a ROLIE feed ({exc})")
                 continue
@@ -86,9 +86,9 @@ def _checked(url: str, data: bytes, fetch: Fetch) -> Document:
 def read_provider(url: str, data: bytes, fetch: Fetch) -> Iterator[Document]:
     """Every document `provider-metadata.json` at `url` (already read as `data`) distributes."""
     try:
-        meta = json.loads(data)
-    except ValueError as exc:
-        raise InvalidInput(f"{url}: malformed provider metadata ({exc})") from None
+        meta = load_json(data, ADVISORY_JSON, url)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{url}: malformed provider metadata ({exc.message})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("distributions"), list):
         raise InvalidInput(f"{url}: provider metadata without distributions")
     given = meta.get("canonical_url")

@@ -16,9 +16,10 @@ from pathlib import Path, PurePosixPath
 
 import httpx
 
+from cityward.domain.limits import MAX_ADVISORY_BYTES
 from cityward.errors import InvalidInput
 
-MAX_DOCUMENT = 64 * 1024 * 1024  # one advisory, catalog or feed, uncompressed
+MAX_DOCUMENT = MAX_ADVISORY_BYTES  # one advisory, catalog or feed, uncompressed (domain/limits.py)
 MAX_TOTAL = 2 * 1024 * 1024 * 1024  # everything one import reads, uncompressed
 MAX_MEMBERS = 500_000  # files in one archive (the whole CVE list is about 300,000)
 MAX_RATIO = 200  # uncompressed / compressed, per archive member

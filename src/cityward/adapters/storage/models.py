@@ -96,6 +96,9 @@ class ProductRow(Base):
     end_of_support: Mapped[date | None] = mapped_column(Date)
     min_firmware: Mapped[str | None] = mapped_column(String(64))
     version_scheme: Mapped[str] = mapped_column(String(10))
+    # Minutes a firmware upgrade takes on this product, as its maker or the city declares it: a
+    # rollout's attempt timeout and how long a silent device still counts as working (0011).
+    upgrade_minutes: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 

@@ -8,15 +8,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import yaml
-
+from cityward.domain.limits import MAX_POLICY_BYTES, load_yaml
 from cityward.domain.policy import expr
 from cityward.domain.policy.controls import CATALOGS, Catalog
 from cityward.domain.policy.expr import ExprError, Node
 from cityward.domain.policy.facts import FACTS
 from cityward.errors import InvalidInput, Problem
 
-MAX_POLICY_BYTES = 1 << 20
 MAX_RULES = 1000
 RULE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
@@ -87,14 +85,7 @@ def parse_policy(text: str | bytes, source: str) -> Policy:
     """Parse and check a policy; InvalidInput lists every problem (rule id, field, column)."""
     if len(text) > MAX_POLICY_BYTES:
         raise InvalidInput(f"{source}: larger than {MAX_POLICY_BYTES >> 10} KiB")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InvalidInput(f"{source}: not valid YAML{where}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"{source}: not valid YAML: {exc}") from None
+    data = load_yaml(text, source)  # depth, nodes and aliases bounded (domain/limits.py)
     problems: list[Problem] = []
 
     def bad(message: str, field_name: str, rule: str | None = None) -> None:

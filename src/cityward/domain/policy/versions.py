@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-_GROUP = re.compile(r"\d+")
+_GROUP = re.compile(r"[0-9]+")  # ASCII digits: the vectorized key (polars) reads only those
 _WIDTH = 10
 _CAP = 10**_WIDTH - 1
 

@@ -15,6 +15,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Query
 
+from cityward.domain.limits import API_JSON, check_json
 from cityward.entrypoints.api.schemas import NO_CONTROL
 from cityward.errors import InvalidInput, Problem
 
@@ -38,7 +39,9 @@ def decode_cursor(cursor: str) -> Key:
     bad = InvalidInput("`after` is not a cursor this list returned",
                        [Problem("not a cursor returned as next_after", field="after")])
     try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        check_json(raw, API_JSON, "after")  # a cursor is one flat list; a forged one must not recurse
+        value = json.loads(raw)
     except (binascii.Error, ValueError):
         raise bad from None
     if not isinstance(value, list) or not all(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
+from cityward.domain.limits import MAX_POLICY_BYTES
 from cityward.domain.policy.document import parse_policy
 from cityward.entrypoints.api.auth import CallerDep, PlatformDep
 from cityward.entrypoints.api.problems import CONFLICT, NOT_FOUND
@@ -16,7 +17,7 @@ from cityward.errors import NotFound
 from cityward.services import audit, policies
 
 router = APIRouter(tags=["policy and audit"])
-MAX_POLICY_CHARS = 1 << 20
+MAX_POLICY_CHARS = MAX_POLICY_BYTES  # domain/limits.py
 
 
 class PolicyIn(BaseModel):

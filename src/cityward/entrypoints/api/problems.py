@@ -122,8 +122,9 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
-# Raised by routing (404, 405) and by the body cap (413, see uploads.BodyLimit).
-_HTTP_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
+# Raised by routing (404, 405) and by the body caps (413 and 422, see uploads.BodyLimit).
+_HTTP_TITLES = {404: "Not found", 405: "Method not allowed", 413: "Payload too large",
+                422: InvalidInput.title}  # 422: a JSON body over a parser limit (uploads.BodyLimit)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

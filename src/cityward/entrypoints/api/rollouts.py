@@ -54,7 +54,8 @@ class OptionsIn(BaseModel):
     canary: int = Field(1, ge=0, le=10_000)
     waves: list[Annotated[int, Field(ge=1, le=100)]] = Field([10, 50, 100], min_length=1, max_length=20)
     concurrency: int = Field(50, ge=1, le=10_000)
-    timeout_s: float = Field(120.0, ge=1, le=86_400)
+    timeout_s: float | None = Field(None, ge=1, le=86_400, description=(
+        "seconds per attempt; none: the operation's expected duration (firmware: the product's upgrade_minutes)"))
     retries: int = Field(1, ge=0, le=10)
     success_threshold: int = Field(90, ge=0, le=100)
     failure_threshold: int = Field(10, ge=0, le=100)

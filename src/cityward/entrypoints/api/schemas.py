@@ -172,6 +172,8 @@ class ProductIn(_In):
     end_of_support: Annotated[str, _text(10)] | None = Field(None, description="YYYY-MM-DD")
     min_firmware: ShortText | None = None
     version_scheme: Annotated[str, _text(16)] | None = None
+    upgrade_minutes: float | None = Field(None, gt=0, le=1440, description=(
+        "minutes a firmware upgrade takes on this product: rollouts wait this long"))
 
 
 class ProductOut(_Out):
@@ -187,6 +189,7 @@ class ProductOut(_Out):
     min_firmware: str | None
     version_scheme: str
     devices: int = Field(description="devices of this product that the caller may see")
+    upgrade_minutes: float | None = Field(None, description="declared firmware upgrade duration")
 
 
 class ProductPageOut(PageOut[ProductOut]):

@@ -172,9 +172,10 @@ def products_list(
         print_json(found)
         return
     out.print(table("products", ["brand", "model", "kind", "origin", "true manufacturer",
-                                 "chain", "end of support", "min firmware", "devices"], (
+                                 "chain", "end of support", "min firmware", "upgrade min", "devices"], (
         (p.brand, p.model, p.kind, p.origin_status, f"{p.manufacturer} {p.origin_model}",
-         " → ".join(p.chain), p.end_of_support, p.min_firmware, f"{p.devices:,}") for p in found)))
+         " → ".join(p.chain), p.end_of_support, p.min_firmware,
+         f"{p.upgrade_minutes:g}" if p.upgrade_minutes is not None else None, f"{p.devices:,}") for p in found)))
 
 
 @products_app.command("show")
@@ -188,7 +189,9 @@ def products_show(brand: str, model: str, json_out: JsonOpt = False) -> None:
         ("kind", p.kind), ("origin", p.origin_status), ("chain", " → ".join(p.chain)),
         ("true manufacturer", f"{p.manufacturer} {p.origin_model}"),
         ("end of support", p.end_of_support), ("minimum firmware", p.min_firmware),
-        ("version scheme", p.version_scheme), ("devices", p.devices)]))
+        ("version scheme", p.version_scheme),
+        ("upgrade minutes", f"{p.upgrade_minutes:g}" if p.upgrade_minutes is not None else None),
+        ("devices", p.devices)]))
 
 
 @products_app.command("set")
@@ -201,6 +204,8 @@ def products_set(
     end_of_support: Annotated[str | None, typer.Option(help="YYYY-MM-DD.")] = None,
     min_firmware: Annotated[str | None, typer.Option()] = None,
     version_scheme: Annotated[str | None, typer.Option(help="semver, dotted or vendor.")] = None,
+    upgrade_minutes: Annotated[str | None, typer.Option(
+        help="Minutes a firmware upgrade takes (download, flash, reboot): rollouts wait this long.")] = None,
 ) -> None:
     """Create or update a product; declare its origin with --origin-brand/--origin-model."""
     if original:
@@ -208,7 +213,7 @@ def products_set(
     p = catalog.save_product(CTX.platform.uow, CTX.caller, {
         "brand": brand, "model": model, "kind": kind, "origin_brand": origin_brand,
         "origin_model": origin_model, "end_of_support": end_of_support,
-        "min_firmware": min_firmware, "version_scheme": version_scheme})
+        "min_firmware": min_firmware, "version_scheme": version_scheme, "upgrade_minutes": upgrade_minutes})
     out.print(f"{p.brand} {p.model}: {p.origin_status}, made by {p.manufacturer} {p.origin_model}")
 
 

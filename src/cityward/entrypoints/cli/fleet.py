@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.text import Text
 
+from cityward.domain.limits import API_JSON, check_json
 from cityward.entrypoints.cli import devices
 from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.devices import parse_age
@@ -265,6 +266,7 @@ def _params(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidInput(f"--param {pair!r} must be key=value")
+        check_json(value.encode(), API_JSON, f"--param {key}")  # too deep is refused, not taken as text
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:

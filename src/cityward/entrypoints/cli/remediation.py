@@ -27,13 +27,17 @@ from cityward.entrypoints.cli.fleet import secret_box
 from cityward.entrypoints.cli.livecity import LiveCity
 from cityward.entrypoints.cli.progress import PLAIN_EVERY, Step, step
 from cityward.entrypoints.cli.render import err, out
-from cityward.services import audit, firmware, organizations, remediation, rollouts
+from cityward.services import audit, catalog, firmware, organizations, remediation, rollouts
 from cityward.services.rollout_executor import Executor, ExecutorOptions
 from cityward.services.rollouts import RolloutRequest, RolloutView, Target
 from cityward.sim.advisories import ODM_ADVISORY
 
 MAX_FIRMWARE_PRODUCTS = 5
 DEMO_IMAGE = b"cityward demo firmware image\n" * 2048
+# The demo's devices run at --time-scale 0.03 (livecity.py): an upgrade takes 90 x 0.03 = 2.7 s, a
+# slow device's six times that with progress every 3 s. Declared so, a device that bricks is given
+# up on after 9 s of silence, not after the 15 minutes a real product's upgrade may take.
+DEMO_UPGRADE_MINUTES = "0.15"
 
 
 def _publish_firmware(platform: Platform, caller: Caller, seed: int, brand: str, model: str, version: str) -> int:
@@ -50,6 +54,8 @@ def _publish_firmware(platform: Platform, caller: Caller, seed: int, brand: str,
                 if (r.brand, r.model, r.version) == (brand, model, version)]
     if existing:
         return existing[0].id
+    catalog.save_product(platform.uow, caller, {"brand": brand, "model": model,
+                                                "upgrade_minutes": DEMO_UPGRADE_MINUTES})
     image = DEMO_IMAGE + f"{brand} {model} {version}\n".encode()
     _sha, signature, _kid = sign_firmware(brand, model, version, image, seed)
     return firmware.add_release(platform.uow, caller, platform.settings.firmware_dir, brand=brand, model=model,

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from enum import Enum
+from pathlib import PurePath
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -77,6 +78,8 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, PurePath):  # e.g. a report's output directory
+        return str(value)
     return value
 
 

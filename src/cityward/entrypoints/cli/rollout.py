@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import signal
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from cityward.domain.firmware import MAX_IMAGE_BYTES
+from cityward.domain.limits import DOCUMENT_JSON, MAX_SBOM_BYTES, load_json
 from cityward.domain.rollouts import FailureAction, WaveOptions
 from cityward.entrypoints.cli.context import CTX
 from cityward.entrypoints.cli.devices import (
@@ -92,10 +92,7 @@ def firmware_add(
         sig = _read(Path(signature[1:]), 4096).decode("utf-8", "replace").strip()
     doc = None
     if sbom is not None:
-        try:
-            doc = json.loads(_read(sbom, 64 << 20))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"{sbom}: not JSON ({exc})") from None
+        doc = load_json(_read(sbom, MAX_SBOM_BYTES), DOCUMENT_JSON, str(sbom))
         if not isinstance(doc, dict):
             raise InvalidInput(f"{sbom}: an SBOM is a JSON object")
     view = firmware.add_release(CTX.platform.uow, CTX.caller, CTX.platform.settings.firmware_dir, brand=brand,
@@ -138,7 +135,7 @@ def _request(name: str, operation: str, kind: str | None, zone: str | None, bran
              manufacturer: str | None, fw: str | None, org: str | None, tag: str | None, failing_rule: str | None,
              advisory: str | None, devices: str | None, release: int | None, config: str | None, reason: str | None,
              canary: int,
-             waves: str, concurrency: int, timeout: float, retries: int, success_threshold: int,
+             waves: str, concurrency: int, timeout: float | None, retries: int, success_threshold: int,
              failure_threshold: int, failure_count: int | None, on_failure: str) -> RolloutRequest:
     try:
         pcts = tuple(int(p) for p in waves.split(","))
@@ -184,7 +181,9 @@ def plan(
     canary: Annotated[int, typer.Option(help="Devices in the first wave.")] = 1,
     waves: Annotated[str, typer.Option(help="Cumulative % after each later wave.")] = "10,50,100",
     concurrency: Annotated[int, typer.Option(help="Device actions at once.")] = 50,
-    timeout: Annotated[float, typer.Option(help="Seconds per attempt.")] = 120.0,
+    timeout: Annotated[float | None, typer.Option(help=(
+        "Seconds per attempt (default: the operation's expected duration; firmware: the product's "
+        "upgrade_minutes, else 15 min). A device that reports progress is followed past it."))] = None,
     retries: Annotated[int, typer.Option(help="Extra attempts after a failure.")] = 1,
     success_threshold: Annotated[int, typer.Option(help="% of a wave that must succeed to go on.")] = 90,
     failure_threshold: Annotated[int, typer.Option(help="% of a wave failed that stops the rollout.")] = 10,
@@ -464,10 +463,7 @@ def config_set(
     """Set (or replace) what the selected devices should run; apply it with a set_config rollout."""
     from cityward.services import configs
 
-    try:
-        config = json.loads(_read(file, configs.MAX_CONFIG_BYTES))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{file}: not JSON ({exc})") from None
+    config = load_json(_read(file, configs.MAX_CONFIG_BYTES), DOCUMENT_JSON, str(file))
     selector = {k: v for k, v in (("kind", kind), ("zone", zone), ("brand", brand), ("manufacturer", manufacturer),
                                   ("firmware", fw), ("tag", tag)) if v}
     view = configs.set_desired(CTX.platform.uow, CTX.caller, name, selector, config)
