@@ -71,7 +71,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from cityward.domain import advisory_versions as av  # noqa: E402
 from cityward.domain.advisories import match_key, model_key, model_pattern  # noqa: E402
+from cityward.domain.model_names import model_variants  # noqa: E402
 from cityward.domain.products import product_key  # noqa: E402
+from cityward.domain.vendors import canonical_vendor, vendor_key  # noqa: E402
 
 GOAL_FULL_S = 20.0  # the whole fleet matched and stored
 GOAL_ONE_S = 0.100  # one new advisory matched and stored
@@ -106,7 +108,7 @@ class Vendor:
 
     @property
     def key(self) -> str:
-        return match_key(self.name) or self.name
+        return vendor_key(self.name) or self.name
 
 
 @dataclass
@@ -188,7 +190,7 @@ def _vendors(rng: random.Random, count: int) -> list[Vendor]:
     names: dict[str, str] = {}
     while len(names) < count:
         name = rng.choice(_PREFIXES) + rng.choice(_ROOTS) + rng.choice(_SUFFIXES)
-        names.setdefault(match_key(name) or name, name)
+        names.setdefault(vendor_key(name) or name, name)
     vendors = []
     for i, name in enumerate(names.values()):
         style = rng.choices(("build", "dotted", "semver"), (35, 45, 20))[0]
@@ -359,7 +361,7 @@ class _Entries:
             justification: str | None = None, exploited: bool = False) -> None:
         intervals, scheme = self.ranges.keyed(versions)
         pattern = model_pattern(product) if "*" in product else None
-        row = (self.next_id, advisory_id, cve, vendor, product, match_key(vendor), model_key(product), pattern,
+        row = (self.next_id, advisory_id, cve, vendor, product, vendor_key(vendor), model_key(product), pattern,
                versions, intervals, scheme, status, justification, remediation, fixed, cvss, exploited, None, None)
         for c, v in zip(self.COLUMNS, row, strict=True):
             self.cols[c].append(v)
@@ -726,7 +728,8 @@ def build_world(args: argparse.Namespace, progress: Any) -> World:
     devices, states = _devices(rng, products, args.devices, zones, lambda n: progress.advance(task, n))
     now = datetime.now(UTC)
     crit = rng.choices(("low", "medium", "high", "critical"), (30, 40, 20, 10), k=zones)
-    zone_frame = pl.DataFrame({"id": range(1, zones + 1), "name": [f"zone-{i:02d}" for i in range(1, zones + 1)],
+    zone_names = [f"zone-{i:02d}" for i in range(1, zones + 1)]
+    zone_frame = pl.DataFrame({"id": range(1, zones + 1), "name": zone_names, "name_key": zone_names,
                                "criticality": crit}).with_columns(pl.lit(now).alias("created_at"))
     task = progress.add_task("advisory entries (ranges normalized)", total=args.entries)
     device_entries = args.entries - args.component_entries
@@ -909,7 +912,14 @@ def naive(plat: Any, sample_ids: list[str]) -> dict[str, Any]:
     start = time.perf_counter()
     with plat.uow() as uow:
         s = uow.session
-        products = {pid: ((match_key(b), model_key(m)), (match_key(ob), model_key(om)), (obk, product_key("", om)[1]))
+        aliases = vuln_frames.vendor_aliases(s)
+
+        def names(brand: str, model: str) -> list[tuple[str | None, str | None]]:
+            """Every (vendor key, model key) a catalog product goes by, as the matcher keys it."""
+            vendor = canonical_vendor(vendor_key(brand), aliases)
+            return [(vendor, k) for k in model_variants(brand, model)]
+
+        products = {pid: (names(b, m), names(ob, om), (obk, product_key("", om)[1]))
                     for pid, b, m, ob, om, obk in s.execute(
                         select(ProductRow.id, ProductRow.brand, ProductRow.model, ProductRow.origin_brand,
                                ProductRow.origin_model, ProductRow.origin_brand_key))}
@@ -947,7 +957,8 @@ def naive(plat: Any, sample_ids: list[str]) -> dict[str, Any]:
     exact: dict[tuple[str | None, str | None], list[Statement]] = {}
     patterns: dict[str, list[tuple[re.Pattern[str], Statement]]] = {}
     packages: dict[str, list[Statement]] = {}
-    for cve, vendor_key, prod_key, pattern, status, versions, package in rows:
+    for cve, stored_vendor, prod_key, pattern, status, versions, package in rows:
+        entry_vendor = canonical_vendor(stored_vendor, aliases)
         if status not in ("affected", "fixed", "not_affected"):
             continue
         rng = None
@@ -958,12 +969,12 @@ def naive(plat: Any, sample_ids: list[str]) -> dict[str, Any]:
                                           else av.parse_text(versions))
         if package is not None:
             packages.setdefault(package, []).append((cve, status, rng))
-        if vendor_key is None:
+        if entry_vendor is None:
             continue
         if pattern is not None:
-            patterns.setdefault(vendor_key, []).append((re.compile(pattern), (cve, status, rng)))
+            patterns.setdefault(entry_vendor, []).append((re.compile(pattern), (cve, status, rng)))
         elif prod_key is not None:
-            exact.setdefault((vendor_key, prod_key), []).append((cve, status, rng))
+            exact.setdefault((entry_vendor, prod_key), []).append((cve, status, rng))
     prepare_s = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -973,10 +984,10 @@ def naive(plat: Any, sample_ids: list[str]) -> dict[str, Any]:
         own, origin, catalog = products[pid]
         affected: set[str] = set()
         cleared: set[str] = set()
-        for vendor_key, prod_key in ((own,) if origin == own else (own, origin)):
-            statements = list(exact.get((vendor_key, prod_key), ()))
-            statements += [st for rx, st in patterns.get(vendor_key or "", ()) if rx.search(prod_key or "")]
-            for cve, status, rng in statements:
+        for vendor, prod_key in dict.fromkeys([*own, *origin]):
+            statements = list(exact.get((vendor, prod_key), ()))
+            statements += [st for rx, st in patterns.get(vendor or "", ()) if rx.search(prod_key or "")]
+            for cve, status, rng in set(statements):
                 if rng is None or rng.contains(firmware) is True:
                     (affected if status == "affected" else cleared).add(cve)
         release = releases.get((*catalog, firmware))

@@ -48,7 +48,7 @@ _TABLES = ("audit_events", "api_tokens", "devices", "zone_responsibilities", "pr
            "rollout_actions", "rollout_waves", "rollouts", "firmware_releases", "firmware_keys", "desired_configs",
            "city_ca", "vuln_matches", "advisory_entries", "advisories", "kev_entries", "epss_scores",
            "sbom_vex", "sbom_components", "sboms", "org_contacts", "notifications", "web_sessions", "users",
-           "zones", "organizations", "executor_heartbeats")
+           "zones", "organizations", "executor_heartbeats", "vendor_aliases")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -536,3 +536,14 @@ cve_values = st.one_of(st.none(), st.text(max_size=10), vendor_versions, semvers
 def test_cve5_only_raises_range_error(entry: dict[str, object]) -> None:
     with contextlib.suppress(RangeError):
         parse_cve5(entry)
+
+
+@pytest.mark.parametrize(("older", "newer"), [
+    ("May_22_2026", "Jun_02_2026"), ("31 December 2025", "2 Jan 2026"), ("January 2020", "February 2020"),
+    ("Mar 3, 2021", "Mar 12, 2021"),
+])
+def test_firmware_named_by_date_orders_by_time(older: str, newer: str) -> None:
+    """A real CSAF range "<May_22_2026" against firmware "Jun_02_2026": by digits alone the June
+    build sorted first and was matched as affected."""
+    old_key, new_key = sort_key(older, VersionScheme.VENDOR), sort_key(newer, VersionScheme.VENDOR)
+    assert old_key is not None and new_key is not None and old_key < new_key

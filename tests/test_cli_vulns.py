@@ -25,6 +25,18 @@ def test_vulnerability_story(tmp_path: Path) -> None:
     plan = json.loads(cli("rollout", "plan", "--from-advisory", "QRW-SA-2026-001", "--json").stdout)
     assert [f["product"] for f in plan] == ["Quarrow QC-410"]  # relabels planned as their ODM's product
     assert plan[0]["release"] is None and "cityward firmware add" in plan[0]["problem"]
+    # The fixtures name Siemens and Palo Alto products the demo city does not have: said, not silent.
+    imported = cli("advisories", "import", str(FIXTURES / "cve5"))
+    assert "name nothing in your catalog" in imported.stderr and "cityward advisories unmatched" in imported.stderr
+    missing = json.loads(cli("advisories", "unmatched", "--json").stdout)
+    panos = next(u for u in missing["unmatched"] if u["product"] == "PAN-OS")
+    assert panos["reason"] == "no catalog product is made or labeled by 'Palo Alto Networks'"
+    assert "names no vendor" in " ".join(u["reason"] for u in missing["unmatched"]) or missing["unreadable"]
+    assert "statements that name no catalog product" in cli("advisories", "unmatched").stdout
+    cli("vendors", "alias", "Palo Alto Networks", "Palo Alto Networks Inc.", code=2)  # the same vendor
+    cli("vendors", "alias", "PANW", "Quarrow")
+    assert "PANW" in cli("vendors", "aliases").stdout
+    assert "no alias 'nobody'" in cli("vendors", "unalias", "nobody", code=2).stderr
 
     broken = tmp_path / "broken.json"
     broken.write_text('{"document": ')

@@ -39,7 +39,7 @@ from cityward.domain.firmware import signed_message
 from cityward.domain.organizations import Caller, Role
 from cityward.domain.policy.document import parse_policy
 from cityward.domain.rollouts import Operation, WaveOptions
-from cityward.errors import InvalidInput, NotFound, PermissionDenied
+from cityward.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from cityward.services import (
     advisories,
     audit,
@@ -51,6 +51,7 @@ from cityward.services import (
     remediation,
     rollouts,
     sboms,
+    vendors,
     vulnerabilities,
     zones,
 )
@@ -595,3 +596,39 @@ def test_an_image_hash_names_the_firmware_whatever_its_version_text(platform: Pl
     found = {d for d, cve in _matches(platform) if cve == "CVE-2021-36261"}
     assert found == {"CAM-1", "CAM-3"}  # CAM-2 runs another image of the same model
     assert {m.via for (d, cve), m in _stored(platform).items() if cve == "CVE-2021-36261"} == {"hash"}
+
+
+def test_statements_naming_no_catalog_product_are_listed_and_an_alias_makes_them_match(
+        platform: Platform, fleet: Caller, tmp_path: Path) -> None:
+    """Issue 16: a vendor written in a way the catalog does not know matched nothing, silently.
+    It is listed with the catalog vendor that has the product; accepting the alias re-matches it,
+    audited; removing it undoes that."""
+    doc = json.loads((FIXTURES / "csaf" / "hikvision-cve-2021-36260.json").read_text())
+    for branch in doc["product_tree"]["branches"]:
+        if branch["category"] == "vendor":
+            branch["name"] = "HKV Video Corp."
+    (tmp_path / "hkv.json").write_text(json.dumps(doc))
+    _import(platform, fleet, tmp_path / "hkv.json")
+    assert not {d for d, c in _matches(platform) if c == HIKVISION_CVE}
+    report = vendors.unmatched(platform.uow, fleet)
+    entry = next(u for u in report.unmatched if u.product == "DS-2CD2026G2-IU/SL")
+    assert entry.vendor == "HKV Video Corp." and HIKVISION_CVE in entry.cves
+    assert "no catalog product is made or labeled by 'HKV Video Corp.'" in entry.reason
+    assert any("cityward vendors alias 'HKV Video Corp.' 'Hikvision'" in s for s in entry.suggestions)
+
+    with pytest.raises(InvalidInput):
+        vendors.add_alias(platform.uow, fleet, "HKV Video", "HKV Video Corp.")  # the same vendor already
+    vendors.add_alias(platform.uow, fleet, "HKV Video Corp.", "Hikvision")
+    assert {d for d, c in _matches(platform) if c == HIKVISION_CVE} == {"CAM-1", "CAM-3", "PTZ-1"}
+    assert not any(u.product == "DS-2CD2026G2-IU/SL" for u in vendors.unmatched(platform.uow, fleet).unmatched)
+    with pytest.raises(Conflict):
+        vendors.add_alias(platform.uow, fleet, "hkv video", "Dahua")
+    assert ("HKV Video Corp.", "Hikvision", "city") in {
+        (a.alias, a.vendor, a.source) for a in vendors.list_aliases(platform.uow, fleet)}
+    vendors.remove_alias(platform.uow, fleet, "HKV Video")
+    assert not {d for d, c in _matches(platform) if c == HIKVISION_CVE}
+    actions = [e.action for e in auditlog.list_events(platform.uow, fleet, limit=100)]
+    assert "vendor_alias.added" in actions and "vendor_alias.removed" in actions
+    viewer = caller_for(platform, "Alpha")
+    with pytest.raises(PermissionDenied):
+        vendors.add_alias(platform.uow, viewer, "HKV", "Hikvision")

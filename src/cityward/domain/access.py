@@ -63,7 +63,7 @@ class Action(StrEnum):
     CATALOG = "declare products in the catalog"
     FIRMWARE = "add firmware keys and images"
     SBOM = "attach an SBOM to firmware"
-    INTEL = "import advisories, re-match the fleet, notify partners"
+    INTEL = "import advisories, add vendor aliases, re-match the fleet, notify partners"
     CONTACT = "set where an organization is notified"
     TOKENS = "create or revoke tokens and users"
     DUTIES = "assign duties; create or rename zones and organizations"

@@ -2,9 +2,10 @@
 `Entry` of (product identity, version range, status, remediation) for one CVE, so the fleet is
 matched by one set join whatever the format.
 
-Identity keys are deliberately loose where sources are: vendor and model compare on letters and
-digits only, case-folded (`DS-2CD2142FWD-I` = `ds2cd2142fwdi`), and a CPE's product drops the
-`_firmware` suffix NVD gives firmware of a device (`ds-2cd2142fwd-i_firmware`)."""
+Identity keys are deliberately loose where sources are: models compare on letters and digits
+only, case-folded (`DS-2CD2142FWD-I` = `ds2cd2142fwdi`; letters beyond ASCII kept), a CPE's product
+drops the `_firmware` suffix NVD gives firmware of a device (`ds-2cd2142fwd-i_firmware`), and
+vendors compare by `domain.vendors.vendor_key` (legal forms, accents and mojibake aside)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 
+from cityward.domain.vendors import vendor_key
 from cityward.errors import Problem
 
 CVE_ID = re.compile(r"CVE-\d{4}-\d{4,}")
-_NOT_ALNUM = re.compile(r"[^0-9a-z]+")  # ASCII only, like the Rust regex polars runs
+_NOT_ALNUM = re.compile(r"[\W_]+")  # letters and digits of any script
 _FIRMWARE_SUFFIX = re.compile(r"[_-]?(firmware|fw)$")
 MAX_ENTRIES = 100_000  # per document: more is a hostile or broken document, not an advisory
 
@@ -40,7 +42,7 @@ def match_key(text: str | None) -> str | None:
     """Vendor or model as matching compares it: letters and digits, case-folded."""
     if text is None:
         return None
-    key = _NOT_ALNUM.sub("", text.lower())  # lower(), not casefold(): the matcher's polars keys do the same
+    key = _NOT_ALNUM.sub("", text.lower())
     return key or None
 
 
@@ -104,7 +106,7 @@ class Identity:
 
     @property
     def vendor_key(self) -> str | None:
-        return match_key(self.vendor)
+        return vendor_key(self.vendor)
 
     @property
     def product_key(self) -> str | None:

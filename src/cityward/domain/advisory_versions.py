@@ -104,7 +104,29 @@ def sort_key(version: str, scheme: VersionScheme) -> str | None:
         return _semver_key(version)
     if not any("0" <= c <= "9" for c in version):  # ASCII digits, as version_key reads
         return None
-    return version_key(version)
+    return version_key(_dates_as_numbers(version))
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTH = r"(?P<month>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+_MONTH_FIRST = re.compile(rf"\b{_MONTH}[\s_-]*(?P<day>\d{{1,2}})(?:st|nd|rd|th)?[\s_,-]+(?P<year>\d{{4}})\b", re.I)
+_DAY_FIRST = re.compile(rf"\b(?P<day>\d{{1,2}})[\s_-]*{_MONTH}[\s_,-]*(?P<year>\d{{4}})\b", re.I)
+_MONTH_YEAR = re.compile(rf"\b{_MONTH}[\s_,-]*(?P<year>\d{{4}})\b", re.I)
+
+
+def _dates_as_numbers(version: str) -> str:
+    """A firmware named by its date ("Jun_02_2026", "2 June 2026", "January 2020") as year, month,
+    day, so it orders by time: by its digits alone "Jun_02_2026" would come before "May_22_2026"."""
+    def iso(m: re.Match[str]) -> str:
+        month = _MONTHS.index(m["month"][:3].lower()) + 1
+        day = int(m.groupdict().get("day") or 0)
+        return f"{m['year']}.{month:02d}.{day:02d}"
+
+    if not any(name in version.lower() for name in _MONTHS):
+        return version
+    for pattern in (_MONTH_FIRST, _DAY_FIRST, _MONTH_YEAR):
+        version = pattern.sub(iso, version)
+    return version
 
 
 # ---------------------------------------------------------------------------------------------

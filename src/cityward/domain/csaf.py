@@ -12,6 +12,7 @@ attach to the product ids they name, directly or through product groups.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -25,9 +26,10 @@ from cityward.domain.advisories import (
     Entry,
     Identity,
     Status,
-    model_pattern,
     parse_cpe,
 )
+from cityward.domain.model_names import read_models
+from cityward.domain.vendors import split_vendors
 from cityward.errors import Problem
 
 _MAX_DEPTH = 40
@@ -123,20 +125,28 @@ def _range(p: _Product) -> tuple[str | None, tuple[tuple[str | None, bool, str |
         r = av.parse_csaf_range(p.version_range)
         return p.version_range, r.keyed(), str(r.scheme)
     if p.version:
-        r = av.parse_text(p.version)
+        # Real trees put a vers range in a product_version branch ("vers:all/*") and end lists
+        # of versions with a dangling "and": read them as written.
+        text = re.sub(r"(?:,\s*|\s+)(?:and|or)\s*$", "", p.version.strip()).strip(" ,")
+        r = av.parse_vers(text) if text.startswith("vers:") else av.parse_text(text)
         return p.version, r.keyed(), str(r.scheme)
     return None, None, "vendor"
 
 
 def _identities(p: _Product) -> Iterator[Identity]:
-    models = p.models or ((p.product,) if p.product else ())
-    base = Identity(vendor=p.vendor, purl=p.purl, cpe=p.cpe, hashes=p.hashes)
-    if not models:
-        if p.purl or p.hashes:
-            yield base
-        return
-    for model in models:
-        yield replace(base, product=model, model_pattern=model_pattern(model) if "*" in model else None)
+    """One identity per vendor the vendor string names and per model the product name stands for
+    (`domain.model_names`: families, wildcards, lists)."""
+    vendors = split_vendors(p.vendor) if p.vendor else [None]
+    names = p.models or ((p.product,) if p.product else ())
+    models = [m for name in names for m in read_models(name)]
+    for vendor in vendors:
+        base = Identity(vendor=vendor, purl=p.purl, cpe=p.cpe, hashes=p.hashes)
+        if not models:
+            if p.purl or p.hashes:
+                yield base
+            continue
+        for model in models:
+            yield replace(base, product=model.text, model_pattern=model.pattern)
 
 
 def _time(value: Any) -> datetime | None:

@@ -19,6 +19,8 @@ from cvss.exceptions import CVSSError
 from cityward.domain import advisory_versions as av
 from cityward.domain.advisories import CVE_ID, MAX_ENTRIES, Advisory, Entry, Identity, Status, parse_cpe
 from cityward.domain.limits import clip
+from cityward.domain.model_names import read_models
+from cityward.domain.vendors import split_vendors
 from cityward.errors import Problem
 
 _NA = {"", "n/a", "na", "unknown", "*", "-"}
@@ -85,7 +87,8 @@ def _identities(item: Mapping[str, Any]) -> list[Identity]:
     purl = item.get("packageURL") if isinstance(item.get("packageURL"), str) else None
     out: list[Identity] = []
     if vendor and product:
-        out.append(Identity(vendor=vendor, product=product, purl=purl))
+        out += [Identity(vendor=v, product=m.text, model_pattern=m.pattern, purl=purl)
+                for v in split_vendors(vendor) for m in read_models(product)]
     for text in item.get("cpes", []) or []:
         cpe = parse_cpe(text) if isinstance(text, str) else None
         if cpe is not None and (cpe.vendor, cpe.product) != (vendor, product):

@@ -703,3 +703,17 @@ class ExecutorHeartbeatRow(Base):
     __tablename__ = "executor_heartbeats"
     name: Mapped[str] = mapped_column(String(100), primary_key=True)  # host-pid, or the worker's name
     seen_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class VendorAliasRow(Base):
+    """A name advisories or inventories use for a vendor, and the vendor it means: the city's
+    additions to `domain.vendors.DEFAULT_ALIASES` (which are not stored). Matching reads both."""
+
+    __tablename__ = "vendor_aliases"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alias: Mapped[str] = mapped_column(String(200))
+    alias_key: Mapped[str] = mapped_column(String(200), unique=True)
+    vendor: Mapped[str] = mapped_column(String(200))
+    vendor_key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_by: Mapped[str] = mapped_column(String(200))

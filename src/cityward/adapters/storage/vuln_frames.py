@@ -10,7 +10,7 @@ products those statements name — is what makes re-matching one advisory cheap.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,10 +28,14 @@ from cityward.adapters.storage.models import (
     ProductRow,
     SbomComponentRow,
     SbomVexRow,
+    VendorAliasRow,
     VulnMatchRow,
 )
 from cityward.domain import advisory_versions as av
+from cityward.domain.advisories import model_key
+from cityward.domain.model_names import model_variants
 from cityward.domain.products import VersionScheme, product_key
+from cityward.domain.vendors import DEFAULT_ALIASES, alias_map, canonical_vendor, vendor_key
 
 _CHUNK = 500
 
@@ -54,6 +58,9 @@ def _entries(s: Session, cves: set[str] | None) -> pl.DataFrame:
         frames = [read_frame(s, select(*cols).where(AdvisoryEntryRow.cve.in_(part)), schema)
                   for part in chunks(sorted(cves))] or [pl.DataFrame(schema=schema)]
     raw = pl.concat(frames)
+    aliases = vendor_aliases(s)
+    if aliases:  # stored keys are as the advisory wrote the vendor; an alias may say whom it means
+        raw = raw.with_columns(pl.col("vendor_key").replace(aliases))
     # JSON null (every version) and SQL NULL both mean no intervals.
     return raw.with_columns(pl.when(pl.col("intervals").is_in(["null"]) | pl.col("intervals").is_null())
                             .then(None).otherwise(pl.col("intervals")).str.json_decode(pl.List(vp.INTERVAL))
@@ -62,14 +69,17 @@ def _entries(s: Session, cves: set[str] | None) -> pl.DataFrame:
 
 def _identities(s: Session, entries: pl.DataFrame) -> pl.DataFrame:
     """Each product's identities that some entry names: its own label, and its true origin's.
-    Keys are computed column-wise (the same rules as domain.advisories.match_key/model_key), so
-    re-matching one advisory does not pay a Python loop over the whole catalog."""
+    Keys come from the same Python functions as the advisories' (domain.vendors.vendor_key,
+    domain.advisories.model_key), computed once per distinct brand and model — a catalog has a few
+    thousand — and mapped column-wise, so the two sides cannot drift apart."""
     products = read_frame(s, select(ProductRow.id, ProductRow.brand, ProductRow.model, ProductRow.origin_brand,
                                     ProductRow.origin_model),
                           {"product_id": pl.Int64, "brand": pl.String, "model": pl.String, "obrand": pl.String,
                            "omodel": pl.String})
-    own = products.select("product_id", _vendor_key("brand"), _model_key("model"), pl.lit("product").alias("via"))
-    origin = products.select("product_id", _vendor_key("obrand"), _model_key("omodel"), pl.lit("origin").alias("via"))
+    aliases = vendor_aliases(s)
+    named_vendors = entries.get_column("vendor_key").drop_nulls().unique()
+    own = _keyed(products, "brand", "model", "product", aliases, vendors=named_vendors)
+    origin = _keyed(products, "obrand", "omodel", "origin", aliases, vendors=named_vendors)
     both = pl.concat([own, origin.join(own, on=["product_id", "vendor_key", "product_key"], how="anti")])
     named = entries.filter(pl.col("model_pattern").is_null()).select("vendor_key", "product_key").unique()
     exact = both.join(named, on=["vendor_key", "product_key"], how="semi")
@@ -80,13 +90,42 @@ def _identities(s: Session, entries: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([exact, patterned]).unique().select(list(vp.IDENTITY_SCHEMA)).cast(vp.IDENTITY_SCHEMA)  # type: ignore[arg-type]
 
 
-def _vendor_key(column: str) -> pl.Expr:
-    return pl.col(column).str.to_lowercase().str.replace_all(r"[^0-9a-z]+", "").alias("vendor_key")
+def stored_aliases(s: Session) -> list[tuple[str, str]]:
+    """(alias, vendor): the shipped ones, then the city's (which win where both name one alias)."""
+    return [*DEFAULT_ALIASES, *((a, v) for a, v in s.execute(select(VendorAliasRow.alias, VendorAliasRow.vendor)))]
 
 
-def _model_key(column: str) -> pl.Expr:
-    return (pl.col(column).str.to_lowercase().str.strip_chars().str.replace(r"[_-]?(firmware|fw)$", "")
-            .str.replace_all(r"[^0-9a-z]+", "").alias("product_key"))
+def vendor_aliases(s: Session) -> dict[str, str]:
+    """Vendor key → the vendor key it means."""
+    return alias_map(stored_aliases(s))
+
+
+def _keyed(products: pl.DataFrame, brand: str, model: str, via: str, aliases: Mapping[str, str],
+           variants: bool = True, vendors: pl.Series | None = None) -> pl.DataFrame:
+    """(product_id, vendor_key, product_key, via) of one side of each product (label or origin),
+    one row per name the model goes by (`model_names.model_variants`) unless `variants` is off."""
+    side = products.select("product_id", pl.col(brand).alias("b"), pl.col(model).alias("m")).with_columns(
+        _mapped("b", lambda b: canonical_vendor(vendor_key(b), aliases)).alias("vendor_key"))
+    if vendors is not None:  # only the vendors some entry names: a new advisory names one or two
+        side = side.filter(pl.col("vendor_key").is_in(vendors.implode()))
+    pairs = side.select("b", "m").unique().drop_nulls()
+    rows: dict[str, list[str | None]] = {"b": [], "m": [], "product_key": []}
+    for b, m in pairs.iter_rows():
+        for key in (model_variants(b, m) if variants else (model_key(m),)):
+            rows["b"].append(b)
+            rows["m"].append(m)
+            rows["product_key"].append(key)
+    lookup = pl.DataFrame(rows, schema={"b": pl.String, "m": pl.String, "product_key": pl.String})
+    return (side.join(lookup, on=["b", "m"], how="left", nulls_equal=True)
+            .select("product_id", "vendor_key", "product_key", pl.lit(via).alias("via")))
+
+
+def _mapped(column: str, key: Callable[[str], str | None]) -> pl.Expr:
+    """`key` of each value, computed once per distinct value."""
+    return pl.col(column).map_batches(
+        lambda series: series.replace_strict({v: key(v) for v in series.unique().drop_nulls().to_list()},
+                                             default=None, return_dtype=pl.String),
+        return_dtype=pl.String)
 
 
 def _classes(s: Session, product_ids: list[int] | None) -> pl.DataFrame:

@@ -84,6 +84,7 @@ LAZY: dict[str, Lazy] = {
                        "and EPSS scores; match them to the fleet."),
     "vulns": Lazy(f"{_CLI}.vulns:vulns_app",
                   "What each vulnerability affects, most urgent first, per responsible organization."),
+    "vendors": Lazy(f"{_CLI}.vendors:app", "Vendor aliases: the names advisories use for the vendors in your catalog."),
     "sbom": Lazy(f"{_CLI}.vulns:sbom_app", "CycloneDX SBOMs of firmware releases: components matched to advisories."),
     "doctor": Lazy(f"{_CLI}.doctor:doctor", "Check the installation: guessed organization kinds, a second city, "
                    "names that clash in case (exit 1 if any)."),

@@ -74,6 +74,42 @@ def import_(
             err.print(f"  {p}")
     if summary:
         out.print(_summary(summary))
+    if report.imported or report.replaced:
+        from cityward.services import vendors
+
+        missing = vendors.unmatched(CTX.platform.uow, CTX.caller)
+        if missing.unmatched:
+            err.print(f"[yellow]{missing.statements:,} statement(s) about {len(missing.unmatched):,} product(s) name "
+                      "nothing in your catalog[/]: see `cityward advisories unmatched`")
+
+
+@advisories_app.command("unmatched")
+def unmatched_(
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="Products listed.")] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Statements that can match no device: what they name, why, and the nearest catalog names."""
+    from cityward.services import vendors
+
+    report = vendors.unmatched(CTX.platform.uow, CTX.caller, limit=limit)
+    if json_out:
+        print_json({"unmatched": [{"vendor": u.vendor, "product": u.product, "statements": u.statements,
+                                   "cves": sorted(u.cves), "advisories": sorted(u.advisories), "reason": u.reason,
+                                   "suggestions": u.suggestions} for u in report.unmatched],
+                    "unreadable": [dataclasses.asdict(u) for u in report.unreadable]})
+        return
+    if not report.unmatched and not report.unreadable:
+        out.print("every stored statement names a product of your catalog")
+        return
+    if report.unmatched:
+        out.print(table("statements that name no catalog product", [
+            "vendor", "product", "statements", "CVEs", "why", "what would make it match"], (
+                (u.vendor or "—", u.product or "—", u.statements, ", ".join(sorted(u.cves)[:3])
+                 + (f" (+{len(u.cves) - 3})" if len(u.cves) > 3 else ""), u.reason, "; ".join(u.suggestions))
+                for u in report.unmatched)))
+    if report.unreadable:
+        out.print(table("statements that could not be read (left out, not guessed)", ["advisory", "problem", "where"],
+                        ((u.advisory, u.message, u.where or "") for u in report.unreadable[:limit])))
 
 
 @advisories_app.command("match")

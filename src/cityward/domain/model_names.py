@@ -1,0 +1,124 @@
+"""Model names as vendors write them in advisories, read into what a catalog model can match.
+
+Real advisories name families and lists, not one model: "DS-2CD2xx2FWD Series", "EFD-22xx",
+"RLC-4XX series", "DS-2DF*X(T3)", "AVM1203 (IP Camera)", "EDR-G902 / EDR-G903 Series",
+"MP70 MP70E RV50 RV50X LX40 and LX60", "All Models". Each becomes one or more `ModelName`s: the
+model as a catalog would spell it, and a pattern over model keys when it stands for many. The rules
+follow how vendors use the marks, and nothing is guessed beyond them:
+
+- `*` stands for any characters; a run of `x` in a model written in capitals ("2xx2"), or a run of
+  two or more `X` ("4XX", "7XXX"), for one or more model characters. A single capital X is a
+  letter ("RV50X", "HX2").
+- "Series", "Family", "Models" (and the device words after them) make the name a prefix of every
+  model of the family.
+- A parenthesized qualifier with a space in it ("(IP Camera)") is dropped; a compact one ("(T3)",
+  a hardware revision) stays part of the model.
+- Lists split on commas, "and", "or" and "&"; on "/" and on spaces when every piece carries a
+  digit ("EDR-G902 / EDR-G903", "MP70 RV50"; not the variant suffix of "DS-2CD2026G2-IU/SL").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cityward.domain.advisories import model_key
+
+EVERY_MODEL = "^.*$"
+
+_DEVICE_WORDS = (r"firmware|cameras?|routers?|devices?|products?|controllers?|recorders?|gateways?|"
+                 r"switch(?:es)?|terminals?")
+_FAMILY = re.compile(rf"\s+(?:series|family|models?|line)(?:\s+(?:{_DEVICE_WORDS}))*\s*$", re.I)
+_FAMILY_WORD = re.compile(r"\s+(?:series|family)\s+", re.I)  # "SkyRouter Series 4200": a word, not a suffix
+_LABEL = re.compile(r"^.*?\bmodel(?: number)?s?\s*:\s*", re.I)  # "Lynx Model: L206-F2G1"
+_TRAILING = re.compile(rf"(?:\s+(?:{_DEVICE_WORDS}))+\s*$", re.I)
+_DESCRIPTIVE = re.compile(r"\s*\([^()]*\s[^()]*\)")
+_LIST = re.compile(r"\s*(?:,\s*(?:and|or)\s+|,|\s+and\s+|\s+or\s+|\s*&\s*|;)\s*", re.I)
+_SLASH = re.compile(r"\s*/\s*")
+_ALL = re.compile(r"^(?:all|any)(?:\s+(?:models?|products?|versions?|devices?|cameras?))?$", re.I)
+_WILD = re.compile(r"\*+|[xX]{2,}|(?<=[0-9A-Z\-])x+(?=[0-9A-Z\-]|$)")
+
+
+@dataclass(frozen=True)
+class ModelName:
+    text: str  # the model as written, cleaned of family words and descriptions
+    pattern: str | None = None  # a regex over model keys when the name stands for many models
+
+    @property
+    def key(self) -> str | None:
+        return model_key(self.text)
+
+
+def read_models(text: str | None) -> list[ModelName]:
+    """Every model a product name stands for; [] when it names none."""
+    if text is None:
+        return []
+    cleaned = " ".join(text.split()).strip(" ,;")
+    cleaned = re.sub(r"(?:,\s*|\s+)(?:and|or)$", "", cleaned, flags=re.I).strip(" ,;")
+    if not cleaned:
+        return []
+    if _ALL.match(cleaned):
+        return [ModelName(cleaned, EVERY_MODEL)]
+    cleaned = _LABEL.sub("", _DESCRIPTIVE.sub("", cleaned)).strip()
+    family = _FAMILY.search(cleaned) is not None
+    cleaned = _TRAILING.sub("", _FAMILY.sub("", cleaned)).strip(" ,;") or cleaned
+    cleaned = _FAMILY_WORD.sub(" ", cleaned)
+    parts: list[str] = []
+    for part in (p for p in _LIST.split(cleaned) if p):
+        pieces = [p for p in _SLASH.split(part) if p]
+        if len(pieces) > 1 and all(any(c.isdigit() for c in p) for p in pieces):
+            parts += pieces  # "EDR-G902 / EDR-G903", "i.LON 100/600"; not "DS-2CD2026G2-IU/SL"
+            continue
+        words = part.split(" ")
+        if len(words) > 1 and all(any(c.isdigit() for c in w) for w in words):
+            parts += words  # "MP70 MP70E RV50": a list written with spaces
+        else:
+            parts.append(part)
+    # "SkyRouter 4200 and 4400": a bare number after a named model shares its name.
+    lead = parts[0].split(" ")[:-1] if parts and " " in parts[0] else []
+    if lead and not any(c.isdigit() for c in " ".join(lead)):
+        parts = [parts[0]] + [f"{' '.join(lead)} {p}" if " " not in p and p[:1].isdigit() else p
+                              for p in parts[1:]]
+    return [m for m in (_one(p, family) for p in parts) if m is not None]
+
+
+def _one(text: str, family: bool) -> ModelName | None:
+    if model_key(text) is None:
+        return None
+    capitals = not any(c.islower() for c in text.replace("x", ""))
+    pieces: list[str] = []
+    pos = 0
+    wild = False
+    for m in _WILD.finditer(text):
+        token = m.group()
+        if token[0] == "x" and not capitals:  # a lower-case x in a lower-case name is a letter
+            continue
+        pieces.append(re.escape(model_key(text[pos:m.start()]) or ""))
+        pieces.append(".*" if token[0] == "*" else ".+")
+        pos = m.end()
+        wild = True
+    if not wild and not family:
+        return ModelName(text)
+    pieces.append(re.escape(model_key(text[pos:]) or ""))
+    body = "".join(pieces)
+    return ModelName(text, f"^{body}{'.*' if family else ''}$")
+
+
+@lru_cache(maxsize=65536)
+def model_variants(brand: str | None, model: str) -> tuple[str | None, ...]:
+    """The keys a catalog model goes by in advisories: itself; with its brand in front ("Illustra"
+    + "Flex Gen 2" is written "Illustra Flex Gen 2"); and without the product-line words a city
+    puts in front ("AirLink MP70" is written "MP70"): each trailing run of its words that starts
+    with a model number (a word of letters and digits), so "Flex Gen 2" never becomes "Gen 2"."""
+    own = model_key(model)
+    out: list[str | None] = [own]
+    if brand and own:
+        out.append(model_key(f"{brand} {model}"))
+    words = model.split()
+    for i in range(1, len(words)):
+        first = words[i]
+        tail = model_key(" ".join(words[i:]))
+        if tail and len(tail) >= 3 and any(c.isdigit() for c in first) and any(c.isalpha() for c in first):
+            out.append(tail)
+    return tuple(dict.fromkeys(out))
