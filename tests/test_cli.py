@@ -225,6 +225,9 @@ def test_rollout_run_says_what_it_cannot_move(cli: Cli) -> None:
     cli("rollout", "pause", "1")
     both = " ".join(cli("rollout", "run", "1", "2", code=1).stderr.split())
     assert "rollout 1 is paused (resume or abort it); rollout 2 is ready" in both
+    paused = cli("rollout", "run", "1")  # a fact, not a failure: said, and its status shown
+    assert "nothing to carry out for rollout 1 is paused" in " ".join(paused.stderr.split())
+    assert "paused" in paused.stdout
     assert "not found" in cli("rollout", "run", "9", code=2).stderr
 
 

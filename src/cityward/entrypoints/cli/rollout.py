@@ -409,18 +409,20 @@ def run(
 
 
 def _require_work(platform: Any, rollout_ids: list[int]) -> None:
-    """Say at once which named rollouts this executor cannot move (paused, not started, finished),
-    rather than return with nothing done; refuse when none of them can move."""
+    """Say at once which named rollouts this executor cannot move (paused, not started, finished)
+    rather than return with nothing said. A paused or finished one is a fact to report (its status
+    follows); refused (exit 1) only when none can move and one was never started."""
     from cityward.domain.rollouts import RolloutState, next_step
 
     movable = {RolloutState.RUNNING.value, RolloutState.ABORTING.value}
+    unstarted = {RolloutState.READY.value, RolloutState.AWAITING_APPROVAL.value}
     idle = [(v.id, v.status) for v in (rollouts.get(platform.uow, CTX.caller, rid) for rid in rollout_ids)
             if v.status not in movable]
     notes = "; ".join(f"rollout {rid} is {status} ({next_step(RolloutState(status))})" for rid, status in idle)
-    if len(idle) == len(rollout_ids):
+    if len(idle) == len(rollout_ids) and any(status in unstarted for _rid, status in idle):
         raise PreconditionFailed(f"nothing to carry out: {notes}")
     if idle:
-        err.print(f"[yellow]note:[/] {notes}")
+        err.print(f"[yellow]note:[/] nothing to carry out for {notes}")
 
 
 def worker(
