@@ -6,8 +6,10 @@ import asyncio
 import csv
 import io
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy import func, select
 
@@ -82,3 +84,21 @@ async def eventually(predicate: Callable[[], object], what: str, timeout: float 
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def webhook_server(posts: list[tuple[dict[str, str], bytes]]) -> ThreadingHTTPServer:
+    """A webhook receiver on a real socket (127.0.0.1, a free port) that keeps every POST's headers
+    and body in `posts` and answers 204; the caller shuts it down."""
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            posts.append((dict(self.headers.items()), body))
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server

@@ -4,7 +4,12 @@ devices)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
+from typing import IO
+
+import pytest
 
 from cityward.adapters.secretbox import SecretBox
 from cityward.bootstrap import Platform
@@ -28,3 +33,18 @@ def finish_rollout(platform: Platform, rollout_id: int, store: Path, failing: fr
         if rollout_id not in busy and not claimed:
             return
     raise AssertionError(f"rollout {rollout_id} still has work after {rounds} rounds")
+
+
+def stop_workers(workers: dict[str, subprocess.Popen[str]], logs: dict[str, IO[str]]) -> None:
+    """SIGTERM every `cityward worker` still running, wait for each (a worker that does not stop
+    fails the test) and close its log."""
+    for proc in workers.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for name, proc in workers.items():
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"worker {name} did not stop on SIGTERM")
+        logs[name].close()

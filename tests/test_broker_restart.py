@@ -35,6 +35,7 @@ from cityward.services.rollouts import RolloutRequest, Target
 from tests.brokers import BrokerOutage, private_mosquitto
 from tests.conftest import caller_for
 from tests.rollout_city import LiveCity, live_city
+from tests.rollout_support import stop_workers
 
 HEALTHY = ("none", None, "slow", "flaky")
 DOWN_S = 2.0  # the broker's outage, as in the issue (2.2 s measured there)
@@ -171,15 +172,7 @@ def test_workers_ride_out_a_broker_restart(platform: Platform, city: Caller, tmp
                    and time.monotonic() < deadline + 60):
                 time.sleep(0.3)
         finally:
-            for proc in workers.values():
-                proc.send_signal(signal.SIGTERM)
-            for name, proc in workers.items():
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    pytest.fail(f"worker {name} did not stop on SIGTERM")
-                logs[name].close()
+            stop_workers(workers, logs)
         assert at_kill < len(targets) - 20, "the rollout was nearly done at the kill: nothing tested"
         _check(live, rid, targets)
         log_text = "\n".join((tmp_path / f"{n}.log").read_text() for n in workers)

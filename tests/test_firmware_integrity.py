@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from cityward.services.notifications import AlertChannels
 from cityward.services.rollout_executor import Dispatch, Executor, ExecutorOptions, firmware_token
 from cityward.services.rollouts import RolloutRequest, Target
 from tests.conftest import caller_for
-from tests.helpers import csv_bytes, device, import_csv
+from tests.helpers import csv_bytes, device, import_csv, webhook_server
 from tests.rollout_city import LiveCity, live_city
 from tests.rollout_support import finish_rollout
 
@@ -58,19 +57,7 @@ class Inbox:
 @contextmanager
 def webhook_inbox() -> Iterator[Inbox]:
     inbox = Inbox()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            inbox.posts.append((dict(self.headers.items()), body))
-            self.send_response(204)
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    server = webhook_server(inbox.posts)
     inbox.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
     try:
         yield inbox

@@ -22,6 +22,7 @@ from cityward.services import rollouts
 from cityward.services.rollouts import RolloutRequest, Target
 from tests.conftest import caller_for
 from tests.rollout_city import live_city
+from tests.rollout_support import stop_workers
 
 pytestmark = pytest.mark.parametrize("platform", ["postgresql"], indirect=True)
 
@@ -71,16 +72,7 @@ def test_two_workers_one_killed(platform: Platform, city: Caller, tmp_path: Path
             _wait("the rollout to finish", lambda: rollouts.get(platform.uow, city, rid).status
                   in ("succeeded", "finished with failures"), 120)
         finally:
-            for proc in workers.values():
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for name, proc in workers.items():
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    pytest.fail(f"worker {name} did not stop on SIGTERM")
-                logs[name].close()
+            stop_workers(workers, logs)
         assert workers["w2"].returncode == 0, (tmp_path / "w2.log").read_text()[-3000:]
         assert claimed_by_w1 and "w2" in _claimers(platform, rid), "both workers must have claimed work"
         view = rollouts.get(platform.uow, city, rid)

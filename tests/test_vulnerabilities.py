@@ -12,7 +12,7 @@ import socket
 import threading
 import zipfile
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from cityward.services import (
 )
 from cityward.services.rollouts import RolloutRequest, Target
 from tests.conftest import caller_for
-from tests.helpers import HEADER, csv_bytes, device, import_csv
+from tests.helpers import HEADER, csv_bytes, device, import_csv, webhook_server
 
 FIXTURES = Path(__file__).parent / "fixtures" / "advisories"
 BASELINE = Path(__file__).resolve().parent.parent / "policies" / "baseline.yaml"
@@ -452,29 +452,13 @@ class _Inbox:
         return "250 OK"
 
 
-def _webhook_server(inbox: _Inbox) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            inbox.posts.append((dict(self.headers.items()), body))
-            self.send_response(204)
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return server
-
-
 def test_maintainers_and_manufacturers_are_notified_once(platform: Platform, fleet: Caller) -> None:
     _import(platform, fleet, FIXTURES / "csaf")
     _import(platform, fleet, FIXTURES / "kev" / "known_exploited_vulnerabilities.csv")
     organizations.create_org(platform.uow, fleet, "Hikvision Digital", "manufacturer", brand="Hikvision")
     box = SecretBox(platform.settings.secret_key_bytes())
     inbox = _Inbox()
-    web = _webhook_server(inbox)
+    web = webhook_server(inbox.posts)
     smtp = Controller(inbox, hostname="127.0.0.1", port=_free_port())
     smtp.start()
     try:
