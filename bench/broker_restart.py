@@ -283,6 +283,8 @@ def main() -> None:
     ap.add_argument("--fw-timeout", type=float, default=60.0,
                     help="seconds per firmware attempt (at 20 s, as bench/rollout.py, the simulator's slow devices "
                          "time out on a busy machine without any restart: issue 15 point 2)")
+    ap.add_argument("--fw-upgrade-minutes", type=float, default=0.1,
+                    help="the firmware product's declared upgrade_minutes (as bench/rollout.py)")
     ap.add_argument("--time-scale", type=float, default=0.02, help="the simulator's --time-scale")
     ap.add_argument("--tick", type=float, default=0.2, help="the executor's tick")
     ap.add_argument("--seed", type=int, default=7)
