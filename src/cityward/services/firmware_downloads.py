@@ -127,7 +127,11 @@ class DownloadServer:
 
         host, _, port = listen.rpartition(":")
         server = uvicorn.Server(uvicorn.Config(self, host=host or "127.0.0.1", port=int(port or 0),
-                                               log_level="warning", lifespan="off"))
+                                               log_level="warning", lifespan="off",
+                                               # Longer than a client's pool expiry (httpx: 5 s, the
+                                               # same as uvicorn's default): the server closing an idle
+                                               # connection as a device reuses it fails that download.
+                                               timeout_keep_alive=75))
         server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # ours, not its
         self._server, self._task = server, asyncio.create_task(server.serve())
         while not server.started:
