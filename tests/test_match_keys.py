@@ -132,3 +132,26 @@ def test_read_models_never_fails_and_every_pattern_compiles(text: str) -> None:
         if m.pattern is not None:
             re.compile(m.pattern)
             assert pl.Series([m.key]).str.contains(m.pattern).to_list() == [bool(re.search(m.pattern, m.key))]
+
+
+@pytest.mark.parametrize(("written", "model", "other"), [
+    ("CPU LS4000", "LS4000", "LS4001"),
+    ("SCALANCE M812-1 ADSL-Router", "M812-1", "M816-1"),
+    ("DVR HVR-4781", "HVR-4781", "HVR-4782"),
+    ("Cradlepoint IBR600 NetCloud OS (NCOS)", "IBR600", "IBR900"),
+    ("Vigilant Fixed LPR Coms Box (BCAV1F2-C600)", "BCAV1F2-C600", "BCAV1F2-C700"),
+    ("Vigilant Fixed LPR Coms Box (BCAV1F2-C600)", "Vigilant Fixed LPR Coms Box", "Vigilant Mobile LPR"),
+    ("enteliBUS Manager Touch (eBMGR-TCH)", "eBMGR-TCH", "eBMGR"),
+])
+def test_a_model_number_among_words_names_the_product(written: str, model: str, other: str) -> None:
+    assert _matches(written, model), (written, _models(written))
+    assert not _matches(written, other), (written, _models(written))
+
+
+def test_no_shortcut_for_versions_ordinals_or_a_version_line() -> None:
+    # "V4.X" and "10th" are not model numbers; "RS900G V5.X" names the V5 line only, which its
+    # range ("< V5.5.4") cannot say on its own: an RS900G on V4.3.7 must not match it.
+    assert not _matches("RUGGEDCOM ROS RS900G V5.X", "RS900G")
+    assert not _matches("Gateway V4.X2 10th Edition", "10th")
+    assert _models("AVM1203 (IP Camera)") == [("AVM1203", None)]
+    assert _models("DS-2DF*X(T3)") == [("DS-2DF*X(T3)", "^ds2df.*xt3$")]

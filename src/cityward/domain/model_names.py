@@ -15,6 +15,14 @@ follow how vendors use the marks, and nothing is guessed beyond them:
   a hardware revision) stays part of the model.
 - Lists split on commas, "and", "or" and "&"; on "/" and on spaces when every piece carries a
   digit ("EDR-G902 / EDR-G903", "MP70 RV50"; not the variant suffix of "DS-2CD2026G2-IU/SL").
+- A model number in parentheses after a word ("Vigilant Fixed LPR Coms Box (BCAV1F2-C600)",
+  "enteliBUS Manager Touch (eBMGR-TCH)") is another name of the same product: either matches.
+- A model number among descriptive words ("CPU LS4000", "SCALANCE M812-1 ADSL-Router", "DVR
+  HVR-4781", "Cradlepoint IBR600 NetCloud OS (NCOS)") names the product on its own: the catalog
+  model whose name is, or ends with, that model number matches. A model number is one word of
+  letters and digits, four or more of them, that is not a version ("V4.X", "v2.2") or an ordinal.
+  A name that carries its version line ("RUGGEDCOM ROS RSG2288 V5.X") gets no such shortcut: its
+  range is of that line only, and nothing here bounds it from below.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ _LIST = re.compile(r"\s*(?:,\s*(?:and|or)\s+|,|\s+and\s+|\s+or\s+|\s*&\s*|;)\s*"
 _SLASH = re.compile(r"\s*/\s*")
 _ALL = re.compile(r"^(?:all|any)(?:\s+(?:models?|products?|versions?|devices?|cameras?))?$", re.I)
 _WILD = re.compile(r"\*+|[xX]{2,}|(?<=[0-9A-Z\-])x+(?=[0-9A-Z\-]|$)")
+_OTHER_NAME = re.compile(r"(?<=\s)\(([^()\s]+)\)")  # "Box (BCAV1F2-C600)"; not "DS-2DF*X(T3)"
+_LINE_WORD = re.compile(r"^[vV]?\d+(?:\.\d+)*\.[xX*]$")  # "V5.X": the product's name carries its version line
+_VERSION_WORD = re.compile(r"^[vV]?\d+(?:[.\-_][0-9A-Za-z]+)*$|^\d+(?:st|nd|rd|th)$|^[vV]\d", re.I)
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,10 @@ def read_models(text: str | None) -> list[ModelName]:
         return []
     if _ALL.match(cleaned):
         return [ModelName(cleaned, EVERY_MODEL)]
+    others = [o for o in _OTHER_NAME.findall(cleaned) if _is_model_number(o) or _is_order_code(o)]
+    if others:
+        cleaned = _OTHER_NAME.sub(lambda m: "" if m.group(1) in others else m.group(), cleaned)
+        cleaned = " ".join(cleaned.split())
     cleaned = _LABEL.sub("", _DESCRIPTIVE.sub("", cleaned)).strip()
     family = _FAMILY.search(cleaned) is not None
     cleaned = _TRAILING.sub("", _FAMILY.sub("", cleaned)).strip(" ,;") or cleaned
@@ -80,12 +95,40 @@ def read_models(text: str | None) -> list[ModelName]:
     if lead and not any(c.isdigit() for c in " ".join(lead)):
         parts = [parts[0]] + [f"{' '.join(lead)} {p}" if " " not in p and p[:1].isdigit() else p
                               for p in parts[1:]]
-    return [m for m in (_one(p, family) for p in parts) if m is not None]
+    read = [m for m in (_one(p, family) for p in parts) if m is not None]
+    if others and len(read) == 1:  # "Box (BCAV1F2-C600)": one product under either name
+        read[0] = _either(read[0], others)
+    return read
+
+
+def _is_model_number(word: str) -> bool:
+    key = model_key(word) or ""
+    return (len(key) >= 4 and any(c.isdigit() for c in key) and any(c.isalpha() for c in key)
+            and not _VERSION_WORD.match(word) and not _WILD.search(word))
+
+
+def _is_order_code(word: str) -> bool:
+    """"eBMGR-TCH": a vendor's short name for the product, written as a code, not a word."""
+    return "-" in word and len(model_key(word) or "") >= 5 and any(c.isupper() for c in word[1:])
+
+
+def _either(name: ModelName, others: list[str]) -> ModelName:
+    """`name`, or any of the other names the product goes by, as one pattern over model keys."""
+    own = name.pattern[1:-1] if name.pattern else re.escape(name.key or "")
+    alternatives = [own, *(re.escape(model_key(o) or "") for o in others)]
+    return ModelName(name.text, "^(?:" + "|".join(dict.fromkeys(a for a in alternatives if a)) + ")$")
 
 
 def _one(text: str, family: bool) -> ModelName | None:
     if model_key(text) is None:
         return None
+    words = text.split(" ")
+    numbers = [w for w in words if _is_model_number(w)] if len(words) > 1 and not family else []
+    if numbers and not _WILD.search(text) and not any(_LINE_WORD.match(w) for w in words):
+        # (Not "RUGGEDCOM ROS RS900G V5.X": its range reads "< V5.5.4" of the V5 line only, and
+        # an RS900G on V4.3.7 is not affected; without a lower bound for the line, no shortcut.)
+        # "CPU LS4000": the model number names the product without the words around it.
+        return _either(ModelName(text), numbers)
     capitals = not any(c.islower() for c in text.replace("x", ""))
     pieces: list[str] = []
     pos = 0
