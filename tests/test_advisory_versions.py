@@ -547,3 +547,9 @@ def test_firmware_named_by_date_orders_by_time(older: str, newer: str) -> None:
     build sorted first and was matched as affected."""
     old_key, new_key = sort_key(older, VersionScheme.VENDOR), sort_key(newer, VersionScheme.VENDOR)
     assert old_key is not None and new_key is not None and old_key < new_key
+
+
+def test_vers_in_a_product_version_name_is_read_as_vers() -> None:
+    """CSAF product_version names sometimes hold "vers:all/*" rather than one version."""
+    assert parse_text("vers:all/*").intervals == parse_vers("vers:all/*").intervals
+    assert parse_text(" vers:all/* ").source == " vers:all/* "

@@ -631,6 +631,8 @@ def parse_text(text: str) -> VersionRange:
     bound first), and anything that is not a version ("latest", "see vendor site").
     """
     _check_length(text)
+    if text.strip()[:5].lower() == "vers:":  # CSAF product_version names carry "vers:all/*" too
+        return replace(parse_vers(text.strip()), source=text)
     norm = text.replace("\u2264", "<=").replace("\u2265", ">=").replace("\u2013", " - ").replace("\u2014", " - ")
     norm = " ".join(norm.split()).rstrip(".").strip()
     if not norm:
