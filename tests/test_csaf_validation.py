@@ -355,6 +355,13 @@ CASES: list[tuple[str, Doc, Callable[[Doc], object], str, str]] = [
         "/vulnerabilities/0/remediations/0",
     ),
     ("6.1.32", VEX, lambda d: without_products(vuln(d)["flags"][0]), "6.1.32", "/vulnerabilities/0/flags/0"),
+    (
+        "6.1.26",
+        ADVISORY,
+        lambda d: d["document"].update(category="Security-Advisory"),
+        "6.1.26",
+        "/document/category",
+    ),
     ("6.1.27.1", ADVISORY, as_informational_without_vulnerabilities, "6.1.27.1", "/document/notes"),
     (
         "6.1.27.2",

@@ -91,3 +91,25 @@ def test_6_1_29(d: _Document, report: _Report) -> None:
 def test_6_1_32(d: _Document, report: _Report) -> None:
     """Every flag names products or groups."""
     _without_reference(d, report, "6.1.32", "flags")
+
+
+_PROFILES: Final = frozenset(
+    {
+        "csaf_base",
+        "csaf_security_incident_response",
+        "csaf_informational_advisory",
+        "csaf_security_advisory",
+        "csaf_vex",
+    }
+)
+_PROFILE_NAMES: Final = frozenset({"securityincidentresponse", "informationaladvisory", "securityadvisory", "vex"})
+
+
+def test_6_1_26(d: _Document, report: _Report) -> None:
+    """A free category must neither claim the csaf_ prefix nor resemble a profile's name."""
+    category = d.category
+    if not isinstance(category, str) or category in _PROFILES:
+        return
+    normal = re.sub(r"[-_\s]", "", category).lower()
+    if category.lower().startswith("csaf_") or normal in _PROFILE_NAMES:
+        report.add("6.1.26", "/document/category", f"category {category!r} is reserved for a CSAF profile")
