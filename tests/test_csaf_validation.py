@@ -134,6 +134,22 @@ def second_cvss31_score(doc: Doc) -> None:
     )
 
 
+def duplicate_hash(doc: Doc) -> None:
+    product = doc["product_tree"]["branches"][0]["branches"][0]["branches"][0]["product"]
+    digest = {"algorithm": "sha256", "value": "0" * 64}
+    product["product_identification_helper"]["hashes"] = [{"filename": "fw.bin", "file_hashes": [digest, dict(digest)]}]
+
+
+def duplicate_involvement(doc: Doc) -> None:
+    involvement = {"party": "vendor", "status": "completed", "date": "2021-09-18T00:00:00.000Z"}
+    vuln(doc)["involvements"] = [involvement, {**involvement, "status": "in_progress"}]
+
+
+def without_products(item: Doc) -> None:
+    item.pop("product_ids", None)
+    item.pop("group_ids", None)
+
+
 def as_informational(doc: Doc) -> None:
     doc["document"]["category"] = "csaf_informational_advisory"
     doc["document"]["notes"] = [{"category": "legal_disclaimer", "text": "As is."}]
@@ -320,6 +336,31 @@ CASES: list[tuple[str, Doc, Callable[[Doc], object], str, str]] = [
         lambda d: d["vulnerabilities"].append(copy.deepcopy(vuln(d))),
         "6.1.23",
         "/vulnerabilities/1/cve",
+    ),
+    ("6.1.17", VEX, history((T1, "0.9.0"), version="0.9.0"), "6.1.17", "/document/tracking/status"),
+    ("6.1.20", VEX, history((T1, "1.0.0-rc.1"), version="1.0.0-rc.1"), "6.1.20", "/document/tracking/version"),
+    ("6.1.24", ADVISORY, duplicate_involvement, "6.1.24", "/vulnerabilities/0/involvements/1"),
+    (
+        "6.1.25",
+        ADVISORY,
+        duplicate_hash,
+        "6.1.25",
+        "/product_tree/branches/0/branches/0/branches/0/product/product_identification_helper/hashes/0/file_hashes/1/algorithm",
+    ),
+    (
+        "6.1.29",
+        ADVISORY,
+        lambda d: without_products(vuln(d)["remediations"][0]),
+        "6.1.29",
+        "/vulnerabilities/0/remediations/0",
+    ),
+    ("6.1.32", VEX, lambda d: without_products(vuln(d)["flags"][0]), "6.1.32", "/vulnerabilities/0/flags/0"),
+    (
+        "6.1.26",
+        ADVISORY,
+        lambda d: d["document"].update(category="Security-Advisory"),
+        "6.1.26",
+        "/document/category",
     ),
     ("6.1.27.1", ADVISORY, as_informational_without_vulnerabilities, "6.1.27.1", "/document/notes"),
     (

@@ -46,6 +46,10 @@ Mandatory tests run only on a document that passes the schema:
 * 6.1.21 Missing item in revision history
 * 6.1.22 Multiple definition in revision history
 * 6.1.23 Multiple use of the same CVE
+* 6.1.17 Document status draft, 6.1.20 Non-draft document version, 6.1.24 Multiple definition
+  in involvements, 6.1.25 Multiple use of same hash algorithm, 6.1.26 Prohibited document
+  category name, 6.1.29 Remediation and 6.1.32
+  Flag without product reference (in `csaf_release_tests`)
 * 6.1.27.1 to 6.1.27.11 Profile tests, reported under their own numbers (csaf_vex:
   vulnerabilities and product tree present, product status, CVE or IDs, an impact statement
   for every known_not_affected product and an action statement for every known_affected one)
@@ -59,16 +63,12 @@ Skipped tests:
 
 * 6.1.11 CWE and 6.1.12 Language: they need the CWE catalogue and the IANA language subtag
   registry, and a wrong CWE name or language tag does not change which products are affected.
-* 6.1.15 Translator, 6.1.17 Document status draft, 6.1.18 Released revision history,
-  6.1.19 Revision history entries for pre-release versions, 6.1.20 Non-draft document version,
+* 6.1.15 Translator, 6.1.18 Released revision history,
+  6.1.19 Revision history entries for pre-release versions,
   6.1.28 Translation and 6.1.30 Mixed integer and semantic versioning: they check how the
   publisher keeps its release and translation records, not what the advisory says about
   products.
-* 6.1.24 Multiple definition in involvements, 6.1.25 Multiple use of same hash algorithm and
-  6.1.26 Prohibited document category name: they do not bear on matching.
-* 6.1.29 Remediation without product reference, 6.1.32 Flag without product reference and
-  6.1.33 Multiple flags with VEX justification codes per product: they were not in scope
-  for this first cut. Each is about ten lines if needed.
+* 6.1.33 Multiple flags with VEX justification codes per product: not yet done.
 * 6.1.31 Version range in product version: the standard's own heuristic (any of "all",
   "after", "prior", ... in the name) rejects product names that are not ranges.
 """
@@ -611,8 +611,11 @@ def _repeats(items: list[Any], key: str) -> Iterator[tuple[int, str, int]]:
 
 def _test_6_1_5(d: _Document, report: _Report) -> None:
     for i, group_id, at in _repeats(_arr(d.tree.get("product_groups")), "group_id"):
-        report.add("6.1.5", f"/product_tree/product_groups/{i}/group_id",
-                   f"product group ID {group_id!r} is already defined at /product_tree/product_groups/{at}")
+        report.add(
+            "6.1.5",
+            f"/product_tree/product_groups/{i}/group_id",
+            f"product group ID {group_id!r} is already defined at /product_tree/product_groups/{at}",
+        )
 
 
 _CONTRADICTION_GROUPS: Final = {
@@ -958,8 +961,11 @@ def _test_6_1_21(d: _Document, report: _Report) -> None:
 
 def _test_6_1_22(d: _Document, report: _Report) -> None:
     for i, number, at in _repeats(_arr(d.tracking.get("revision_history")), "number"):
-        report.add("6.1.22", f"/document/tracking/revision_history/{i}/number",
-                   f"version {number} is already in the revision history at index {at}")
+        report.add(
+            "6.1.22",
+            f"/document/tracking/revision_history/{i}/number",
+            f"version {number} is already in the revision history at index {at}",
+        )
 
 
 def _test_6_1_23(d: _Document, report: _Report) -> None:
@@ -1053,6 +1059,8 @@ def _vex_vulnerability(d: _Document, vulnerability: dict[str, Any], at: str, rep
             )
 
 
+from cityward.adapters.advisories import csaf_release_tests as release_tests  # noqa: E402
+
 _MANDATORY_TESTS: Final[tuple[tuple[str, Callable[[_Document, _Report], None]], ...]] = (
     ("6.1.1", _test_6_1_1),
     ("6.1.2", _test_6_1_2),
@@ -1070,6 +1078,13 @@ _MANDATORY_TESTS: Final[tuple[tuple[str, Callable[[_Document, _Report], None]], 
     ("6.1.22", _test_6_1_22),
     ("6.1.23", _test_6_1_23),
     ("6.1.27", _test_6_1_27),
+    ("6.1.17", release_tests.test_6_1_17),
+    ("6.1.20", release_tests.test_6_1_20),
+    ("6.1.24", release_tests.test_6_1_24),
+    ("6.1.25", release_tests.test_6_1_25),
+    ("6.1.29", release_tests.test_6_1_29),
+    ("6.1.26", release_tests.test_6_1_26),
+    ("6.1.32", release_tests.test_6_1_32),
 )
 
 
