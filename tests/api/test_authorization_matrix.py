@@ -148,6 +148,10 @@ API: dict[tuple[str, str], Op] = {
         "POST", "/api/v1/advisories/import?name=epss.csv",
         content=b"cve,epss,percentile\nCVE-2026-0001,0.5,0.9\n")),
     ("POST", "/api/v1/advisories/match"): Op(INTEL, _fixed("POST", "/api/v1/advisories/match")),
+    ("GET", "/api/v1/advisories/unmatched"): Op(INTEL, _fixed("GET", "/api/v1/advisories/unmatched")),
+    ("POST", "/api/v1/vendors/aliases"): Op(INTEL, _fixed("POST", "/api/v1/vendors/aliases", json={
+        "alias": "Axis Communications AB", "vendor": "Axis"})),
+    ("DELETE", "/api/v1/vendors/aliases/{alias}"): Op(INTEL, _fixed("DELETE", "/api/v1/vendors/aliases/Nobody")),
     ("GET", "/api/v1/vulnerabilities"): Op(READ_VULNS, _fixed("GET", "/api/v1/vulnerabilities")),
 }
 # Five operations of the spec (one per command), each its own rule.

@@ -61,3 +61,39 @@ def test_bad_uploads_are_problems_naming_the_document(api: Api, admin: httpx.Cli
     bad_label = admin.get("/api/v1/vulnerabilities", params={"label": "<script>"})
     assert_problem(bad_label, 422)
     assert admin.get("/api/v1/advisories").json() == []
+
+
+def test_unmatched_statement_is_listed_and_an_alias_accepted_over_the_api_matches_it(
+        api: Api, admin: httpx.Client) -> None:
+    """Issue 16 point 7: a statement naming the vendor by another name is listed with a suggestion;
+    accepting the alias over the API re-matches the fleet and is audited."""
+    import json
+
+    _fleet(admin)
+    doc = json.loads((FIXTURES / "csaf" / "hikvision-cve-2021-36260.json").read_text())
+    for branch in doc["product_tree"]["branches"]:
+        if branch["category"] == "vendor":
+            branch["name"] = "HKV Video Corp."
+    assert _upload(admin, Path("hkv.json"), json.dumps(doc).encode()).status_code == 200
+    report = admin.get("/api/v1/advisories/unmatched", params={"advisory": "HSRC-202109-01"})
+    assert report.status_code == 200, report.text
+    entry = next(u for u in report.json()["unmatched"] if u["product"] == "DS-2CD2026G2-IU/SL")
+    assert entry["vendor"] == "HKV Video Corp." and "CVE-2021-36260" in entry["cves"]
+    assert any("'Hikvision'" in s for s in entry["suggestions"])
+    assert admin.get("/api/v1/advisories/unmatched", params={"advisory": "OTHER"}).json()["unmatched"] == []
+    with api.client(api.token("Alpha Integration", "operator")) as alpha:
+        assert_problem(alpha.get("/api/v1/advisories/unmatched"), 403)
+        assert_problem(alpha.post("/api/v1/vendors/aliases", json={"alias": "HKV", "vendor": "Hikvision"}), 403)
+
+    assert_problem(admin.post("/api/v1/vendors/aliases", json={"alias": " ", "vendor": "Hikvision"}), 422)
+    added = admin.post("/api/v1/vendors/aliases", json={"alias": "HKV Video Corp.", "vendor": "Hikvision"})
+    assert added.status_code == 201, added.text
+    assert_problem(admin.post("/api/v1/vendors/aliases", json={"alias": "HKV Video", "vendor": "Dahua"}), 409)
+    vulns = admin.get("/api/v1/vulnerabilities", params={"cve": "CVE-2021-36260"}).json()
+    assert sum(v["devices"] for v in vulns) == 2
+    assert not any(u["product"] == "DS-2CD2026G2-IU/SL"
+                   for u in admin.get("/api/v1/advisories/unmatched").json()["unmatched"])
+    events = admin.get("/api/v1/auditlog").json()
+    assert "vendor_alias.added" in str(events)
+    assert admin.delete("/api/v1/vendors/aliases/HKV Video Corp.").status_code == 204
+    assert_problem(admin.delete("/api/v1/vendors/aliases/HKV Video Corp."), 404)

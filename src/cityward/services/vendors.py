@@ -137,7 +137,8 @@ class UnmatchedReport:
         return sum(u.statements for u in self.unmatched)
 
 
-def unmatched(uow_factory: UnitOfWorkFactory, caller: Caller, *, limit: int | None = None) -> UnmatchedReport:
+def unmatched(uow_factory: UnitOfWorkFactory, caller: Caller, *, limit: int | None = None, offset: int = 0,
+              advisory: str | None = None) -> UnmatchedReport:
     """Every stored statement about a device (vendor and product, not a package) that names no
     catalog product, grouped by what it names, with the nearest catalog names; and every statement
     an import could not read."""
@@ -170,17 +171,21 @@ def unmatched(uow_factory: UnitOfWorkFactory, caller: Caller, *, limit: int | No
                     continue
             elif (model_key(product) or "") in models:
                 continue
+            if advisory is not None and docs.get(aid) != advisory:
+                continue
             u = groups.setdefault((vendor, product), Unmatched(vendor, product))
             u.statements += 1
             u.cves.add(cve)
             u.advisories.add(docs.get(aid, str(aid)))
         unreadable = [Unreadable(doc_id, str(p.get("message", "")), p.get("field"))
                       for doc_id, problems in s.execute(select(AdvisoryRow.doc_id, AdvisoryRow.unparsed))
-                      for p in (problems or []) if isinstance(p, dict)]
+                      for p in (problems or []) if isinstance(p, dict)
+                      if advisory is None or doc_id == advisory]
     out = sorted(groups.values(), key=lambda u: (-len(u.cves), u.vendor or "", u.product or ""))
-    for u in out[:limit] if limit else out:
+    page = out[offset:offset + limit] if limit else out[offset:]
+    for u in page:
         _explain(u, catalog, brands, aliases)
-    return UnmatchedReport(out[:limit] if limit else out, unreadable)
+    return UnmatchedReport(page, unreadable)
 
 
 def _explain(u: Unmatched, catalog: dict[str, set[str]], brands: dict[str, str], aliases: dict[str, str]) -> None:

@@ -19,7 +19,7 @@ from cityward.entrypoints.api.problems import NOT_FOUND, TOO_LARGE
 from cityward.entrypoints.api.schemas import ShortText, UtcDateTime, _Out
 from cityward.entrypoints.api.uploads import spool_body
 from cityward.errors import InvalidInput
-from cityward.services import advisories, vulnerabilities
+from cityward.services import advisories, vendors, vulnerabilities
 
 router = APIRouter(tags=["vulnerabilities"])
 IMPORT_PATH = "/api/v1/advisories/import"
@@ -145,3 +145,64 @@ def list_vulnerabilities(
     """Affected devices in your scope, grouped by CVE, product, firmware and maintainer, most urgent first."""
     return [ExposureOut.model_validate(e) for e in vulnerabilities.exposures(
         platform.uow, caller, cve=cve, organization=org, kev_only=kev, label=label, limit=limit)]
+
+
+class UnmatchedOut(_Out):
+    vendor: str | None
+    product: str | None
+    statements: int
+    cves: list[str]
+    advisories: list[str]
+    reason: str
+    suggestions: list[str]
+
+
+class UnreadableOut(_Out):
+    advisory: str
+    message: str
+    where: str | None
+
+
+class UnmatchedReportOut(BaseModel):
+    unmatched: list[UnmatchedOut]
+    unreadable: list[UnreadableOut]
+
+
+@router.get("/advisories/unmatched", response_model=UnmatchedReportOut)
+def list_unmatched(
+    platform: PlatformDep, caller: CallerDep,
+    advisory: Annotated[ShortText | None, Query(description="only statements of this advisory (its doc id)")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> UnmatchedReportOut:
+    """Statements that name no catalog product (with the nearest catalog names) and those no import could read."""
+    report = vendors.unmatched(platform.uow, caller, advisory=advisory, limit=limit, offset=offset)
+    return UnmatchedReportOut(
+        unmatched=[UnmatchedOut(vendor=u.vendor, product=u.product, statements=u.statements, cves=sorted(u.cves),
+                                advisories=sorted(u.advisories), reason=u.reason, suggestions=u.suggestions)
+                   for u in report.unmatched],
+        unreadable=[UnreadableOut(advisory=r.advisory, message=r.message, where=r.where) for r in report.unreadable])
+
+
+class AliasIn(BaseModel):
+    alias: ShortText
+    vendor: ShortText
+
+
+class AliasOut(_Out):
+    alias: str
+    vendor: str
+    source: str
+    created_by: str | None
+
+
+@router.post("/vendors/aliases", response_model=AliasOut, status_code=201)
+def add_alias(body: AliasIn, platform: PlatformDep, caller: CallerDep) -> AliasOut:
+    """`alias` means `vendor`; the CVEs of statements under either name are re-matched."""
+    return AliasOut.model_validate(vendors.add_alias(platform.uow, caller, body.alias, body.vendor))
+
+
+@router.delete("/vendors/aliases/{alias}", status_code=204, responses=NOT_FOUND)
+def remove_alias(alias: Annotated[ShortText, Path()], platform: PlatformDep, caller: CallerDep) -> None:
+    """Drop an alias the city added; the CVEs it touched are re-matched."""
+    vendors.remove_alias(platform.uow, caller, alias)
