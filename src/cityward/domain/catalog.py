@@ -13,7 +13,7 @@ from cityward.domain.products import VersionScheme
 from cityward.errors import Problem
 
 CATALOG_COLUMNS = ("brand", "model", "kind", "origin_brand", "origin_model", "end_of_support",
-                   "min_firmware", "version_scheme", "upgrade_minutes")
+                   "min_firmware", "version_scheme", "upgrade_minutes", "platform")
 CATALOG_REQUIRED = ("brand", "model")
 
 _SEMVER = re.compile(r"v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
@@ -40,6 +40,9 @@ class CatalogRecord:
     min_firmware: str | None = None
     version_scheme: str | None = None
     upgrade_minutes: float | None = None  # how long a firmware upgrade takes on this product
+    # The firmware platform the product runs ("ALEOS", "AXIS OS", "Niagara 4"): advisories about
+    # the platform affect the product, with its firmware version read as the platform's.
+    platform: str | None = None
 
 
 def parse_catalog_row(raw: Mapping[str, Any], row: int) -> CatalogRecord | list[Problem]:
@@ -49,7 +52,7 @@ def parse_catalog_row(raw: Mapping[str, Any], row: int) -> CatalogRecord | list[
         "brand": _text, "model": _text, "kind": parse_kind, "origin_brand": _text,
         "origin_model": _text, "end_of_support": parse_date,
         "min_firmware": lambda v: _text(v, limit=64), "version_scheme": _scheme,
-        "upgrade_minutes": parse_upgrade_minutes,
+        "upgrade_minutes": parse_upgrade_minutes, "platform": lambda v: _text(v, limit=64),
     }
     for column, parse in parsers.items():
         try:

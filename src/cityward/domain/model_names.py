@@ -36,7 +36,7 @@ from cityward.domain.advisories import model_key
 EVERY_MODEL = "^.*$"
 
 _DEVICE_WORDS = (r"firmware|cameras?|routers?|devices?|products?|controllers?|recorders?|gateways?|"
-                 r"switch(?:es)?|terminals?")
+                 r"switch(?:es)?|terminals?|frameworks?")
 _FAMILY = re.compile(rf"\s+(?:series|family|models?|line)(?:\s+(?:{_DEVICE_WORDS}))*\s*$", re.I)
 _FAMILY_WORD = re.compile(r"\s+(?:series|family)\s+", re.I)  # "SkyRouter Series 4200": a word, not a suffix
 _LABEL = re.compile(r"^.*?\bmodel(?: number)?s?\s*:\s*", re.I)  # "Lynx Model: L206-F2G1"

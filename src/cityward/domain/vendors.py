@@ -140,6 +140,7 @@ DEFAULT_ALIASES: tuple[tuple[str, str], ...] = (
     ("Schneider", "Schneider Electric"),
     ("APC", "Schneider Electric"),
     ("Geutebrueck", "Geutebrück"),
+    ("sierrawireless", "Sierra Wireless"),  # CVE records' one-word spelling keeps "wireless"
     ("Konica Minolta Mobotix", "Mobotix"),
     ("Reolink Innovation", "Reolink"),
     ("Ericsson Cradlepoint", "Cradlepoint"),

@@ -44,6 +44,7 @@ class ProductView:
     version_scheme: str
     devices: int
     upgrade_minutes: float | None = None  # declared firmware upgrade duration (rollout timeouts)
+    platform: str | None = None  # firmware platform it runs: advisories about it apply
 
 
 def recompute_origins(session: Session) -> None:
@@ -103,6 +104,8 @@ def _apply(uow: UnitOfWork, caller: Caller, rec: CatalogRecord) -> ProductRow:
         row.version_scheme = rec.version_scheme
     if rec.upgrade_minutes is not None:
         row.upgrade_minutes = rec.upgrade_minutes
+    if rec.platform is not None:
+        row.platform = rec.platform
     if rec.origin_brand and rec.origin_model:
         if product_key(rec.origin_brand, rec.origin_model) == product_key(rec.brand, rec.model):
             row.relabel_of_id = None
@@ -130,7 +133,7 @@ def _snapshot(row: ProductRow) -> dict[str, Any]:
         "origin_status": row.origin_status, "relabel_of_id": row.relabel_of_id,
         "end_of_support": row.end_of_support.isoformat() if row.end_of_support else None,
         "min_firmware": row.min_firmware, "version_scheme": row.version_scheme,
-        "upgrade_minutes": row.upgrade_minutes,
+        "upgrade_minutes": row.upgrade_minutes, "platform": row.platform,
     }
 
 
@@ -203,6 +206,7 @@ def _views(session: Session, caller: Caller, rows: list[ProductRow]) -> list[Pro
         views.append(ProductView(
             r.id, r.brand, r.model, r.kind, r.origin_status, r.origin_brand, r.origin_model,
             chain, r.end_of_support, r.min_firmware, r.version_scheme, counts.get(r.id, 0), r.upgrade_minutes,
+            r.platform,
         ))
     return views
 

@@ -148,13 +148,16 @@ def unmatched(uow_factory: UnitOfWorkFactory, caller: Caller, *, limit: int | No
         aliases = alias_map(vuln_frames.stored_aliases(s))
         catalog: dict[str, set[str]] = defaultdict(set)  # vendor key → model keys it goes by
         brands: dict[str, str] = {}
-        for brand, model, obrand, omodel in s.execute(select(ProductRow.brand, ProductRow.model,
-                                                             ProductRow.origin_brand, ProductRow.origin_model)):
+        for brand, model, obrand, omodel, platform in s.execute(select(
+                ProductRow.brand, ProductRow.model, ProductRow.origin_brand, ProductRow.origin_model,
+                ProductRow.platform)):
             for b, m in ((brand, model), (obrand, omodel)):
                 key = canonical_vendor(vendor_key(b), aliases) if b else None
                 if key and m:
                     catalog[key].update(k for k in model_variants(b, m) if k)
                     brands.setdefault(key, b)
+            if platform and (key := canonical_vendor(vendor_key(brand), aliases)):
+                catalog[key].add(model_key(platform) or "")  # the platform the product runs
         docs: dict[int, str] = {i: d for i, d in s.execute(select(AdvisoryRow.id, AdvisoryRow.doc_id))}
         groups: dict[tuple[str | None, str | None], Unmatched] = {}
         compiled: dict[str, re.Pattern[str]] = {}

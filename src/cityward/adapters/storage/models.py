@@ -99,6 +99,8 @@ class ProductRow(Base):
     # Minutes a firmware upgrade takes on this product, as its maker or the city declares it: a
     # rollout's attempt timeout and how long a silent device still counts as working (0011).
     upgrade_minutes: Mapped[float | None] = mapped_column(Float)
+    # The firmware platform it runs ("ALEOS"): one more name advisories know it by (0013).
+    platform: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
@@ -619,7 +621,7 @@ class VulnMatchRow(Base):
     cve: Mapped[str] = mapped_column(String(32), primary_key=True)
     advisory_id: Mapped[int] = mapped_column(Integer)
     entry_id: Mapped[int] = mapped_column(Integer)
-    via: Mapped[str] = mapped_column(String(10))  # product | origin | component
+    via: Mapped[str] = mapped_column(String(10))  # product | origin | platform | component
     fixed_version: Mapped[str | None] = mapped_column(String(128))
     remediation: Mapped[str | None] = mapped_column(String(30))
     cvss: Mapped[float | None] = mapped_column(Float)

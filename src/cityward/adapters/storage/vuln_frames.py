@@ -73,14 +73,18 @@ def _identities(s: Session, entries: pl.DataFrame) -> pl.DataFrame:
     domain.advisories.model_key), computed once per distinct brand and model — a catalog has a few
     thousand — and mapped column-wise, so the two sides cannot drift apart."""
     products = read_frame(s, select(ProductRow.id, ProductRow.brand, ProductRow.model, ProductRow.origin_brand,
-                                    ProductRow.origin_model),
+                                    ProductRow.origin_model, ProductRow.platform),
                           {"product_id": pl.Int64, "brand": pl.String, "model": pl.String, "obrand": pl.String,
-                           "omodel": pl.String})
+                           "omodel": pl.String, "platform": pl.String})
     aliases = vendor_aliases(s)
     named_vendors = entries.get_column("vendor_key").drop_nulls().unique()
     own = _keyed(products, "brand", "model", "product", aliases, vendors=named_vendors)
     origin = _keyed(products, "obrand", "omodel", "origin", aliases, vendors=named_vendors)
+    # A product that declares its firmware platform is also known by it, under its own brand.
+    platform = _keyed(products.filter(pl.col("platform").is_not_null()), "brand", "platform", "platform",
+                      aliases, variants=False, vendors=named_vendors)
     both = pl.concat([own, origin.join(own, on=["product_id", "vendor_key", "product_key"], how="anti")])
+    both = pl.concat([both, platform.join(both, on=["product_id", "vendor_key", "product_key"], how="anti")])
     named = entries.filter(pl.col("model_pattern").is_null()).select("vendor_key", "product_key").unique()
     exact = both.join(named, on=["vendor_key", "product_key"], how="semi")
     patterns = entries.filter(pl.col("model_pattern").is_not_null()).select("vendor_key", "model_pattern").unique()
