@@ -21,8 +21,9 @@ through --pg and dropped afterwards), through the services the CLI uses:
    with the expected pairs of that run's documents: true and false positives, false negatives
    (each listed), precision, recall, and the import report's figures (documents, statements
    normalized, statements that could not be normalized, refused documents; statements that name
-   no catalog product, when the report gives them). A miss counts as *reported* when its
-   document has a statement about that CVE the import said it could not normalize, else *silent*.
+   no catalog product, from `vendors.unmatched`, what `cityward advisories unmatched` lists). A miss
+   counts as *reported* when its CVE has a statement in the unmatched report, or its document has
+   a statement about that CVE the import said it could not normalize; else *silent*.
 2. **CSAF conformance**: every file of `csaf-suite/` imported alone (`import_advisories`, kind
    csaf). What testcases.json says: a file under a mandatory test's `failures` must be refused
    (and should name the test), one under `valid` accepted; optional and informative tests only
@@ -156,7 +157,8 @@ class Run:
     statements: int = 0
     unparsed: list[dict[str, str | None]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
-    unmatched: int | None = None  # statements naming no catalog product, when the report says
+    unmatched: int | None = None  # statements naming no catalog product (`advisories unmatched`)
+    unmatched_cves: set[str] = field(default_factory=set)  # CVEs with such a statement
     seconds: dict[str, float] = field(default_factory=dict)
     statements_by_cve: dict[str, list[dict[str, str | None]]] = field(default_factory=dict)  # as stored
 
@@ -166,7 +168,7 @@ def match_run(scope: str, corpus: Path, pg_admin: str | None) -> Run:
 
     from cityward.adapters.inventory_files import FileFormat
     from cityward.adapters.storage.models import AdvisoryEntryRow, AdvisoryRow, DeviceRow, VulnMatchRow
-    from cityward.services import advisories, catalog, inventory
+    from cityward.services import advisories, catalog, inventory, vendors
 
     folders = [corpus / SOURCES[s] for s in (SOURCES if scope == "all" else (scope,))]
     run = Run(scope, set())
@@ -181,7 +183,6 @@ def match_run(scope: str, corpus: Path, pg_admin: str | None) -> Run:
                 inventory.import_devices(plat.uow, caller, f, "inventory.csv", FileFormat.CSV, create_missing=True)
             run.seconds["fleet"] = time.perf_counter() - t
             run.seconds["import"] = run.seconds["match"] = 0.0
-            unmatched: list[int] = []
             for folder in folders:
                 t = time.perf_counter()
                 report = advisories.import_advisories(plat.uow, caller, str(folder), skip_refused=True)
@@ -194,10 +195,9 @@ def match_run(scope: str, corpus: Path, pg_admin: str | None) -> Run:
                 run.statements += sum(int(d["entries"]) for d in docs)
                 run.unparsed += [{"source": p.source, "field": p.field, "message": p.message} for p in report.unparsed]
                 run.refused += [str(p) for p in report.refused]
-                found_unmatched = getattr(report, "unmatched", None)  # issue 16: not reported yet
-                if found_unmatched is not None:
-                    unmatched.append(len(found_unmatched))
-            run.unmatched = sum(unmatched) if unmatched else None
+            listed = vendors.unmatched(plat.uow, caller).unmatched  # what `cityward advisories unmatched` shows
+            run.unmatched = sum(u.statements for u in listed)
+            run.unmatched_cves = {cve for u in listed for cve in u.cves}
             with plat.uow() as uow:
                 rows = uow.session.execute(
                     select(DeviceRow.id, VulnMatchRow.cve).join(
@@ -239,7 +239,9 @@ def score(run: Run, exp: Expected) -> dict[str, Any]:
     unreadable = {(_base(p["source"]), (p["message"] or "").split(":", 1)[0]) for p in run.unparsed}
 
     def reported(pair: tuple[str, str]) -> bool:
-        return any((src, pair[1]) in unreadable for src, _ in exp.why[pair] if run.scope in ("all", source_kind(src)))
+        """Its CVE is in the unmatched report, or reported unreadable in the document expected to name it."""
+        return pair[1] in run.unmatched_cves or any(
+            (src, pair[1]) in unreadable for src, _ in exp.why[pair] if run.scope in ("all", source_kind(src)))
 
     misses = []
     for device, cve in fn:
@@ -430,7 +432,7 @@ def show(scores: list[dict[str, Any]], csaf_rows: list[dict[str, Any]] | None,
     t = Table(title="Real advisories against the hand-written fleet (bench/real_fleet)")
     for col in ("documents", "expected pairs", "found", "true pos.", "false pos.", "false neg.", "precision",
                 "recall", "statements normalized", "unreadable", "naming no catalog product", "refused docs",
-                "misses: its CVE reported unreadable in its document / silent", "import + match s"):
+                "misses: its CVE in the unmatched report or unreadable / silent", "import + match s"):
         t.add_column(col, justify="right")
     t.add_column("scope", justify="left")
     for s in scores:

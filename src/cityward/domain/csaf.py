@@ -28,7 +28,7 @@ from cityward.domain.advisories import (
     Status,
     parse_cpe,
 )
-from cityward.domain.model_names import read_models
+from cityward.domain.model_names import names_models, read_models
 from cityward.domain.vendors import split_vendors
 from cityward.errors import Problem
 
@@ -210,9 +210,16 @@ def normalize(doc: Mapping[str, Any], name: str) -> Advisory:
             try:
                 text, intervals, scheme = _range(p)
             except av.RangeError as exc:
-                problems.append(Problem(f"{cve}: product {pid} ({p.name or p.product}): {exc}", source=name,
-                                        field=f"{where}/product_status"))
-                continue
+                written = p.version_range or p.version or ""
+                if names_models(written):
+                    # The tree put the model where the version goes and gave no version: every
+                    # version of that model is affected, and the statement says it was read so.
+                    p = replace(p, models=(written,), version=None, version_range=None)
+                    text, intervals, scheme = f"every version ({written!r} read as the model)", None, "vendor"
+                else:
+                    problems.append(Problem(f"{cve}: product {pid} ({p.name or p.product}): {exc}", source=name,
+                                            field=f"{where}/product_status"))
+                    continue
             idents = list(_identities(p))
             if not idents:
                 problems.append(Problem(f"{cve}: product {pid} ({p.name}) has no vendor, model, CPE, PURL or hash "

@@ -101,6 +101,16 @@ def read_models(text: str | None) -> list[ModelName]:
     return read
 
 
+def names_models(text: str) -> bool:
+    """Does a text that should be a version name model numbers instead ("EY-AS525F001",
+    "L206-F2G1, L210-F2G, and")? CSAF trees put them in product_version branches."""
+    pieces = [p for p in _LIST.split(re.sub(r"(?:,\s*|\s+)(?:and|or)\s*$", "", text.strip())) if p.strip()]
+    # Dots and underscores are how versions and builds are written ("MX-V4.0.1.15", "RUT9_R_00.07"),
+    # not model numbers.
+    return bool(pieces) and all(_is_model_number(p.strip()) and not re.search(r"[\s._]", p.strip())
+                                for p in pieces)
+
+
 def _is_model_number(word: str) -> bool:
     key = model_key(word) or ""
     return (len(key) >= 4 and any(c.isdigit() for c in key) and any(c.isalpha() for c in key)
