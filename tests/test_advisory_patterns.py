@@ -71,3 +71,23 @@ def test_cve5_products_read_as_lists_and_without_descriptions(product: str, mode
     adv = cve5.normalize(record, "r.json")
     assert {e.identity.product for e in adv.entries} == models
     assert {e.identity.vendor_key for e in adv.entries} == {"sierra"}
+
+
+@pytest.mark.parametrize(("category", "written", "models"), [
+    ("product_version_range", "EY-AS525F001", {"eyas525f001"}),
+    ("product_version", "L206-F2G1, L210-F2G, and", {"l206f2g1", "l210f2g"}),
+])
+def test_model_numbers_in_a_version_branch_are_read_as_the_models_every_version_affected(
+        category: str, written: str, models: set[str]) -> None:
+    leaf = {"category": category, "name": written, "product": {"product_id": "P1", "name": "x"}}
+    adv = csaf.normalize(_csaf("SAUTER", "EY-modulo 5 Building Automation Station", leaf), "a.json")
+    assert not adv.unparsed
+    assert {e.identity.product_key for e in adv.entries} == models
+    assert all(e.intervals is None and "read as the model" in (e.versions or "") for e in adv.entries)
+
+
+@pytest.mark.parametrize("written", ["sometime in 2020", "see the vendor's website"])
+def test_a_version_nobody_can_read_is_reported_not_taken_for_a_model(written: str) -> None:
+    leaf = {"category": "product_version_range", "name": written, "product": {"product_id": "P1", "name": "x"}}
+    adv = csaf.normalize(_csaf("Teltonika", "RUT", leaf), "a.json")
+    assert not adv.entries and len(adv.unparsed) == 1

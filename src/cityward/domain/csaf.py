@@ -207,16 +207,16 @@ def normalize(doc: Mapping[str, Any], name: str) -> Advisory:
             if p is None:
                 problems.append(Problem(f"{cve}: product {pid} is not in the product tree", source=name, field=where))
                 continue
-            try:
-                text, intervals, scheme = _range(p)
-            except av.RangeError as exc:
-                written = p.version_range or p.version or ""
-                if names_models(written):
-                    # The tree put the model where the version goes and gave no version: every
-                    # version of that model is affected, and the statement says it was read so.
-                    p = replace(p, models=(written,), version=None, version_range=None)
-                    text, intervals, scheme = f"every version ({written!r} read as the model)", None, "vendor"
-                else:
+            written = p.version_range or p.version or ""
+            if names_models(written):
+                # The tree put the model where the version goes and gave no version: every
+                # version of that model is affected, and the statement says it was read so.
+                p = replace(p, models=(written,), version=None, version_range=None)
+                text, intervals, scheme = f"every version ({written!r} read as the model)", None, "vendor"
+            else:
+                try:
+                    text, intervals, scheme = _range(p)
+                except av.RangeError as exc:
                     problems.append(Problem(f"{cve}: product {pid} ({p.name or p.product}): {exc}", source=name,
                                             field=f"{where}/product_status"))
                     continue
