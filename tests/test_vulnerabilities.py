@@ -647,9 +647,8 @@ def test_an_advisory_about_a_platform_affects_the_products_that_declare_it(
     catalog.save_product(platform.uow, fleet, {"brand": "Hikvision", "model": "DS-2CD2026G2-IU/SL",
                                                "platform": "HikOS"})
     vulnerabilities.match(platform.uow)
-    # CAM-3 is another brand's relabel of this camera: it declares no platform of its own and does
-    # not inherit its origin's yet (issue 16, left open), so only the declaring product matches.
-    assert {d for d, c in _matches(platform) if c == "CVE-2021-36299"} == {"CAM-1"}
+    # CAM-3 is another brand's relabel of this camera: it runs its origin's platform.
+    assert {d for d, c in _matches(platform) if c == "CVE-2021-36299"} == {"CAM-1", "CAM-3"}
     vias = {m.via for (d, cve), m in _stored(platform).items() if d == "CAM-1" and cve == "CVE-2021-36299"}
     assert vias == {"platform"}
     assert not any(u.product == "HikOS" for u in vendors.unmatched(platform.uow, fleet).unmatched)

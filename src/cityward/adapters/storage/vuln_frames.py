@@ -80,9 +80,16 @@ def _identities(s: Session, entries: pl.DataFrame) -> pl.DataFrame:
     named_vendors = entries.get_column("vendor_key").drop_nulls().unique()
     own = _keyed(products, "brand", "model", "product", aliases, vendors=named_vendors)
     origin = _keyed(products, "obrand", "omodel", "origin", aliases, vendors=named_vendors)
-    # A product that declares its firmware platform is also known by it, under its own brand.
-    platform = _keyed(products.filter(pl.col("platform").is_not_null()), "brand", "platform", "platform",
-                      aliases, variants=False, vendors=named_vendors)
+    # A product that declares its firmware platform is also known by it, under its own brand; a
+    # relabel runs its origin's firmware, so it is known by the origin's platform too.
+    declared = products.filter(pl.col("platform").is_not_null())
+    inherited = (products.filter(pl.col("platform").is_null())
+                 .join(declared.select(pl.col("brand").alias("obrand"), pl.col("model").alias("omodel"),
+                                       pl.col("platform").alias("oplatform")), on=["obrand", "omodel"])
+                 .with_columns(pl.col("oplatform").alias("platform")))
+    platform = pl.concat([
+        _keyed(declared, "brand", "platform", "platform", aliases, variants=False, vendors=named_vendors),
+        _keyed(inherited, "obrand", "platform", "platform", aliases, variants=False, vendors=named_vendors)])
     both = pl.concat([own, origin.join(own, on=["product_id", "vendor_key", "product_key"], how="anti")])
     both = pl.concat([both, platform.join(both, on=["product_id", "vendor_key", "product_key"], how="anti")])
     named = entries.filter(pl.col("model_pattern").is_null()).select("vendor_key", "product_key").unique()
