@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -159,6 +159,15 @@ def as_informational(doc: Doc) -> None:
 def as_informational_without_vulnerabilities(doc: Doc) -> None:
     as_informational(doc)
     del doc["vulnerabilities"]
+
+
+VERSION_NAME = "/product_tree/branches/0/branches/0/branches/0/name"
+
+
+def version_branch(doc: Doc) -> Doc:
+    branch = doc["product_tree"]["branches"][0]["branches"][0]["branches"][0]
+    assert branch["category"] == "product_version"
+    return cast(Doc, branch)
 
 
 T1 = "2021-09-18T00:00:00.000Z"
@@ -405,6 +414,28 @@ CASES: list[tuple[str, Doc, Callable[[Doc], object], str, str]] = [
         "/vulnerabilities/0/product_status/known_affected/0",
     ),
     ("6.1.27.11", VEX, lambda d: d.pop("vulnerabilities"), "6.1.27.11", ""),
+    ("6.1.11-name", ADVISORY, lambda d: vuln(d)["cwe"].update(name="Improper Input Validation"), "6.1.11",
+     "/vulnerabilities/0/cwe/name"),
+    ("6.1.11-id", ADVISORY, lambda d: vuln(d)["cwe"].update(id="CWE-999999"), "6.1.11", "/vulnerabilities/0/cwe/id"),
+    ("6.1.12-lang", ADVISORY, lambda d: d["document"].update(lang="EZ"), "6.1.12", "/document/lang"),
+    ("6.1.12-source", ADVISORY, lambda d: d["document"].update(source_lang="qq-ZZ"), "6.1.12", "/document/source_lang"),
+    ("6.1.15", ADVISORY, lambda d: d["document"]["publisher"].update(category="translator"), "6.1.15",
+     "/document/source_lang"),
+    ("6.1.18", VEX, history((T1, "0.9.0"), (T2, "1.0.0"), version="1.0.0"), "6.1.18", f"{HISTORY}/0/number"),
+    ("6.1.19", VEX, history((T1, "1.0.0-rc.1"), (T2, "1.0.0"), version="1.0.0"), "6.1.19", f"{HISTORY}/0/number"),
+    ("6.1.26-no-underscores", ADVISORY, lambda d: d["document"].update(category="csafsecurityadvisory"), "6.1.26",
+     "/document/category"),
+    ("6.1.28", ADVISORY, lambda d: d["document"].update(lang="en-US", source_lang="EN-us"), "6.1.28",
+     "/document/source_lang"),
+    ("6.1.30", ADVISORY, history((T1, "1.0.0"), (T2, "2"), version="2"), "6.1.30", f"{HISTORY}/0/number"),
+    *[
+        (f"6.1.31-{name}", ADVISORY, lambda d, name=name: version_branch(d).update(name=name), "6.1.31", VERSION_NAME)
+        for name in ("prior to V5.5.800", "<=V5.5.710", "> 5.0", "5.5 and Later", "all", "V5.x versions",
+                     "before 5.5.800", "5.5.710 and earlier", "after 5.0")
+    ],
+    ("6.1.33", VEX, lambda d: vuln(d)["flags"].append({"label": "vulnerable_code_not_present",
+                                                       "product_ids": ["NVR-4.40.000"]}),
+     "6.1.33", "/vulnerabilities/0/flags/1"),
 ]
 
 
@@ -443,8 +474,9 @@ def test_equal_dates_order_revisions_by_number() -> None:
 
 
 def test_draft_version_ignores_pre_release_part() -> None:
+    # 6.1.19 forbids a pre-release revision in any status (as the BSI validator reads it); no other test fires.
     doc = mutate(VEX, history((T1, "1.0.0-rc.1"), version="1.0.0-rc.2", status="draft"))
-    assert validate(doc, "x.json") == []
+    assert {v.test for v in validate(doc, "x.json")} == {"6.1.19"}
     doc = mutate(VEX, history((T1, "1.0.0-rc.1+build.7"), version="1.0.0-rc.2", status="final"))
     assert ("6.1.16", "/document/tracking/version") in found(validate(doc, "x.json"))
 
@@ -682,3 +714,50 @@ def test_schemas_are_the_ones_documented() -> None:
 
     for schema in SCHEMAS.glob("*.json"):
         assert hashlib.sha256(schema.read_bytes()).hexdigest() in readme, schema.name
+
+
+# --- tests added with 6.1.11 to 6.1.33: what they must accept --------------------------------------
+
+
+def second_vulnerability_with_the_same_flags(doc: Doc) -> None:
+    doc["vulnerabilities"].append({**copy.deepcopy(vuln(doc)), "cve": "CVE-2021-99999"})
+
+
+@pytest.mark.parametrize(
+    ("base", "change"),
+    [
+        # A word that merely contains a range word is a version name (the OASIS data has "after-eight").
+        (ADVISORY, lambda d: version_branch(d).update(name="after-eight")),
+        (ADVISORY, lambda d: version_branch(d).update(name="V5.5 allround build 2")),
+        (ADVISORY, lambda d: d["document"].update(source_lang="de")
+         or d["document"]["publisher"].update(category="translator")),
+        (ADVISORY, lambda d: d["document"].update(lang="en-GB", source_lang="en-US")),
+        (ADVISORY, lambda d: d["document"].update(lang="es-419")),
+        # 6.1.33 counts flags per vulnerability: the same product in two vulnerabilities' flags is fine.
+        (VEX, second_vulnerability_with_the_same_flags),
+    ],
+    ids=["after-eight", "allround", "translator-with-source", "translation", "es-419", "flags-per-vulnerability"],
+)
+def test_new_tests_accept_valid_variants(base: Doc, change: Callable[[Doc], object]) -> None:
+    assert validate(mutate(base, change), "variant.json") == []
+
+
+def test_draft_with_pre_release_history_is_reported_only_under_6_1_19() -> None:
+    doc = mutate(VEX, history((T1, "0.1.0-alpha"), version="0.1.0-alpha", status="draft"))
+    assert {v.test for v in validate(doc, "x.json")} == {"6.1.19"}
+
+
+def test_integer_versions_throughout_are_consistent() -> None:
+    doc = mutate(ADVISORY, history((T1, "1"), (T2, "2"), version="2"))
+    assert validate(doc, "x.json") == []
+
+
+_RANGE_HINTS = ("after", "all", "before", "earlier", "later", "prior", "versions")
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=st.text(st.characters(codec="ascii", categories=["L", "N", "Zs", "Pd"]), min_size=1, max_size=30))
+def test_6_1_31_flags_exactly_the_range_words_and_operators(name: str) -> None:
+    doc = mutate(ADVISORY, lambda d: version_branch(d).update(name=name))
+    flagged = any(v.test == "6.1.31" for v in validate(doc, "x.json"))
+    assert flagged == any(word in _RANGE_HINTS for word in name.lower().split())
