@@ -208,6 +208,7 @@ def normalize(doc: Mapping[str, Any], name: str) -> Advisory:
                 problems.append(Problem(f"{cve}: product {pid} is not in the product tree", source=name, field=where))
                 continue
             written = p.version_range or p.version or ""
+            text: str | None
             if names_models(written):
                 # The tree put the model where the version goes and gave no version: every
                 # version of that model is affected, and the statement says it was read so.
