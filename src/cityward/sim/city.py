@@ -39,7 +39,7 @@ COLUMNS = (
     "owner", "installer", "maintainer", "supplier", "installed_at", "tags",
 )
 CATALOG_COLUMNS = ("brand", "model", "kind", "origin_brand", "origin_model", "end_of_support",
-                   "min_firmware", "version_scheme", "upgrade_minutes")
+                   "min_firmware", "version_scheme", "upgrade_minutes", "platform")
 
 CITY_NAME = "Port Aurelia"
 CENTRE = (43.6512, 7.1843)  # the (fictional) city's centre: latitude, longitude
@@ -205,7 +205,8 @@ def generate_city(devices: int = 2000, seed: int = 7, profile: Profile | None = 
                "version_scheme": scheme,
                # The maker declares its upgrade's nominal duration (the profile's, unscaled); a
                # relabel inherits it. Slow devices take slow_factor times that.
-               "upgrade_minutes": f"{prof.timing.upgrade_duration / 60:g}" if origin is None else ""}
+               "upgrade_minutes": f"{prof.timing.upgrade_duration / 60:g}" if origin is None else "",
+               "platform": ""}
         catalog.append(row)
         by_key[(brand, model)] = row
     return DemoCity(CITY_NAME, zones, orgs, list(_ZONE_DUTIES), catalog, devices, prof)
